@@ -1,0 +1,222 @@
+package daemon
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/demon-audio/demon/trt"
+)
+
+// Config is demond's whole configuration. Every field is an option with a flag, an
+// environment variable (DEMON_*) and a TOML key; precedence is flag > environment >
+// file (--config) > default. Later modules take the slice of it they need.
+type Config struct {
+	ConfigFile     string        `toml:"-"`
+	Device         string        `toml:"device"`
+	DeviceCapacity ByteSize      `toml:"device_capacity"`
+	Failpoints     string        `toml:"failpoints"`
+	LogLevel       string        `toml:"log_level"`
+	LogFormat      string        `toml:"log_format"`
+	StartTimeout   time.Duration `toml:"start_timeout"`
+	StopTimeout    time.Duration `toml:"stop_timeout"`
+}
+
+// option describes one configuration option in one place: its names, default and help.
+type option struct {
+	flag, env, toml, help string
+	def                   func() string
+	set                   func(c *Config, v string) error
+}
+
+func options() []option {
+	return []option{
+		{"config", "DEMON_CONFIG", "", "TOML configuration file (flags and DEMON_* variables override it)",
+			func() string { return "" }, func(c *Config, v string) error { c.ConfigFile = v; return nil }},
+		{"device", "DEMON_DEVICE", "device", "device backend: host (host memory accounted like a GPU) or cuda",
+			func() string { return "host" }, func(c *Config, v string) error {
+				k, err := trt.ParseDeviceKind(v)
+				if err != nil {
+					return err
+				}
+				c.Device = k.String()
+				return nil
+			}},
+		{"device-capacity", "DEMON_DEVICE_CAPACITY", "device_capacity", "host device capacity in bytes, with units (e.g. 24GiB); default 75% of RAM",
+			func() string { return defaultCapacity().String() }, func(c *Config, v string) error {
+				b, err := ParseByteSize(v)
+				if err != nil {
+					return err
+				}
+				if b == 0 {
+					return errors.New("must be greater than 0")
+				}
+				c.DeviceCapacity = b
+				return nil
+			}},
+		{"failpoints", "DEMON_FAILPOINTS", "failpoints", "fault points to arm, e.g. model.load.decoder=error,handshake.stem_payload=error@2 (docs/faultpoints.md); off unless set",
+			func() string { return "" }, func(c *Config, v string) error { c.Failpoints = v; return nil }},
+		{"log-level", "DEMON_LOG_LEVEL", "log_level", "log level: debug, info, warn or error",
+			func() string { return "info" }, func(c *Config, v string) error {
+				switch strings.ToLower(v) {
+				case "debug", "info", "warn", "error":
+					c.LogLevel = strings.ToLower(v)
+					return nil
+				}
+				return fmt.Errorf("unknown level %q (want debug, info, warn or error)", v)
+			}},
+		{"log-format", "DEMON_LOG_FORMAT", "log_format", "log format: text or json",
+			func() string { return "text" }, func(c *Config, v string) error {
+				switch strings.ToLower(v) {
+				case "text", "json":
+					c.LogFormat = strings.ToLower(v)
+					return nil
+				}
+				return fmt.Errorf("unknown format %q (want text or json)", v)
+			}},
+		{"start-timeout", "DEMON_START_TIMEOUT", "start_timeout", "how long start-up (engine loads, warmup) may take before demond gives up",
+			func() string { return "5m" }, durationSetter(func(c *Config, d time.Duration) { c.StartTimeout = d })},
+		{"stop-timeout", "DEMON_STOP_TIMEOUT", "stop_timeout", "how long a graceful stop may take before demond forces exit",
+			func() string { return "30s" }, durationSetter(func(c *Config, d time.Duration) { c.StopTimeout = d })},
+	}
+}
+
+func durationSetter(set func(*Config, time.Duration)) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("invalid duration %q (want e.g. 30s, 5m)", v)
+		}
+		if d <= 0 {
+			return errors.New("must be positive")
+		}
+		set(c, d)
+		return nil
+	}
+}
+
+// ErrHelp is returned by LoadConfig when --help was asked for (the usage was printed).
+var ErrHelp = flag.ErrHelp
+
+// LoadConfig builds the configuration from defaults, the optional TOML file, the
+// environment and the command-line flags, in increasing precedence. Errors name the
+// option (flag and variable) so an operator knows what to fix.
+func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	opts := options()
+	fs := flag.NewFlagSet("demond", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	flagVals := map[string]*string{}
+	for _, o := range opts {
+		flagVals[o.flag] = fs.String(o.flag, o.def(), fmt.Sprintf("%s (env %s)", o.help, o.env))
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "usage: demond [flags]\n\ndemond serves real-time generative-music sessions over WebSocket.\n\nFlags (each also settable as the DEMON_* variable named, or in the --config TOML file):\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (see demond --help)", fs.Arg(0))
+	}
+	setByFlag := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { setByFlag[f.Name] = true })
+
+	var c Config
+	// Defaults first.
+	for _, o := range opts {
+		if err := o.set(&c, o.def()); err != nil {
+			return Config{}, fmt.Errorf("default of --%s: %w", o.flag, err)
+		}
+	}
+	// Resolve which config file to read (flag > env).
+	file := getenv("DEMON_CONFIG")
+	if setByFlag["config"] {
+		file = *flagVals["config"]
+	}
+	if file != "" {
+		if err := applyFile(&c, opts, file); err != nil {
+			return Config{}, err
+		}
+		c.ConfigFile = file
+	}
+	for _, o := range opts {
+		if o.flag == "config" {
+			continue
+		}
+		if v := getenv(o.env); v != "" {
+			if err := o.set(&c, v); err != nil {
+				return Config{}, fmt.Errorf("%s=%q: %w", o.env, v, err)
+			}
+		}
+	}
+	for _, o := range opts {
+		if o.flag == "config" || !setByFlag[o.flag] {
+			continue
+		}
+		v := *flagVals[o.flag]
+		if err := o.set(&c, v); err != nil {
+			return Config{}, fmt.Errorf("--%s=%q: %w", o.flag, v, err)
+		}
+	}
+	return c, nil
+}
+
+func applyFile(c *Config, opts []option, file string) error {
+	var raw map[string]any
+	if _, err := toml.DecodeFile(file, &raw); err != nil {
+		return fmt.Errorf("config file %s: %w", file, err)
+	}
+	byKey := map[string]option{}
+	for _, o := range opts {
+		if o.toml != "" {
+			byKey[o.toml] = o
+		}
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		o, ok := byKey[k]
+		if !ok {
+			return fmt.Errorf("config file %s: unknown key %q", file, k)
+		}
+		v := fmt.Sprint(raw[k])
+		if err := o.set(c, v); err != nil {
+			return fmt.Errorf("config file %s: %s = %q: %w", file, k, v, err)
+		}
+	}
+	return nil
+}
+
+// defaultCapacity is 75% of physical memory, or 8 GiB when that cannot be read: a share
+// of RAM that leaves the host room while the shim maps engine footprints lazily.
+func defaultCapacity() ByteSize {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 8 << 30
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseUint(fields[1], 10, 64)
+			if err == nil {
+				return ByteSize(kb * 1024 / 4 * 3)
+			}
+		}
+	}
+	return 8 << 30
+}

@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestByteSize(t *testing.T) {
+	cases := []struct {
+		in   string
+		want ByteSize
+	}{
+		{"24GiB", 24 << 30}, {"24gib", 24 << 30}, {"512MiB", 512 << 20}, {"1.5GB", 1_500_000_000},
+		{"1000", 1000}, {"4k", 4096}, {" 2 TiB ", 2 << 40}, {"13500000000B", 13_500_000_000},
+	}
+	for _, c := range cases {
+		got, err := ParseByteSize(c.in)
+		require.NoError(t, err, c.in)
+		assert.Equal(t, c.want, got, c.in)
+	}
+	for _, bad := range []string{"", "GiB", "-1GiB", "12 parsecs", "NaN", "1e30TiB"} {
+		_, err := ParseByteSize(bad)
+		assert.Error(t, err, bad)
+	}
+	assert.Equal(t, "24GiB", ByteSize(24<<30).String())
+	assert.Equal(t, "1.5KiB", ByteSize(1536).String())
+	assert.Equal(t, "100B", ByteSize(100).String())
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := LoadConfig(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "host", c.Device)
+	assert.Positive(t, uint64(c.DeviceCapacity))
+	assert.Empty(t, c.Failpoints)
+	assert.Equal(t, 5*time.Minute, c.StartTimeout)
+}
+
+func TestConfigPrecedenceFlagOverEnvOverFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "demond.toml")
+	require.NoError(t, os.WriteFile(file, []byte("device_capacity = \"1GiB\"\nlog_level = \"warn\"\nfailpoints = \"device.alloc=error\"\n"), 0o600))
+
+	c, err := LoadConfig([]string{"--config", file}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, ByteSize(1<<30), c.DeviceCapacity, "file over default")
+	assert.Equal(t, "warn", c.LogLevel)
+
+	c, err = LoadConfig([]string{"--config", file}, env(map[string]string{"DEMON_DEVICE_CAPACITY": "2GiB"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, ByteSize(2<<30), c.DeviceCapacity, "env over file")
+
+	c, err = LoadConfig([]string{"--config", file, "--device-capacity", "3GiB"},
+		env(map[string]string{"DEMON_DEVICE_CAPACITY": "2GiB", "DEMON_FAILPOINTS": "device.create=error"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, ByteSize(3<<30), c.DeviceCapacity, "flag over env")
+	assert.Equal(t, "device.create=error", c.Failpoints, "env over file")
+
+	c, err = LoadConfig(nil, env(map[string]string{"DEMON_CONFIG": file}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "warn", c.LogLevel, "DEMON_CONFIG names the file")
+}
+
+func TestConfigErrorsNameTheOption(t *testing.T) {
+	dir := t.TempDir()
+	badKey := filepath.Join(dir, "bad.toml")
+	require.NoError(t, os.WriteFile(badKey, []byte("devise = \"host\"\n"), 0o600))
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantMsg string
+	}{
+		{"bad device flag", []string{"--device", "tpu"}, nil, `--device="tpu": unknown device "tpu"`},
+		{"bad device env", nil, map[string]string{"DEMON_DEVICE": "tpu"}, `DEMON_DEVICE="tpu"`},
+		{"bad capacity", []string{"--device-capacity", "lots"}, nil, `--device-capacity="lots": invalid size`},
+		{"zero capacity", nil, map[string]string{"DEMON_DEVICE_CAPACITY": "0"}, "must be greater than 0"},
+		{"bad level", []string{"--log-level", "loud"}, nil, "--log-level"},
+		{"bad timeout", []string{"--start-timeout", "soon"}, nil, "--start-timeout"},
+		{"unknown file key", []string{"--config", badKey}, nil, `unknown key "devise"`},
+		{"missing file", []string{"--config", filepath.Join(dir, "nope.toml")}, nil, "nope.toml"},
+		{"stray argument", []string{"serve"}, nil, `unexpected argument "serve"`},
+		{"unknown flag", []string{"--bogus"}, nil, "flag provided but not defined: -bogus"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadConfig(tc.args, env(tc.env), &bytes.Buffer{})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.wantMsg)
+		})
+	}
+}
+
+func TestHelpListsEveryOptionWithItsVariable(t *testing.T) {
+	var out bytes.Buffer
+	_, err := LoadConfig([]string{"--help"}, env(nil), &out)
+	require.ErrorIs(t, err, ErrHelp)
+	for _, o := range options() {
+		assert.Contains(t, out.String(), "-"+o.flag)
+		assert.Contains(t, out.String(), o.env)
+	}
+}

@@ -1,0 +1,34 @@
+package daemon
+
+import (
+	"io"
+	"log/slog"
+
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+)
+
+// NewLogger builds the process logger from the configuration.
+func NewLogger(cfg Config, out io.Writer) *slog.Logger {
+	level := map[string]slog.Level{
+		"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+	}[cfg.LogLevel]
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// LoggingModule provides the *slog.Logger and routes fx's own events through it at debug
+// level (errors stay at error level).
+func LoggingModule(log *slog.Logger) fx.Option {
+	return fx.Module("logging",
+		fx.Supply(log),
+		fx.WithLogger(func() fxevent.Logger {
+			l := &fxevent.SlogLogger{Logger: log}
+			l.UseLogLevel(slog.LevelDebug)
+			return l
+		}),
+	)
+}

@@ -1,0 +1,191 @@
+/*
+ * demon.h — the C API of demon's native shim. The only header cgo sees.
+ *
+ * Conventions (apply to every function below unless its comment says otherwise):
+ *  - Handles are opaque pointers. A function that creates one writes it to `*out` only on
+ *    success; on error `*out` is left untouched and nothing was allocated.
+ *  - Functions that can fail return a dm_status (DM_OK == 0) and fill the caller-owned
+ *    `dm_error` with the same code and a NUL-terminated message. `err` may be NULL when the
+ *    caller does not want the message. No exception ever crosses this boundary: C++
+ *    exceptions, including std::bad_alloc, are mapped to status codes.
+ *  - *_free functions are NULL-safe and never fail. Each handle must be freed exactly once;
+ *    the Go binding makes its Close idempotent so double frees cannot reach the shim.
+ *  - Pointers to caller memory (strings, byte ranges) are only read or written during the
+ *    call; the shim never keeps them.
+ *  - Thread rules: a dm_device and its ledger are safe to use from several threads; a
+ *    dm_buffer must not be freed while another thread reads or writes it; a dm_faults
+ *    registry is safe to use from several threads.
+ */
+#ifndef DEMON_DEMON_H_
+#define DEMON_DEMON_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. Stable: the Go binding and logs rely on the numbers. */
+typedef enum dm_status {
+  DM_OK = 0,
+  DM_ERR_INVALID_ARGUMENT = 1, /* NULL out-pointer, zero size, malformed spec, ... */
+  DM_ERR_OUT_OF_MEMORY = 2,    /* device capacity or host memory exhausted */
+  DM_ERR_NOT_FOUND = 3,        /* unknown name (fault point, tensor, file) */
+  DM_ERR_CORRUPT = 4,          /* a file or payload failed validation */
+  DM_ERR_MISMATCH = 5,         /* valid, but for another component/backend/version/profile */
+  DM_ERR_UNSUPPORTED = 6,      /* a feature this build lacks (e.g. TensorRT) */
+  DM_ERR_FAULT_INJECTED = 7,   /* an armed fault point fired */
+  DM_ERR_STATE = 8,            /* the call is not valid in the object's current state */
+  DM_ERR_CUDA = 9,             /* the CUDA driver reported an error */
+  DM_ERR_INTERNAL = 10         /* a bug: an unexpected exception inside the shim */
+} dm_status;
+
+#define DM_ERROR_MSG_LEN 512
+
+/* Caller-owned error report. The shim writes `code` and a NUL-terminated `msg`. */
+typedef struct dm_error {
+  int code;
+  char msg[DM_ERROR_MSG_LEN];
+} dm_error;
+
+/* Library version, e.g. "0.1.0". Static storage; never NULL. */
+const char* dm_version(void);
+
+/* ---------------------------------------------------------------------------------------
+ * Fault points: a registry of named points where the shim (and Go, through the same
+ * registry) can be told to fail. Every point is declared once in
+ * native/src/faults/points.def and documented in docs/faultpoints.md.
+ *
+ * Spec grammar:  point=action[@N] {, point=action[@N]}
+ *   action: "error" (fail with DM_ERR_FAULT_INJECTED), "oom" (fail with
+ *   DM_ERR_OUT_OF_MEMORY), or "off" (disarm). Without @N the point fires on every hit;
+ *   with @N (N >= 1) only on the Nth hit. An empty spec arms nothing.
+ * ------------------------------------------------------------------------------------- */
+typedef struct dm_faults dm_faults;
+
+/* Creates a registry armed with `spec` (NULL or "" = nothing armed). On success the caller
+ * owns *out and frees it with dm_faults_free after every device created with it is freed. */
+int dm_faults_create(const char* spec, dm_faults** out, dm_error* err);
+void dm_faults_free(dm_faults* faults);
+
+/* Arms (or disarms, with "off") the points named in `spec`. Validates the whole spec
+ * first: on error nothing changes. Hit counters are not reset. */
+int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err);
+
+/* Disarms every point and resets every hit counter to zero. */
+void dm_faults_reset(dm_faults* faults);
+
+/* Records one hit of `point`. Returns DM_OK when the point does not fire, its injected
+ * status when it does (message names the point and the hit), DM_ERR_NOT_FOUND for an
+ * undeclared point. Used by Go-side points; native points call the registry directly. */
+int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err);
+
+/* Hits recorded for `point` since creation or the last reset; -1 if undeclared. */
+int64_t dm_faults_hits(const dm_faults* faults, const char* point);
+
+/* The declared points, in declaration order: index 0..dm_faults_point_count()-1.
+ * Returns static strings; NULL for an index out of range. */
+int dm_faults_point_count(void);
+const char* dm_faults_point_name(int index);
+
+/* ---------------------------------------------------------------------------------------
+ * Devices and the ledger.
+ *
+ * A device is where engines, contexts, streams and buffers live. Every byte allocated on
+ * it and every handle created on it is recorded in its ledger, in total, per handle kind
+ * and per owner tag (a caller-chosen label such as "session:ab12" or "model:decoder").
+ * ------------------------------------------------------------------------------------- */
+typedef struct dm_device dm_device;
+
+typedef enum dm_device_kind {
+  DM_DEVICE_HOST = 0, /* host memory with a configured capacity, accounted like a GPU */
+  DM_DEVICE_CUDA = 1  /* an NVIDIA GPU through the CUDA driver API (loaded at run time) */
+} dm_device_kind;
+
+typedef struct dm_device_options {
+  int kind;                /* a dm_device_kind */
+  uint64_t capacity_bytes; /* host device: bytes it may hand out (> 0). */
+  int ordinal;             /* cuda: device index */
+  dm_faults* faults;       /* optional; borrowed: must outlive the device */
+} dm_device_options;
+
+/* Creates a device. The host device reserves address space lazily: allocations of 1 MiB
+ * and more are anonymous mappings that commit RAM only when touched, so a capacity larger
+ * than free RAM is fine for accounting tests. On success the caller owns *out. */
+int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err);
+
+/* Frees the device handle. Objects still alive on it keep the device's internals alive
+ * until they are freed (their bytes stay on the ledger: a leak a test can see). */
+void dm_device_free(dm_device* device);
+
+/* Writes a one-line human description, e.g. "host device (capacity 24.00 GiB)". */
+int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err);
+
+typedef struct dm_ledger_totals {
+  uint64_t capacity_bytes; /* what the device may hand out */
+  uint64_t used_bytes;     /* bytes in use now (exact requested sizes) */
+  uint64_t peak_bytes;     /* high-water mark of used_bytes since creation/reset_peak */
+  uint64_t allocations;    /* successful allocations, cumulative */
+  uint64_t frees;          /* frees, cumulative */
+  uint64_t failed;         /* refused allocations (out of memory or injected) */
+  int64_t live_handles;    /* live handles of every kind on this device */
+} dm_ledger_totals;
+
+typedef struct dm_ledger_entry {
+  char name[96];        /* handle kind ("buffer", "engine", ...) or owner tag */
+  uint64_t used_bytes;  /* bytes in use attributed to it */
+  uint64_t peak_bytes;  /* its high-water mark */
+  int64_t live_handles; /* live handles attributed to it */
+} dm_ledger_entry;
+
+int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_error* err);
+
+/* Copies up to `cap` entries, sorted by name, into `entries` and writes the total number
+ * of entries into *count (which may exceed cap: call again with a bigger array). Entries
+ * whose bytes and handles are both back to zero are omitted. */
+int dm_ledger_by_kind(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
+                      dm_error* err);
+int dm_ledger_by_owner(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
+                       dm_error* err);
+
+/* Resets peak_bytes (totals and entries) to the current use. */
+void dm_ledger_reset_peak(dm_device* device);
+
+/* ---------------------------------------------------------------------------------------
+ * Device buffers.
+ * ------------------------------------------------------------------------------------- */
+typedef struct dm_buffer dm_buffer;
+
+/* Allocates `bytes` (> 0) of zero-filled device memory owned by `owner` (non-empty, at
+ * most 95 bytes). Fails with DM_ERR_OUT_OF_MEMORY when `bytes` exceeds the free capacity;
+ * the message names the bytes requested and the bytes free. Fault point: device.alloc. */
+int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buffer** out,
+                    dm_error* err);
+void dm_buffer_free(dm_buffer* buffer);
+uint64_t dm_buffer_size(const dm_buffer* buffer); /* 0 for NULL */
+
+/* Copies n bytes from host memory into the buffer at `offset` (host-to-device). */
+int dm_buffer_write(dm_buffer* buffer, uint64_t offset, const void* src, uint64_t n, dm_error* err);
+/* Copies n bytes from the buffer at `offset` into host memory (device-to-host). */
+int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n, dm_error* err);
+
+/* ---------------------------------------------------------------------------------------
+ * Diagnostics for tests of the exception barrier.
+ * ------------------------------------------------------------------------------------- */
+typedef enum dm_debug_throw_kind {
+  DM_DEBUG_THROW_STD = 0,       /* std::runtime_error("debug: std exception") */
+  DM_DEBUG_THROW_BAD_ALLOC = 1, /* std::bad_alloc */
+  DM_DEBUG_THROW_DM_ERROR = 2,  /* a shim error with status DM_ERR_CORRUPT */
+  DM_DEBUG_THROW_UNKNOWN = 3    /* a non-std exception (an int) */
+} dm_debug_throw_kind;
+
+/* Throws the requested exception inside the shim's exception barrier and returns the
+ * status it maps to. Never returns DM_OK (an unknown kind is DM_ERR_INVALID_ARGUMENT). */
+int dm_debug_throw(int kind, dm_error* err);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* DEMON_DEMON_H_ */

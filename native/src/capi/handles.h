@@ -1,0 +1,29 @@
+// The structs behind the opaque handles of demon.h. Each owns its C++ object; freeing the
+// handle runs the object's destructor, which releases everything in reverse order.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "device/device.h"
+#include "faults/faults.h"
+
+#define DM_SHIM_VERSION "0.1.0"
+
+struct dm_faults {
+  std::unique_ptr<dm::FaultRegistry> registry;
+};
+
+struct dm_device {
+  std::shared_ptr<dm::Device> device;
+};
+
+// Members in acquisition order: the token counts the handle, then the memory is reserved;
+// destruction releases the memory first, then the handle.
+struct dm_buffer {
+  dm_buffer(std::shared_ptr<dm::Device> device, const char* owner, size_t bytes)
+      : token(device, dm::HandleKind::kBuffer, owner),
+        memory(device, dm::HandleKind::kBuffer, owner, bytes) {}
+  dm::HandleToken token;
+  dm::DeviceBuffer memory;
+};

@@ -1,0 +1,71 @@
+#include "device/device.h"
+
+#include <cstring>
+
+namespace dm {
+
+void CheckOwner(const char* owner) {
+  if (owner == nullptr || owner[0] == '\0') {
+    Fail(Status::kInvalidArgument, "owner tag must be a non-empty string");
+  }
+  size_t n = std::strlen(owner);
+  if (n > 95) Fail(Status::kInvalidArgument, "owner tag is %zu bytes; the limit is 95", n);
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char c = static_cast<unsigned char>(owner[i]);
+    if (c < 0x20 || c == 0x7f) {
+      Fail(Status::kInvalidArgument, "owner tag has a control character at byte %zu", i);
+    }
+  }
+}
+
+DeviceBuffer::DeviceBuffer(std::shared_ptr<Device> device, HandleKind kind, std::string owner,
+                           size_t bytes)
+    : device_(std::move(device)), kind_(kind), owner_(std::move(owner)), bytes_(bytes) {
+  if (bytes == 0) Fail(Status::kInvalidArgument, "allocation of 0 bytes for %s", owner_.c_str());
+  try {
+    HitFault(device_->faults(), "device.alloc");
+  } catch (...) {
+    device_->ledger().CountFailure();
+    throw;
+  }
+  device_->ledger().Reserve(kind_, owner_, bytes_);
+  try {
+    ptr_ = device_->RawAlloc(bytes_);
+  } catch (...) {
+    device_->ledger().Release(kind_, owner_, bytes_);
+    device_->ledger().CountFailure();
+    throw;
+  }
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  device_->RawFree(ptr_, bytes_);
+  device_->ledger().Release(kind_, owner_, bytes_);
+}
+
+void DeviceBuffer::Write(size_t offset, const void* src, size_t n) {
+  if (offset > bytes_ || n > bytes_ - offset) {
+    Fail(Status::kInvalidArgument, "write of %zu bytes at offset %zu overruns a %zu-byte buffer", n,
+         offset, bytes_);
+  }
+  if (n > 0 && src == nullptr) Fail(Status::kInvalidArgument, "write source is NULL");
+  if (n > 0) device_->CopyToDevice(static_cast<char*>(ptr_) + offset, src, n);
+}
+
+void DeviceBuffer::Read(size_t offset, void* dst, size_t n) const {
+  if (offset > bytes_ || n > bytes_ - offset) {
+    Fail(Status::kInvalidArgument, "read of %zu bytes at offset %zu overruns a %zu-byte buffer", n,
+         offset, bytes_);
+  }
+  if (n > 0 && dst == nullptr) Fail(Status::kInvalidArgument, "read destination is NULL");
+  if (n > 0) device_->CopyToHost(dst, static_cast<const char*>(ptr_) + offset, n);
+}
+
+HandleToken::HandleToken(std::shared_ptr<Device> device, HandleKind kind, std::string owner)
+    : device_(std::move(device)), kind_(kind), owner_(std::move(owner)) {
+  device_->ledger().AddHandle(kind_, owner_);
+}
+
+HandleToken::~HandleToken() { device_->ledger().RemoveHandle(kind_, owner_); }
+
+}  // namespace dm

@@ -1,0 +1,57 @@
+// Named fault points with hit counters (see points.def for the list).
+//
+// A registry is an object, not process state: each device is given one (or none), so tests
+// and the daemon arm points independently. Hitting a point is cheap (a hash lookup and an
+// atomic increment under a mutex) and happens only on cold paths: creation, loading,
+// session start and teardown — never per tick.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+
+namespace dm {
+
+class FaultRegistry {
+ public:
+  enum class Action { kOff, kError, kOom };
+
+  // Validates and applies `spec` (grammar in demon.h). Throws kInvalidArgument or
+  // kNotFound on a malformed spec or an undeclared point, changing nothing.
+  explicit FaultRegistry(const std::string& spec = "");
+  void Arm(const std::string& spec);
+  void Reset();
+
+  // Records a hit; throws the injected error when the point fires.
+  void Hit(const char* point);
+  // Hits so far; -1 for an undeclared point.
+  int64_t Hits(const char* point) const;
+
+  static const std::vector<const char*>& Declared();
+  static bool IsDeclared(const std::string& point);
+
+ private:
+  struct Arming {
+    Action action = Action::kOff;
+    int64_t nth = 0;  // 0 = every hit
+  };
+  struct State {
+    Arming arming;
+    int64_t hits = 0;
+  };
+  static std::vector<std::pair<std::string, Arming>> Parse(const std::string& spec);
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, State> points_;
+};
+
+// Hits `point` on `faults` if a registry is attached; a no-op otherwise.
+inline void HitFault(FaultRegistry* faults, const char* point) {
+  if (faults != nullptr) faults->Hit(point);
+}
+
+}  // namespace dm

@@ -1,0 +1,72 @@
+package trt
+
+/*
+#include "demon/demon.h"
+*/
+import "C"
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// Buffer is device memory allocated through the C API.
+type Buffer struct {
+	mu    sync.Mutex
+	h     *C.dm_buffer
+	st    *handleState
+	size  uint64
+	owner string
+}
+
+// Close frees the buffer. It is idempotent.
+func (b *Buffer) Close() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.h == nil {
+		return nil
+	}
+	C.dm_buffer_free(b.h)
+	b.h = nil
+	b.st.release()
+	return nil
+}
+
+// Size returns the buffer's size in bytes.
+func (b *Buffer) Size() uint64 { return b.size }
+
+// Owner returns the owner tag the buffer is accounted to.
+func (b *Buffer) Owner() string { return b.owner }
+
+// Write copies src into the buffer at offset (host to device).
+func (b *Buffer) Write(offset uint64, src []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.h == nil {
+		return &Error{Op: "write buffer", Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	var e C.dm_error
+	var p unsafe.Pointer
+	if len(src) > 0 {
+		p = unsafe.Pointer(&src[0])
+	}
+	return check("write buffer", C.dm_buffer_write(b.h, C.uint64_t(offset), p, C.uint64_t(len(src)), &e), &e)
+}
+
+// Read copies len(dst) bytes from the buffer at offset into dst (device to host).
+func (b *Buffer) Read(offset uint64, dst []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.h == nil {
+		return &Error{Op: "read buffer", Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	var e C.dm_error
+	var p unsafe.Pointer
+	if len(dst) > 0 {
+		p = unsafe.Pointer(&dst[0])
+	}
+	return check("read buffer", C.dm_buffer_read(b.h, C.uint64_t(offset), p, C.uint64_t(len(dst)), &e), &e)
+}

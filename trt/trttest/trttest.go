@@ -1,0 +1,72 @@
+// Package trttest holds test helpers for code that uses the native shim: leak checks
+// every test reuses, and small constructors with cleanup registered.
+package trttest
+
+import (
+	"testing"
+
+	"github.com/demon-audio/demon/trt"
+)
+
+// NoLeaks registers a check, run when the test ends (after the test's own cleanups, which
+// run in reverse order of registration: call NoLeaks first), that every native handle
+// created through package trt was closed.
+func NoLeaks(t testing.TB) {
+	t.Helper()
+	before := trt.LiveHandles()
+	t.Cleanup(func() {
+		if n := trt.LiveHandles(); n != before {
+			t.Errorf("native handles leaked: %d live at the end, %d at the start", n, before)
+		}
+	})
+}
+
+// HostDevice creates a host device of the given capacity (and an unarmed fault registry
+// when faults is nil) and closes it at the end of the test.
+func HostDevice(t testing.TB, capacity uint64, faults *trt.Faults) *trt.Device {
+	t.Helper()
+	d, err := trt.NewDevice(trt.DeviceOptions{Kind: trt.DeviceHost, CapacityBytes: capacity, Faults: faults})
+	if err != nil {
+		t.Fatalf("create host device: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// Faults creates a fault registry armed with spec and closes it at the end of the test.
+func Faults(t testing.TB, spec string) *trt.Faults {
+	t.Helper()
+	f, err := trt.NewFaults(spec)
+	if err != nil {
+		t.Fatalf("create faults %q: %v", spec, err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// Snapshot returns the device's ledger or fails the test.
+func Snapshot(t testing.TB, d *trt.Device) trt.Ledger {
+	t.Helper()
+	l, err := d.Ledger()
+	if err != nil {
+		t.Fatalf("ledger: %v", err)
+	}
+	return l
+}
+
+// RequireBaseline fails the test unless the device's use is exactly back at base: same
+// used bytes, same live handles, and no owner holding anything it did not hold before.
+func RequireBaseline(t testing.TB, d *trt.Device, base trt.Ledger) {
+	t.Helper()
+	now := Snapshot(t, d)
+	if now.Totals.UsedBytes != base.Totals.UsedBytes || now.Totals.LiveHandles != base.Totals.LiveHandles {
+		t.Fatalf("ledger not at baseline: used %d bytes / %d handles, baseline %d bytes / %d handles; owners now %+v",
+			now.Totals.UsedBytes, now.Totals.LiveHandles, base.Totals.UsedBytes, base.Totals.LiveHandles, now.ByOwner)
+	}
+	for _, o := range now.ByOwner {
+		b := base.Owner(o.Name)
+		if o.UsedBytes != b.UsedBytes || o.LiveHandles != b.LiveHandles {
+			t.Fatalf("owner %q holds %d bytes / %d handles, baseline %d / %d", o.Name, o.UsedBytes, o.LiveHandles, b.UsedBytes, b.LiveHandles)
+		}
+	}
+}
