@@ -21,9 +21,10 @@ func NewLogger(cfg Config, out io.Writer) *slog.Logger {
 }
 
 // LoggingModule provides the *slog.Logger and routes fx's own events through it at debug
-// level (errors stay at error level).
+// level (errors stay at error level). fx.WithLogger must sit at the top level of the app
+// (inside a module it would only apply to that module), so this is a plain option set.
 func LoggingModule(log *slog.Logger) fx.Option {
-	return fx.Module("logging",
+	return fx.Options(
 		fx.Supply(log),
 		fx.WithLogger(func() fxevent.Logger {
 			l := &fxevent.SlogLogger{Logger: log}
