@@ -6,7 +6,7 @@ package trt
 
 /*
 #cgo CPPFLAGS: -I${SRCDIR}/../native/include
-#cgo CXXFLAGS: -std=c++17 -O2 -I${SRCDIR}/../native/src -I${SRCDIR}/../native/include
+#cgo CXXFLAGS: -std=c++17 -O2 -Wno-psabi -I${SRCDIR}/../native/src -I${SRCDIR}/../native/include
 #cgo LDFLAGS: -lpthread
 #include <stdlib.h>
 #include "demon/demon.h"

@@ -370,3 +370,5 @@ func TestDeviceString(t *testing.T) {
 	_, err = trt.ParseDeviceKind("tpu")
 	require.Error(t, err)
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

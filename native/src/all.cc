@@ -18,6 +18,11 @@
 #include "ref/text_encoder.cc"
 #include "ref/stems.cc"
 
+// Engines: the file container, contexts, the CPU reference backend.
+#include "engine/engine_file.cc"
+#include "engine/engine.cc"
+#include "engine/cpu_ref_engines.cc"
+
 // The streaming pipeline.
 #include "pipeline/schedule.cc"
 #include "pipeline/guidance.cc"
@@ -27,3 +32,4 @@
 
 // The C API.
 #include "capi/capi_core.cc"
+#include "capi/capi_engine.cc"

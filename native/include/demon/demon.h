@@ -171,6 +171,98 @@ int dm_buffer_write(dm_buffer* buffer, uint64_t offset, const void* src, uint64_
 int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n, dm_error* err);
 
 /* ---------------------------------------------------------------------------------------
+ * Engines and execution contexts (the shape of TensorRT's API, kept by every backend).
+ *
+ * An engine holds what is loaded once and shared: its weights, resident on the device in a
+ * block of its declared footprint. A context is one user's activation memory (allocated
+ * through the ledger when it is created, so out-of-memory is a clean error before any state
+ * exists) plus shapes and bindings. A context keeps its engine's internals alive; free
+ * contexts first so the ledger drops the engine when its handle is freed.
+ * Thread rules: an engine may be shared by contexts on different threads; one context must
+ * be used by one thread at a time.
+ * ------------------------------------------------------------------------------------- */
+typedef struct dm_engine dm_engine;
+typedef struct dm_context dm_context;
+
+typedef enum dm_dtype {
+  DM_DTYPE_FLOAT32 = 0,
+  DM_DTYPE_BFLOAT16 = 1,
+  DM_DTYPE_FLOAT16 = 2,
+  DM_DTYPE_INT32 = 3
+} dm_dtype;
+
+#define DM_MAX_RANK 8
+#define DM_TENSOR_NAME_LEN 64
+
+/* One engine input or output with its optimisation profile (min/opt/max per dimension). */
+typedef struct dm_tensor_desc {
+  char name[DM_TENSOR_NAME_LEN];
+  int is_input;
+  int dtype; /* a dm_dtype */
+  int rank;
+  int64_t min[DM_MAX_RANK];
+  int64_t opt[DM_MAX_RANK];
+  int64_t max[DM_MAX_RANK];
+} dm_tensor_desc;
+
+/* What dm_engine_load is told, from the engine's validated metadata sidecar. */
+typedef struct dm_engine_options {
+  const char* path;            /* engine file */
+  const char* component;       /* expected: decoder, vae_encode, vae_decode,
+                                  vae_decode_windowed, text_encoder, stem_separator */
+  const char* backend;         /* "cpu-ref" or "tensorrt" */
+  const char* backend_version; /* expected backend version, e.g. "cpu-ref-1" */
+  const char* owner;           /* ledger owner tag for the resident memory */
+  uint64_t footprint_bytes;    /* declared resident bytes (0 = what the weights need) */
+  uint64_t context_bytes;      /* declared activation bytes per context (0 = as needed) */
+} dm_engine_options;
+
+/* Loads an engine. Validates the file (container, checksum, component, backend, version)
+ * before allocating. DM_ERR_UNSUPPORTED for a TensorRT engine in a build without TensorRT.
+ * Fault points: model.load.<component> first; model.place_decoder once the decoder's
+ * weights are resident. On error nothing stays allocated. */
+int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,
+                   dm_error* err);
+void dm_engine_free(dm_engine* engine);
+
+/* Number of inputs and outputs; 0 for NULL. */
+int dm_engine_io_count(const dm_engine* engine);
+int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_error* err);
+/* Activation bytes one context allocates; 0 for NULL. */
+uint64_t dm_engine_context_bytes(const dm_engine* engine);
+
+/* Creates a context; its activation memory is accounted to `owner`.
+ * Fault point: session.init.context. */
+int dm_context_create(dm_engine* engine, const char* owner, dm_context** out, dm_error* err);
+void dm_context_free(dm_context* context);
+
+/* Sets an input's shape; each dimension must lie in the engine's profile. */
+int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
+                         dm_error* err);
+/* Binds a tensor to a device buffer (borrowed: it must outlive every execute using it). */
+int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer, dm_error* err);
+/* Runs the engine synchronously. Fails with the tensor named if a shape is unset, a binding
+ * is missing or too small, or shapes disagree. */
+int dm_context_execute(dm_context* context, dm_error* err);
+/* Writes a tensor's current shape (inputs: as set; outputs: as inferred by the last
+ * execute) into dims[DM_MAX_RANK] and its rank into *rank (0 if unset). */
+int dm_context_shape(const dm_context* context, const char* name, int64_t* dims, int* rank,
+                     dm_error* err);
+
+/* Validates an engine file held in memory (container, version, checksum) without loading
+ * it. For tools and the fuzz target of the parser. */
+int dm_engine_file_check(const void* data, size_t size, dm_error* err);
+
+/* Writes a reference (cpu-ref) engine file: the model repository builder uses it. */
+typedef struct dm_reference_options {
+  const char* component;
+  const char* variant; /* decoder: "tiny-dit" or "oracle"; ignored otherwise */
+  uint64_t seed;       /* deterministic weights/embeddings (< 2^63) */
+  int duration_s;      /* profile: longest source in seconds, 1..240 */
+} dm_reference_options;
+int dm_reference_engine_write(const dm_reference_options* opts, const char* path, dm_error* err);
+
+/* ---------------------------------------------------------------------------------------
  * Diagnostics for tests of the exception barrier.
  * ------------------------------------------------------------------------------------- */
 typedef enum dm_debug_throw_kind {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "device/device.h"
+#include "engine/engine.h"
 #include "faults/faults.h"
 
 #define DM_SHIM_VERSION "0.1.0"
@@ -27,3 +28,12 @@ struct dm_buffer {
   dm::HandleToken token;
   dm::DeviceBuffer memory;
 };
+
+struct dm_engine {
+  std::shared_ptr<dm::Engine> engine;
+};
+
+struct dm_context {
+  std::unique_ptr<dm::Context> context;
+};
+

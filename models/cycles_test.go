@@ -1,0 +1,67 @@
+package models_test
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+// rssBytes reads the resident set size from /proc/self/statm.
+func rssBytes(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/statm")
+	require.NoError(t, err)
+	f := strings.Fields(string(b))
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	require.NoError(t, err)
+	return pages * int64(os.Getpagesize())
+}
+
+// 1000 load/unload cycles of a whole model: no growth in the ledger, live handles, or RSS
+// beyond noise. The RSS figures are logged (go test -v -run Cycles ./models/).
+func TestLoadUnloadCyclesDoNotGrow(t *testing.T) {
+	cycles := 1000
+	if testing.Short() {
+		cycles = 100
+	}
+	trttest.NoLeaks(t)
+	repo := buildRepo(t, models.FootprintsRealistic)
+	p := profile(t, repo)
+	d := trttest.HostDevice(t, 24<<30, nil)
+	base := trttest.Snapshot(t, d)
+	handles := trt.LiveHandles()
+
+	cycle := func() {
+		m, err := models.LoadModel(d, repo, p, models.LoadOptions{})
+		require.NoError(t, err)
+		m.Release()
+	}
+	for range 50 { // warm-up: allocator arenas, page cache, thread stacks
+		cycle()
+	}
+	runtime.GC()
+	rss0 := rssBytes(t)
+	for range cycles {
+		cycle()
+	}
+	runtime.GC()
+	rss1 := rssBytes(t)
+	trttest.RequireBaseline(t, d, base)
+	assert.Equal(t, handles, trt.LiveHandles())
+	tot := trttest.Snapshot(t, d).Totals
+	assert.Equal(t, tot.Allocations, tot.Frees)
+	growth := rss1 - rss0
+	t.Logf("%d load/unload cycles: RSS %.1f MiB -> %.1f MiB (growth %+.2f MiB, %.1f KiB per 1000 cycles); ledger allocations %d, frees %d",
+		cycles, float64(rss0)/(1<<20), float64(rss1)/(1<<20), float64(growth)/(1<<20),
+		float64(growth)/1024*1000/float64(cycles), tot.Allocations, tot.Frees)
+	assert.Less(t, growth, int64(16<<20), "RSS grew by more than noise")
+}

@@ -1,0 +1,173 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/demon-audio/demon/trt"
+)
+
+// Model is every engine of one profile, loaded on a device and shared by sessions.
+// It is reference counted: the loader holds the first reference, each session one more;
+// the engines are freed, in reverse load order, when the last reference is released.
+type Model struct {
+	Profile Profile
+
+	mu      sync.Mutex
+	refs    int
+	engines map[string]*trt.Engine
+	order   []string
+	metas   map[string]Metadata
+}
+
+// BackendSupport reports whether this build can load engines of a backend.
+func BackendSupport(backend string) error {
+	switch backend {
+	case BackendCPURef:
+		return nil
+	case BackendTensorRT:
+		return fmt.Errorf("%w: a TensorRT engine, and this build has no TensorRT backend (build with the TensorRT SDK and -tags tensorrt)", ErrUnsupported)
+	}
+	return fmt.Errorf("%w: unknown backend %q", ErrUnsupported, backend)
+}
+
+// LoadOptions configure LoadModel.
+type LoadOptions struct {
+	// Log receives progress lines; nil discards them.
+	Log *slog.Logger
+	// Progress, if set, is called before each component loads (e.g. to extend a systemd
+	// start timeout).
+	Progress func(component string)
+}
+
+// LoadModel validates profile p's engines (before allocating anything), then loads them in
+// order. If any load fails, everything loaded so far is freed in reverse order and the
+// original error is returned. The returned model holds one reference.
+func LoadModel(dev *trt.Device, repo *Repository, p Profile, opts LoadOptions) (*Model, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	refs, err := repo.Resolve(p, BackendSupport)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Profile: p, refs: 1, engines: map[string]*trt.Engine{}, metas: map[string]Metadata{}}
+	for _, ref := range refs {
+		if opts.Progress != nil {
+			opts.Progress(ref.Component)
+		}
+		log.Info("loading engine", "component", ref.Component, "engine", ref.Name, "footprint_bytes", ref.Meta.DeviceFootprintBytes)
+		eng, err := trt.LoadEngine(dev, trt.EngineOptions{
+			Path:           ref.Path,
+			Component:      ref.Component,
+			Backend:        ref.Meta.Backend,
+			BackendVersion: ref.Meta.BackendVersion,
+			Owner:          "model:" + ref.Component,
+			FootprintBytes: ref.Meta.DeviceFootprintBytes,
+			ContextBytes:   ref.Meta.ContextFootprintBytes,
+		})
+		if err == nil {
+			if err = crossCheck(ref, eng.IO()); err != nil {
+				_ = eng.Close()
+			}
+		}
+		if err != nil {
+			m.unload()
+			return nil, fmt.Errorf("load model profile %s: %s: %w", p.Name, ref.Name, err)
+		}
+		m.engines[ref.Component] = eng
+		m.order = append(m.order, ref.Component)
+		m.metas[ref.Component] = ref.Meta
+	}
+	log.Info("model loaded", "profile", p.Name, "engines", len(m.order))
+	return m, nil
+}
+
+// crossCheck makes sure the sidecar describes the engine that was actually loaded.
+func crossCheck(ref EngineRef, io []trt.TensorDesc) error {
+	if len(io) != len(ref.Meta.Tensors) {
+		return fmt.Errorf("%w: sidecar lists %d tensors, the engine has %d", ErrMismatch, len(ref.Meta.Tensors), len(io))
+	}
+	for _, t := range io {
+		spec, ok := ref.Meta.Tensor(t.Name)
+		if !ok {
+			return fmt.Errorf("%w: engine tensor %s is not in the sidecar", ErrMismatch, t.Name)
+		}
+		if spec.DType != t.DType.String() || (spec.IO == "input") != t.Input || len(spec.Dims) != len(t.Min) {
+			return fmt.Errorf("%w: tensor %s: sidecar says %s %s rank %d, engine has %s input=%v rank %d", ErrMismatch, t.Name, spec.IO, spec.DType, len(spec.Dims), t.DType, t.Input, len(t.Min))
+		}
+		for i, d := range spec.Dims {
+			if d.Min != t.Min[i] || d.Opt != t.Opt[i] || d.Max != t.Max[i] {
+				return fmt.Errorf("%w: tensor %s dim %d: sidecar profile %d/%d/%d, engine %d/%d/%d", ErrMismatch, t.Name, i, d.Min, d.Opt, d.Max, t.Min[i], t.Opt[i], t.Max[i])
+			}
+		}
+	}
+	return nil
+}
+
+// ErrReleased is returned by Acquire on a model whose last reference is gone.
+var ErrReleased = errors.New("model released")
+
+// Acquire takes a reference for a session.
+func (m *Model) Acquire() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refs == 0 {
+		return ErrReleased
+	}
+	m.refs++
+	return nil
+}
+
+// Release drops a reference; the last one frees every engine. Extra calls are no-ops.
+func (m *Model) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refs == 0 {
+		return
+	}
+	m.refs--
+	if m.refs == 0 {
+		m.unloadLocked()
+	}
+}
+
+// Refs returns the number of live references.
+func (m *Model) Refs() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.refs
+}
+
+// Engine returns the loaded engine of a component (nil after release).
+func (m *Model) Engine(component string) *trt.Engine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.engines[component]
+}
+
+// Metadata returns a component's sidecar.
+func (m *Model) Metadata(component string) Metadata {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.metas[component]
+}
+
+func (m *Model) unload() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refs = 0
+	m.unloadLocked()
+}
+
+func (m *Model) unloadLocked() {
+	for _, c := range slices.Backward(m.order) {
+		_ = m.engines[c].Close() // engine Close never fails
+		delete(m.engines, c)
+	}
+	m.order = nil
+}

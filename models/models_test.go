@@ -1,0 +1,312 @@
+package models_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+// testProfile is short so tests stay fast; footprints are realistic by default.
+var testProfile = models.ProfileSpec{Name: "ref-10s", DurationS: 10, DecoderVariant: "tiny-dit"}
+
+func buildRepo(t testing.TB, fp models.Footprints) *models.Repository {
+	t.Helper()
+	repo, err := models.BuildReference(t.TempDir(), models.BuildOptions{Profiles: []models.ProfileSpec{testProfile}, Footprints: fp})
+	require.NoError(t, err)
+	return repo
+}
+
+func profile(t testing.TB, repo *models.Repository) models.Profile {
+	t.Helper()
+	p, err := repo.Profile(testProfile.Name)
+	require.NoError(t, err)
+	return p
+}
+
+func TestBuildOpenLoadUnload(t *testing.T) {
+	trttest.NoLeaks(t)
+	repo := buildRepo(t, models.FootprintsRealistic)
+	d := trttest.HostDevice(t, 24<<30, nil)
+	m, err := models.LoadModel(d, repo, profile(t, repo), models.LoadOptions{})
+	require.NoError(t, err)
+	l := trttest.Snapshot(t, d)
+	assert.Equal(t, uint64(4_300_000_000), l.Owner("model:decoder").UsedBytes)
+	assert.Equal(t, uint64(1_200_000_000), l.Owner("model:text_encoder").UsedBytes)
+	assert.Equal(t, int64(len(models.Components)), l.Kind("engine").LiveHandles)
+	for _, c := range models.Components {
+		assert.NotNil(t, m.Engine(c), c)
+	}
+	require.NoError(t, m.Acquire())
+	m.Release()
+	assert.Equal(t, 1, m.Refs())
+	m.Release()
+	m.Release() // extra releases are no-ops
+	assert.Zero(t, trttest.Snapshot(t, d).Totals.UsedBytes)
+	assert.Nil(t, m.Engine(models.Decoder))
+	require.ErrorIs(t, m.Acquire(), models.ErrReleased)
+}
+
+// Each model.load.<component> point, and model.place_decoder: the ledger and live handles
+// are back at the exact baseline, the original error comes back, and the next load works.
+func TestPartialLoadRollsBack(t *testing.T) {
+	trttest.NoLeaks(t)
+	repo := buildRepo(t, models.FootprintsRealistic)
+	points := []string{"model.place_decoder"}
+	for _, c := range models.Components {
+		points = append(points, "model.load."+c)
+	}
+	for _, point := range points {
+		t.Run(point, func(t *testing.T) {
+			f := trttest.Faults(t, point+"=error@1")
+			d := trttest.HostDevice(t, 24<<30, f)
+			base := trttest.Snapshot(t, d)
+			handles := trt.LiveHandles()
+			_, err := models.LoadModel(d, repo, profile(t, repo), models.LoadOptions{})
+			require.ErrorIs(t, err, trt.ErrFaultInjected)
+			assert.Contains(t, err.Error(), "fault injected at "+point)
+			assert.Equal(t, int64(1), f.Hits(point), "the point was reached exactly once")
+			trttest.RequireBaseline(t, d, base)
+			assert.Equal(t, handles, trt.LiveHandles())
+
+			m, err := models.LoadModel(d, repo, profile(t, repo), models.LoadOptions{})
+			require.NoError(t, err, "the next load succeeds")
+			m.Release()
+			trttest.RequireBaseline(t, d, base)
+		})
+	}
+}
+
+func TestLoadOOMIsClean(t *testing.T) {
+	trttest.NoLeaks(t)
+	repo := buildRepo(t, models.FootprintsRealistic)
+	d := trttest.HostDevice(t, 6<<30, nil) // the model needs ~7 GB
+	base := trttest.Snapshot(t, d)
+	_, err := models.LoadModel(d, repo, profile(t, repo), models.LoadOptions{})
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "for model:decoder")
+	trttest.RequireBaseline(t, d, base)
+}
+
+func readMeta(t *testing.T, repo *models.Repository, name string) (string, map[string]any) {
+	t.Helper()
+	p := filepath.Join(repo.Root(), name, name+".engine.metadata.json")
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b, &m))
+	return p, m
+}
+
+func writeJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+}
+
+func TestResolveErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		mutate  func(t *testing.T, repo *models.Repository, p models.Profile)
+		want    error
+		wantMsg string
+	}{
+		{"missing engine file", func(t *testing.T, r *models.Repository, p models.Profile) {
+			n := p.Engines[models.VAEEncode]
+			require.NoError(t, os.Remove(filepath.Join(r.Root(), n, n+".engine")))
+		}, models.ErrNotFound, "rebuild with `demond models build-reference"},
+		{"missing sidecar", func(t *testing.T, r *models.Repository, p models.Profile) {
+			n := p.Engines[models.TextEncoder]
+			require.NoError(t, os.Remove(filepath.Join(r.Root(), n, n+".engine.metadata.json")))
+		}, models.ErrNotFound, ".engine.metadata.json"},
+		{"truncated engine", func(t *testing.T, r *models.Repository, p models.Profile) {
+			n := p.Engines[models.Decoder]
+			f := filepath.Join(r.Root(), n, n+".engine")
+			b, _ := os.ReadFile(f)
+			require.NoError(t, os.WriteFile(f, b[:len(b)/2], 0o644))
+		}, models.ErrCorrupt, "truncated or replaced"},
+		{"corrupt engine", func(t *testing.T, r *models.Repository, p models.Profile) {
+			n := p.Engines[models.Decoder]
+			f := filepath.Join(r.Root(), n, n+".engine")
+			b, _ := os.ReadFile(f)
+			b[100] ^= 1
+			require.NoError(t, os.WriteFile(f, b, 0o644))
+		}, models.ErrCorrupt, "checksum mismatch"},
+		{"wrong component", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.VAEEncode])
+			m["component"] = "vae_decode"
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "engine is a vae_decode, expected a vae_encode"},
+		{"old backend version", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			m["backend_version"] = "cpu-ref-0"
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "built for cpu-ref cpu-ref-0, this build loads cpu-ref-1"},
+		{"tensorrt engine", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			m["backend"] = "tensorrt"
+			m["backend_version"] = "10.16.1.11"
+			writeJSON(t, path, m)
+		}, models.ErrUnsupported, "no TensorRT backend"},
+		{"profile too short", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			ts := m["tensors"].([]any)
+			hs := ts[0].(map[string]any)
+			dim := hs["dims"].([]any)[1].(map[string]any)
+			dim["opt"], dim["max"] = 200, 200
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "profile mismatch: tensor hidden_states dim 1 max 200 does not cover 10 s"},
+		{"wrong dtype", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.TextEncoder])
+			m["tensors"].([]any)[0].(map[string]any)["dtype"] = "float32"
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "tensor token_ids has dtype float32"},
+		{"unknown field", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			m["surprise"] = 1
+			writeJSON(t, path, m)
+		}, models.ErrCorrupt, `unknown field "surprise"`},
+		{"schema from the future", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			m["schema_version"] = 2
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "schema_version 2, this build reads 1"},
+		{"engine symlinked outside the root", func(t *testing.T, r *models.Repository, p models.Profile) {
+			n := p.Engines[models.StemSeparator]
+			f := filepath.Join(r.Root(), n, n+".engine")
+			outside := filepath.Join(t.TempDir(), "elsewhere.engine")
+			b, _ := os.ReadFile(f)
+			require.NoError(t, os.WriteFile(outside, b, 0o644))
+			require.NoError(t, os.Remove(f))
+			require.NoError(t, os.Symlink(outside, f))
+		}, models.ErrEscape, "resolves to"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			trttest.NoLeaks(t)
+			repo := buildRepo(t, models.FootprintsActual)
+			p := profile(t, repo)
+			tc.mutate(t, repo, p)
+			d := trttest.HostDevice(t, 1<<30, nil)
+			_, err := models.LoadModel(d, repo, p, models.LoadOptions{})
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), tc.wantMsg)
+			assert.Zero(t, trttest.Snapshot(t, d).Totals.Allocations, "validation happens before any allocation")
+		})
+	}
+}
+
+func TestManifestErrors(t *testing.T) {
+	valid := func() map[string]any {
+		engines := map[string]any{}
+		for _, c := range models.Components {
+			engines[c] = c + "_ref"
+		}
+		return map[string]any{"schema_version": 1, "profiles": []any{map[string]any{"name": "p", "duration_s": 60, "engines": engines}}}
+	}
+	cases := []struct {
+		name    string
+		mutate  func(m map[string]any)
+		want    error
+		wantMsg string
+	}{
+		{"dotdot escape", func(m map[string]any) { eng(m)["decoder"] = "../../etc" }, models.ErrEscape, `engine name "../../etc"`},
+		{"absolute path", func(m map[string]any) { eng(m)["decoder"] = "/etc/passwd" }, models.ErrEscape, "/etc/passwd"},
+		{"slash", func(m map[string]any) { eng(m)["decoder"] = "a/b" }, models.ErrEscape, `"a/b"`},
+		{"missing component", func(m map[string]any) { delete(eng(m), "vae_encode") }, models.ErrCorrupt, "has no vae_encode engine"},
+		{"unknown component", func(m map[string]any) { eng(m)["lora"] = "x" }, models.ErrCorrupt, `unknown component "lora"`},
+		{"no profiles", func(m map[string]any) { m["profiles"] = []any{} }, models.ErrCorrupt, "lists no profiles"},
+		{"bad duration", func(m map[string]any) { m["profiles"].([]any)[0].(map[string]any)["duration_s"] = 999 }, models.ErrCorrupt, "outside 1..240"},
+		{"schema", func(m map[string]any) { m["schema_version"] = 0 }, models.ErrMismatch, "schema_version 0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := valid()
+			_, err := models.ParseManifest(mustJSON(t, m))
+			require.NoError(t, err)
+			tc.mutate(m)
+			_, err = models.ParseManifest(mustJSON(t, m))
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), tc.wantMsg)
+		})
+	}
+	_, err := models.ParseManifest([]byte("{"))
+	require.ErrorIs(t, err, models.ErrCorrupt)
+}
+
+func eng(m map[string]any) map[string]any {
+	return m["profiles"].([]any)[0].(map[string]any)["engines"].(map[string]any)
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+func TestOpenMissingRepository(t *testing.T) {
+	_, err := models.Open(t.TempDir())
+	require.ErrorIs(t, err, models.ErrNotFound)
+	assert.Contains(t, err.Error(), "build one with `demond models build-reference")
+}
+
+func FuzzParseMetadata(f *testing.F) {
+	dir := f.TempDir()
+	repo, err := models.BuildReference(dir, models.BuildOptions{Profiles: []models.ProfileSpec{testProfile}, Footprints: models.FootprintsActual})
+	if err != nil {
+		f.Fatal(err)
+	}
+	p, _ := repo.Profile(testProfile.Name)
+	for _, c := range models.Components {
+		b, err := os.ReadFile(filepath.Join(dir, p.Engines[c], p.Engines[c]+".engine.metadata.json"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"schema_version":1,"tensors":[{"dims":[{"min":-1}]}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := models.ParseMetadata(data)
+		if err != nil {
+			if !errors.Is(err, models.ErrCorrupt) && !errors.Is(err, models.ErrMismatch) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		for _, c := range models.Components {
+			_ = m.CheckContract(c, 60)
+		}
+		if _, err := m.Marshal(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(`{"schema_version":1,"profiles":[{"name":"p","duration_s":60,"engines":{"decoder":"d"}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := models.ParseManifest(data)
+		if err != nil {
+			return
+		}
+		for _, p := range m.Profiles {
+			for _, n := range p.Engines {
+				if strings.Contains(n, "..") || strings.ContainsAny(n, `/\`) {
+					t.Fatalf("accepted escaping engine name %q", n)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,150 @@
+// extern "C" entry points for engines, execution contexts and the reference builder.
+#include <cstring>
+#include <memory>
+
+#include "capi/guard.h"
+#include "capi/handles.h"
+
+namespace dm {
+namespace capi_detail {
+
+const char* Str(const char* s, const char* what) {
+  if (s == nullptr) Fail(Status::kInvalidArgument, "%s is NULL", what);
+  return s;
+}
+
+}  // namespace capi_detail
+}  // namespace dm
+
+extern "C" {
+
+int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,
+                   dm_error* err) {
+  return dm::Guard(err, [&] {
+    using dm::capi_detail::Str;
+    dm::CheckHandle(device, "dm_engine_load");
+    dm::CheckOut(out, "dm_engine_load");
+    if (opts == nullptr) dm::Fail(dm::Status::kInvalidArgument, "dm_engine_load: options are NULL");
+    dm::EngineOptions o;
+    o.path = Str(opts->path, "engine path");
+    o.component = Str(opts->component, "component");
+    o.backend = Str(opts->backend, "backend");
+    o.backend_version = Str(opts->backend_version, "backend version");
+    o.owner = Str(opts->owner, "owner");
+    o.footprint_bytes = opts->footprint_bytes;
+    o.context_bytes = opts->context_bytes;
+    auto e = std::make_unique<dm_engine>();
+    e->engine = dm::LoadEngine(device->device, o);
+    *out = e.release();
+  });
+}
+
+void dm_engine_free(dm_engine* engine) { delete engine; }
+
+int dm_engine_io_count(const dm_engine* engine) {
+  return engine == nullptr ? 0 : static_cast<int>(engine->engine->io().size());
+}
+
+int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(engine, "dm_engine_io");
+    if (out == nullptr) dm::Fail(dm::Status::kInvalidArgument, "dm_engine_io: out is NULL");
+    const auto& io = engine->engine->io();
+    if (index < 0 || index >= static_cast<int>(io.size())) {
+      dm::Fail(dm::Status::kInvalidArgument, "tensor index %d outside 0..%zu", index, io.size());
+    }
+    const dm::TensorDesc& t = io[static_cast<size_t>(index)];
+    std::memset(out, 0, sizeof *out);
+    std::strncpy(out->name, t.name.c_str(), sizeof out->name - 1);
+    out->is_input = t.input ? 1 : 0;
+    out->dtype = static_cast<int>(t.dtype);
+    out->rank = static_cast<int>(t.min.size());
+    for (size_t d = 0; d < t.min.size() && d < DM_MAX_RANK; ++d) {
+      out->min[d] = t.min[d];
+      out->opt[d] = t.opt[d];
+      out->max[d] = t.max[d];
+    }
+  });
+}
+
+uint64_t dm_engine_context_bytes(const dm_engine* engine) {
+  return engine == nullptr ? 0 : engine->engine->ContextBytes();
+}
+
+int dm_context_create(dm_engine* engine, const char* owner, dm_context** out, dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(engine, "dm_context_create");
+    dm::CheckOut(out, "dm_context_create");
+    dm::CheckOwner(owner);
+    auto c = std::make_unique<dm_context>();
+    c->context = engine->engine->CreateContext(owner);
+    *out = c.release();
+  });
+}
+
+void dm_context_free(dm_context* context) { delete context; }
+
+int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
+                         dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(context, "dm_context_set_shape");
+    if (rank < 1 || rank > DM_MAX_RANK || dims == nullptr) {
+      dm::Fail(dm::Status::kInvalidArgument, "dm_context_set_shape: rank %d (want 1..%d)", rank,
+               DM_MAX_RANK);
+    }
+    context->context->SetShape(dm::capi_detail::Str(name, "tensor name"),
+                               std::vector<int64_t>(dims, dims + rank));
+  });
+}
+
+int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer, dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(context, "dm_context_bind");
+    dm::CheckHandle(buffer, "dm_context_bind buffer");
+    context->context->Bind(dm::capi_detail::Str(name, "tensor name"), buffer->memory.data(),
+                           buffer->memory.size());
+  });
+}
+
+int dm_context_execute(dm_context* context, dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(context, "dm_context_execute");
+    context->context->Execute();
+  });
+}
+
+int dm_context_shape(const dm_context* context, const char* name, int64_t* dims, int* rank,
+                     dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(context, "dm_context_shape");
+    if (dims == nullptr || rank == nullptr) {
+      dm::Fail(dm::Status::kInvalidArgument, "dm_context_shape: output is NULL");
+    }
+    const auto& s = context->context->Shape(dm::capi_detail::Str(name, "tensor name"));
+    *rank = static_cast<int>(s.size());
+    for (size_t i = 0; i < s.size() && i < DM_MAX_RANK; ++i) dims[i] = s[i];
+  });
+}
+
+int dm_engine_file_check(const void* data, size_t size, dm_error* err) {
+  return dm::Guard(err, [&] {
+    if (data == nullptr && size > 0) dm::Fail(dm::Status::kInvalidArgument, "engine bytes are NULL");
+    static const uint8_t kEmpty = 0;
+    dm::ParseEngineFile(size == 0 ? &kEmpty : static_cast<const uint8_t*>(data), size);
+  });
+}
+
+int dm_reference_engine_write(const dm_reference_options* opts, const char* path,
+                              dm_error* err) {
+  return dm::Guard(err, [&] {
+    if (opts == nullptr) dm::Fail(dm::Status::kInvalidArgument, "reference options are NULL");
+    dm::ReferenceOptions o;
+    o.component = dm::capi_detail::Str(opts->component, "component");
+    o.variant = opts->variant == nullptr ? "" : opts->variant;
+    o.seed = opts->seed;
+    o.duration_s = opts->duration_s;
+    dm::WriteReferenceEngine(o, dm::capi_detail::Str(path, "path"));
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,187 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+
+namespace dm {
+
+size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kFloat32: return 4;
+    case DType::kBFloat16: return 2;
+    case DType::kFloat16: return 2;
+    case DType::kInt32: return 4;
+  }
+  return 0;
+}
+
+const char* DTypeName(DType t) {
+  switch (t) {
+    case DType::kFloat32: return "float32";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat16: return "float16";
+    case DType::kInt32: return "int32";
+  }
+  return "unknown";
+}
+
+Engine::Engine(std::shared_ptr<Device> device, const EngineOptions& opts)
+    : device_(std::move(device)),
+      component_(opts.component),
+      owner_(opts.owner),
+      footprint_bytes_(opts.footprint_bytes),
+      context_bytes_(opts.context_bytes),
+      token_(device_, HandleKind::kEngine, opts.owner) {}
+
+const TensorDesc& Engine::Tensor(const std::string& name) const {
+  for (const auto& t : io_) {
+    if (t.name == name) return t;
+  }
+  Fail(Status::kNotFound, "%s engine has no tensor %s", component_.c_str(), name.c_str());
+}
+
+uint64_t Engine::ContextBytes() const { return std::max(context_bytes_, NeededContextBytes()); }
+
+void* Engine::ReserveResident(uint64_t needed) {
+  if (resident_) Fail(Status::kInternal, "engine resident memory reserved twice");
+  uint64_t bytes = std::max<uint64_t>({footprint_bytes_, needed, 1});
+  resident_ = std::make_unique<DeviceBuffer>(device_, HandleKind::kEngine, owner_, bytes);
+  return resident_->data();
+}
+
+std::unique_ptr<Context> Engine::CreateContext(const std::string& owner) {
+  CheckOwner(owner.c_str());
+  HitFault(device_->faults(), "session.init.context");
+  return std::make_unique<Context>(shared_from_this(), owner);
+}
+
+Context::Context(std::shared_ptr<Engine> engine, const std::string& owner)
+    : engine_(std::move(engine)),
+      token_(engine_->device(), HandleKind::kContext, owner),
+      activation_(std::make_shared<DeviceBuffer>(engine_->device(), HandleKind::kContext, owner,
+                                                 std::max<uint64_t>(engine_->ContextBytes(), 64))),
+      shapes_(engine_->io().size()),
+      ptrs_(engine_->io().size(), nullptr),
+      bytes_(engine_->io().size(), 0) {}
+
+size_t Context::Index(const std::string& name) const {
+  const auto& io = engine_->io();
+  for (size_t i = 0; i < io.size(); ++i) {
+    if (io[i].name == name) return i;
+  }
+  Fail(Status::kNotFound, "%s engine has no tensor %s", engine_->component().c_str(),
+       name.c_str());
+}
+
+void Context::SetShape(const std::string& name, const std::vector<int64_t>& dims) {
+  size_t i = Index(name);
+  const TensorDesc& t = engine_->io()[i];
+  if (!t.input) Fail(Status::kInvalidArgument, "tensor %s is an output; its shape is inferred", name.c_str());
+  if (dims.size() != t.min.size()) {
+    Fail(Status::kInvalidArgument, "tensor %s has rank %zu, got %zu dims", name.c_str(),
+         t.min.size(), dims.size());
+  }
+  for (size_t d = 0; d < dims.size(); ++d) {
+    if (dims[d] < t.min[d] || dims[d] > t.max[d]) {
+      Fail(Status::kInvalidArgument,
+           "tensor %s dim %zu = %lld is outside the engine profile [%lld, %lld]", name.c_str(), d,
+           static_cast<long long>(dims[d]), static_cast<long long>(t.min[d]),
+           static_cast<long long>(t.max[d]));
+    }
+  }
+  shapes_[i] = dims;
+}
+
+void Context::SetOutputShape(const std::string& name, const std::vector<int64_t>& dims) {
+  shapes_[Index(name)] = dims;
+}
+
+const std::vector<int64_t>& Context::Shape(const std::string& name) const {
+  return shapes_[Index(name)];
+}
+
+void Context::Bind(const std::string& name, void* ptr, uint64_t bytes) {
+  size_t i = Index(name);
+  if (ptr == nullptr || bytes == 0) {
+    Fail(Status::kInvalidArgument, "binding for %s is empty", name.c_str());
+  }
+  ptrs_[i] = ptr;
+  bytes_[i] = bytes;
+}
+
+void* Context::Binding(const std::string& name) const { return ptrs_[Index(name)]; }
+
+int64_t Context::Elements(const std::string& name) const {
+  int64_t n = 1;
+  for (int64_t d : shapes_[Index(name)]) n *= d;
+  return n;
+}
+
+void Context::Execute() {
+  const auto& io = engine_->io();
+  for (size_t i = 0; i < io.size(); ++i) {
+    if (io[i].input && shapes_[i].empty()) {
+      Fail(Status::kState, "input %s has no shape set", io[i].name.c_str());
+    }
+  }
+  engine_->InferShapes(*this);
+  if (!engine_->device()->HostAccessible()) {
+    Fail(Status::kUnsupported, "%s: cpu reference engines need host-accessible buffers",
+         engine_->component().c_str());
+  }
+  for (size_t i = 0; i < io.size(); ++i) {
+    if (ptrs_[i] == nullptr) Fail(Status::kState, "tensor %s is not bound", io[i].name.c_str());
+    uint64_t need = static_cast<uint64_t>(Elements(io[i].name)) * DTypeSize(io[i].dtype);
+    if (bytes_[i] < need) {
+      Fail(Status::kInvalidArgument, "tensor %s needs %llu bytes, bound buffer has %llu",
+           io[i].name.c_str(), static_cast<unsigned long long>(need),
+           static_cast<unsigned long long>(bytes_[i]));
+    }
+  }
+  engine_->Run(*this);
+}
+
+std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
+                                           const EngineOptions& opts, const EngineFile& file);
+#ifdef DM_WITH_TENSORRT
+std::shared_ptr<Engine> LoadTensorRTEngine(std::shared_ptr<Device> device,
+                                           const EngineOptions& opts);
+#endif
+
+std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts) {
+  CheckOwner(opts.owner.c_str());
+  HitFault(device->faults(), ("model.load." + opts.component).c_str());
+  if (opts.backend == "tensorrt") {
+#ifdef DM_WITH_TENSORRT
+    return LoadTensorRTEngine(std::move(device), opts);
+#else
+    Fail(Status::kUnsupported,
+         "%s: a TensorRT engine, and this build has no TensorRT backend (build with the "
+         "TensorRT SDK: cmake -DDEMON_WITH_TENSORRT=ON / go build -tags tensorrt)",
+         opts.path.c_str());
+#endif
+  }
+  if (opts.backend != "cpu-ref") {
+    Fail(Status::kUnsupported, "%s: unknown engine backend %s", opts.path.c_str(),
+         opts.backend.c_str());
+  }
+  std::vector<uint8_t> bytes = ReadWholeFile(opts.path);
+  EngineFile file;
+  try {
+    file = ParseEngineFile(bytes.data(), bytes.size());
+  } catch (const Error& e) {
+    throw Error(e.status(), opts.path + ": " + e.what());
+  }
+  const std::string& component = file.Get("component");
+  if (component != opts.component) {
+    Fail(Status::kMismatch, "%s: engine is a %s, expected a %s", opts.path.c_str(),
+         component.c_str(), opts.component.c_str());
+  }
+  if (file.Get("backend") != "cpu-ref" || file.Get("backend_version") != opts.backend_version) {
+    Fail(Status::kMismatch, "%s: engine built for %s %s, expected %s %s", opts.path.c_str(),
+         file.Get("backend").c_str(), file.Get("backend_version").c_str(), opts.backend.c_str(),
+         opts.backend_version.c_str());
+  }
+  return CreateCpuRefEngine(std::move(device), opts, file);
+}
+
+}  // namespace dm

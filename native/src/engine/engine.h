@@ -1,0 +1,156 @@
+// Engines and execution contexts, the shape of TensorRT's API that every backend keeps.
+//
+// An Engine holds what is loaded once and shared: its weights, resident on the device in
+// a block of the engine's declared footprint (so a reference engine occupies what the real
+// one would). A Context is one user's activation memory, allocated through the ledger when
+// it is created (TensorRT's user-managed device memory: ask the size, allocate it ourselves,
+// so out-of-memory is a clean error before any state exists), plus its shapes and bindings.
+// Contexts hold the engine alive, so freeing handles in any order is memory-safe; the
+// ledger shows what is still held.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "device/device.h"
+#include "engine/engine_file.h"
+#include "ref/velocity_model.h"
+
+namespace dm {
+
+enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2, kInt32 = 3 };
+size_t DTypeSize(DType t);
+const char* DTypeName(DType t);
+
+struct TensorDesc {
+  std::string name;
+  bool input = true;
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> min, opt, max;  // per dimension; fixed where min == max
+};
+
+class Context;
+
+// The windowed-decode seam: decodes a latent window z [frames, 64] (frame-major) into
+// audio [2, frames·1920] (planar). Must not allocate.
+class WindowDecoder {
+ public:
+  virtual ~WindowDecoder() = default;
+  virtual void DecodeWindow(const float* z, int frames, float* audio) const = 0;
+};
+
+// What an engine loader is told (from the validated sidecar).
+struct EngineOptions {
+  std::string path;
+  std::string component;        // expected component
+  std::string backend;          // "cpu-ref" or "tensorrt"
+  std::string backend_version;  // expected backend version
+  std::string owner;            // ledger owner tag, e.g. "model:decoder"
+  uint64_t footprint_bytes = 0; // declared resident bytes (0 = what the weights need)
+  uint64_t context_bytes = 0;   // declared activation bytes per context (0 = what it needs)
+};
+
+class Engine : public std::enable_shared_from_this<Engine> {
+ public:
+  virtual ~Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const std::string& component() const { return component_; }
+  const std::string& owner() const { return owner_; }
+  const std::vector<TensorDesc>& io() const { return io_; }
+  const TensorDesc& Tensor(const std::string& name) const;  // throws kNotFound
+  const std::shared_ptr<Device>& device() const { return device_; }
+  // Activation bytes one context allocates: max(declared, what the profile max needs).
+  uint64_t ContextBytes() const;
+
+  // Creates a context whose activation memory is accounted to `owner`.
+  std::unique_ptr<Context> CreateContext(const std::string& owner);
+
+  // Runs the engine on a context whose shapes are set and buffers bound.
+  virtual void Run(Context& ctx) = 0;
+
+  // In-process seams the streaming pipeline drives without per-tensor calls (null when the
+  // engine is not of that kind): a decoder's velocity model and its worker pool, and a
+  // windowed VAE decoder.
+  virtual const VelocityModel* velocity_model() const { return nullptr; }
+  virtual Parallel* parallel() { return nullptr; }
+  virtual const WindowDecoder* window_decoder() const { return nullptr; }
+  // Fills output shapes from input shapes; throws kInvalidArgument on inconsistent inputs.
+  virtual void InferShapes(Context& ctx) const = 0;
+
+ protected:
+  Engine(std::shared_ptr<Device> device, const EngineOptions& opts);
+  // Reserves the resident block: max(declared footprint, needed) bytes. Call once, after
+  // the weights are parsed and before they are placed.
+  void* ReserveResident(uint64_t needed);
+  // Activation bytes the profile maximum needs (backend-specific).
+  virtual uint64_t NeededContextBytes() const = 0;
+
+  std::vector<TensorDesc> io_;
+
+ private:
+  std::shared_ptr<Device> device_;
+  std::string component_;
+  std::string owner_;
+  uint64_t footprint_bytes_;
+  uint64_t context_bytes_;
+  HandleToken token_;                       // the engine handle on the ledger
+  std::unique_ptr<DeviceBuffer> resident_;  // weights + reserve, freed before the token
+};
+
+class Context {
+ public:
+  Context(std::shared_ptr<Engine> engine, const std::string& owner);
+  ~Context() = default;
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Engine& engine() { return *engine_; }
+  void SetShape(const std::string& name, const std::vector<int64_t>& dims);
+  const std::vector<int64_t>& Shape(const std::string& name) const;  // empty if unset
+  void SetOutputShape(const std::string& name, const std::vector<int64_t>& dims);
+  void Bind(const std::string& name, void* ptr, uint64_t bytes);
+  // Validates shapes and bindings, infers outputs, runs. Throws with the tensor named.
+  void Execute();
+
+  // For engine implementations.
+  template <typename T>
+  T* Input(const std::string& name) { return static_cast<T*>(Binding(name)); }
+  void* Binding(const std::string& name) const;
+  void* scratch() { return activation_->data(); }
+  uint64_t scratch_bytes() const { return activation_->size(); }
+  // Shared so a stream driving this context's memory keeps it alive even if the context
+  // handle is freed first; the ledger keeps showing the bytes until both are gone.
+  std::shared_ptr<DeviceBuffer> activation() const { return activation_; }
+  int64_t Elements(const std::string& name) const;
+
+ private:
+  size_t Index(const std::string& name) const;
+
+  std::shared_ptr<Engine> engine_;
+  HandleToken token_;
+  std::shared_ptr<DeviceBuffer> activation_;
+  std::vector<std::vector<int64_t>> shapes_;
+  std::vector<void*> ptrs_;
+  std::vector<uint64_t> bytes_;
+};
+
+// Loads an engine file of any backend this build has. Validates the container and that it
+// is the expected component, backend and version before allocating anything.
+// Fault points: model.load.<component> (before anything), model.place_<component> after the
+// weights are resident (declared for the decoder).
+std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts);
+
+// Writes a reference (cpu-ref) engine file for a component.
+struct ReferenceOptions {
+  std::string component;
+  std::string variant;  // decoder: "tiny-dit" or "oracle"
+  uint64_t seed = 1;
+  int duration_s = 60;
+};
+void WriteReferenceEngine(const ReferenceOptions& opts, const std::string& path);
+
+}  // namespace dm

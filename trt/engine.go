@@ -1,0 +1,304 @@
+package trt
+
+/*
+#include <stdlib.h>
+#include "demon/demon.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+)
+
+// DType is a tensor element type.
+type DType int
+
+// Element types.
+const (
+	Float32  DType = C.DM_DTYPE_FLOAT32
+	BFloat16 DType = C.DM_DTYPE_BFLOAT16
+	Float16  DType = C.DM_DTYPE_FLOAT16
+	Int32    DType = C.DM_DTYPE_INT32
+)
+
+// String returns the sidecar name of the type ("float32", ...).
+func (t DType) String() string {
+	switch t {
+	case Float32:
+		return "float32"
+	case BFloat16:
+		return "bfloat16"
+	case Float16:
+		return "float16"
+	case Int32:
+		return "int32"
+	}
+	return fmt.Sprintf("dtype %d", int(t))
+}
+
+// Size returns the bytes per element.
+func (t DType) Size() int {
+	if t == Float32 || t == Int32 {
+		return 4
+	}
+	return 2
+}
+
+// TensorDesc is an engine input or output with its optimisation profile.
+type TensorDesc struct {
+	Name          string
+	Input         bool
+	DType         DType
+	Min, Opt, Max []int64
+}
+
+// EngineOptions configure LoadEngine; they come from the engine's validated sidecar.
+type EngineOptions struct {
+	Path           string
+	Component      string
+	Backend        string
+	BackendVersion string
+	// Owner is the ledger owner tag of the engine's resident memory ("model:decoder").
+	Owner string
+	// FootprintBytes is the declared resident size; ContextBytes the declared activation
+	// size of one context. Zero means "what the engine needs".
+	FootprintBytes uint64
+	ContextBytes   uint64
+}
+
+// Engine is a loaded engine, shared by every context made from it.
+type Engine struct {
+	mu   sync.RWMutex
+	h    *C.dm_engine
+	st   *handleState
+	opts EngineOptions
+	io   []TensorDesc
+}
+
+// LoadEngine loads an engine onto a device.
+func LoadEngine(d *Device, opts EngineOptions) (*Engine, error) {
+	strs := []*C.char{C.CString(opts.Path), C.CString(opts.Component), C.CString(opts.Backend), C.CString(opts.BackendVersion), C.CString(opts.Owner)}
+	defer func() {
+		for _, s := range strs {
+			C.free(unsafe.Pointer(s))
+		}
+	}()
+	copts := C.dm_engine_options{
+		path: strs[0], component: strs[1], backend: strs[2], backend_version: strs[3], owner: strs[4],
+		footprint_bytes: C.uint64_t(opts.FootprintBytes),
+		context_bytes:   C.uint64_t(opts.ContextBytes),
+	}
+	op := "load " + opts.Component + " engine"
+	var e *Engine
+	err := d.use(op, func(h *C.dm_device) error {
+		var ce C.dm_error
+		var eh *C.dm_engine
+		if err := check(op, C.dm_engine_load(h, &copts, &eh, &ce), &ce); err != nil {
+			return err
+		}
+		e = &Engine{h: eh, opts: opts}
+		e.st = track(e, "engine")
+		e.io = engineIO(eh)
+		return nil
+	})
+	return e, err
+}
+
+func engineIO(h *C.dm_engine) []TensorDesc {
+	n := int(C.dm_engine_io_count(h))
+	out := make([]TensorDesc, 0, n)
+	for i := range n {
+		var d C.dm_tensor_desc
+		var ce C.dm_error
+		if C.dm_engine_io(h, C.int(i), &d, &ce) != C.DM_OK {
+			continue
+		}
+		t := TensorDesc{Name: C.GoString(&d.name[0]), Input: d.is_input != 0, DType: DType(d.dtype)}
+		for r := range int(d.rank) {
+			t.Min = append(t.Min, int64(d.min[r]))
+			t.Opt = append(t.Opt, int64(d.opt[r]))
+			t.Max = append(t.Max, int64(d.max[r]))
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// Close frees the engine handle. It is idempotent.
+func (e *Engine) Close() error {
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.h == nil {
+		return nil
+	}
+	C.dm_engine_free(e.h)
+	e.h = nil
+	e.st.release()
+	return nil
+}
+
+// Component returns the engine's component name.
+func (e *Engine) Component() string { return e.opts.Component }
+
+// IO returns the engine's inputs and outputs.
+func (e *Engine) IO() []TensorDesc { return e.io }
+
+// ContextBytes returns the activation bytes one context allocates.
+func (e *Engine) ContextBytes() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return uint64(C.dm_engine_context_bytes(e.h))
+}
+
+// useEngine runs fn with the native handle, or returns ErrClosed.
+func (e *Engine) useEngine(op string, fn func(h *C.dm_engine) error) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.h == nil {
+		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	return fn(e.h)
+}
+
+// NewContext creates an execution context whose activation memory is accounted to owner.
+func (e *Engine) NewContext(owner string) (*Context, error) {
+	co := C.CString(owner)
+	defer C.free(unsafe.Pointer(co))
+	op := "create " + e.opts.Component + " context"
+	var c *Context
+	err := e.useEngine(op, func(h *C.dm_engine) error {
+		var ce C.dm_error
+		var ch *C.dm_context
+		if err := check(op, C.dm_context_create(h, co, &ch, &ce), &ce); err != nil {
+			return err
+		}
+		c = &Context{h: ch, component: e.opts.Component}
+		c.st = track(c, "context")
+		return nil
+	})
+	return c, err
+}
+
+// Context is an engine execution context: activation memory, shapes and bindings.
+// One goroutine at a time may use it.
+type Context struct {
+	mu        sync.Mutex
+	h         *C.dm_context
+	st        *handleState
+	component string
+}
+
+// Close frees the context. It is idempotent.
+func (c *Context) Close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.h == nil {
+		return nil
+	}
+	C.dm_context_free(c.h)
+	c.h = nil
+	c.st.release()
+	return nil
+}
+
+func (c *Context) with(op string, fn func(h *C.dm_context, name *C.char) error, name string) error {
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.h == nil {
+		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	return fn(c.h, cn)
+}
+
+// SetShape sets an input's shape.
+func (c *Context) SetShape(name string, dims ...int64) error {
+	if len(dims) == 0 {
+		return &Error{Op: "set shape " + name, Code: CodeInvalidArgument, Msg: "no dimensions"}
+	}
+	return c.with("set shape "+name, func(h *C.dm_context, cn *C.char) error {
+		var ce C.dm_error
+		return check("set shape "+name, C.dm_context_set_shape(h, cn, (*C.int64_t)(unsafe.Pointer(&dims[0])), C.int(len(dims)), &ce), &ce)
+	}, name)
+}
+
+// Bind binds a tensor to a buffer, which must stay open while the context uses it.
+func (c *Context) Bind(name string, b *Buffer) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.h == nil {
+		return &Error{Op: "bind " + name, Code: CodeState, Msg: "buffer " + ErrClosed.Error()}
+	}
+	return c.with("bind "+name, func(h *C.dm_context, cn *C.char) error {
+		var ce C.dm_error
+		return check("bind "+name, C.dm_context_bind(h, cn, b.h, &ce), &ce)
+	}, name)
+}
+
+// Execute runs the engine.
+func (c *Context) Execute() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.h == nil {
+		return &Error{Op: "execute " + c.component, Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	var ce C.dm_error
+	return check("execute "+c.component, C.dm_context_execute(c.h, &ce), &ce)
+}
+
+// Shape returns a tensor's current shape (nil if unset).
+func (c *Context) Shape(name string) ([]int64, error) {
+	var out []int64
+	err := c.with("shape "+name, func(h *C.dm_context, cn *C.char) error {
+		var dims [C.DM_MAX_RANK]C.int64_t
+		var rank C.int
+		var ce C.dm_error
+		if err := check("shape "+name, C.dm_context_shape(h, cn, &dims[0], &rank, &ce), &ce); err != nil {
+			return err
+		}
+		for i := range int(rank) {
+			out = append(out, int64(dims[i]))
+		}
+		return nil
+	}, name)
+	return out, err
+}
+
+// ReferenceOptions describe a reference (cpu-ref) engine file to write.
+type ReferenceOptions struct {
+	Component string
+	Variant   string // decoder: "tiny-dit" or "oracle"
+	Seed      uint64
+	DurationS int
+}
+
+// WriteReferenceEngine writes a reference engine file.
+func WriteReferenceEngine(opts ReferenceOptions, path string) error {
+	cc, cv, cp := C.CString(opts.Component), C.CString(opts.Variant), C.CString(path)
+	defer C.free(unsafe.Pointer(cc))
+	defer C.free(unsafe.Pointer(cv))
+	defer C.free(unsafe.Pointer(cp))
+	ro := C.dm_reference_options{component: cc, variant: cv, seed: C.uint64_t(opts.Seed), duration_s: C.int(opts.DurationS)}
+	var ce C.dm_error
+	return check("write reference "+opts.Component, C.dm_reference_engine_write(&ro, cp, &ce), &ce)
+}
+
+// CheckEngineFile validates an engine file's container (magic, version, sizes, checksum)
+// without loading it.
+func CheckEngineFile(data []byte) error {
+	var p unsafe.Pointer
+	if len(data) > 0 {
+		p = unsafe.Pointer(&data[0])
+	}
+	var ce C.dm_error
+	return check("check engine file", C.dm_engine_file_check(p, C.size_t(len(data)), &ce), &ce)
+}

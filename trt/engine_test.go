@@ -1,0 +1,298 @@
+package trt_test
+
+import (
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+func writeRef(t *testing.T, component, variant string, duration int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), component+".engine")
+	require.NoError(t, trt.WriteReferenceEngine(trt.ReferenceOptions{Component: component, Variant: variant, Seed: 7, DurationS: duration}, p))
+	return p
+}
+
+func loadRef(t *testing.T, d *trt.Device, component, variant string, duration int) *trt.Engine {
+	t.Helper()
+	e, err := trt.LoadEngine(d, trt.EngineOptions{
+		Path: writeRef(t, component, variant, duration), Component: component,
+		Backend: "cpu-ref", BackendVersion: "cpu-ref-1", Owner: "model:" + component,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func f32bytes(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+func bytesf32(b []byte) []float32 {
+	v := make([]float32, len(b)/4)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v
+}
+
+func buffer(t *testing.T, d *trt.Device, v []float32) *trt.Buffer {
+	t.Helper()
+	b, err := d.Alloc(uint64(4*len(v)), "test:io")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	require.NoError(t, b.Write(0, f32bytes(v)))
+	return b
+}
+
+func TestOracleDecoderClosedForm(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	eng := loadRef(t, d, "decoder", "oracle", 10)
+	io := eng.IO()
+	require.Len(t, io, 5)
+	assert.Equal(t, "hidden_states", io[0].Name)
+	assert.Equal(t, []int64{8, 250, 64}, io[0].Max)
+	assert.False(t, io[4].Input)
+
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+	const B, T, L = 2, 126, 32
+	hs := make([]float32, B*T*64)
+	ts := []float32{0.5, 0.25}
+	enc := make([]float32, B*L*2048)
+	cl := make([]float32, B*T*128)
+	for i := range hs {
+		hs[i] = float32(i%97) / 97
+	}
+	for i := range enc {
+		enc[i] = float32(i%13) / 13
+	}
+	for i := range cl {
+		cl[i] = float32(i%7) / 7
+	}
+	bufs := map[string]*trt.Buffer{
+		"hidden_states": buffer(t, d, hs), "timestep": buffer(t, d, ts),
+		"encoder_hidden_states": buffer(t, d, enc), "context_latents": buffer(t, d, cl),
+		"velocity": buffer(t, d, make([]float32, B*T*64)),
+	}
+	require.NoError(t, ctx.SetShape("hidden_states", B, T, 64))
+	require.NoError(t, ctx.SetShape("timestep", B))
+	require.NoError(t, ctx.SetShape("encoder_hidden_states", B, L, 2048))
+	require.NoError(t, ctx.SetShape("context_latents", B, T, 128))
+	for n, b := range bufs {
+		require.NoError(t, ctx.Bind(n, b))
+	}
+	require.NoError(t, ctx.Execute())
+	shape, err := ctx.Shape("velocity")
+	require.NoError(t, err)
+	assert.Equal(t, []int64{B, T, 64}, shape)
+
+	out := make([]byte, 4*B*T*64)
+	require.NoError(t, bufs["velocity"].Read(0, out))
+	v := bytesf32(out)
+	for b := range B {
+		for tau := range T {
+			for c := range 64 {
+				var mean float64
+				for l := range L {
+					mean += float64(enc[(b*L+l)*2048+c])
+				}
+				target := float64(cl[(b*T+tau)*128+c]) + 0.1*mean/L
+				want := (float64(hs[(b*T+tau)*64+c]) - target) / float64(ts[b])
+				require.InDelta(t, want, float64(v[(b*T+tau)*64+c]), 1e-4, "b=%d tau=%d c=%d", b, tau, c)
+			}
+		}
+	}
+}
+
+func TestContextRejectsBadShapesAndBindings(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	eng := loadRef(t, d, "decoder", "oracle", 10)
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+
+	err = ctx.SetShape("hidden_states", 9, 126, 64)
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "dim 0 = 9 is outside the engine profile [1, 8]")
+	require.ErrorIs(t, ctx.SetShape("hidden_states", 1, 126), trt.ErrInvalidArgument)
+	require.ErrorIs(t, ctx.SetShape("nope", 1), trt.ErrNotFound)
+	require.ErrorIs(t, ctx.SetShape("velocity", 1, 126, 64), trt.ErrInvalidArgument)
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "input hidden_states has no shape set")
+
+	require.NoError(t, ctx.SetShape("hidden_states", 1, 127, 64))
+	require.NoError(t, ctx.SetShape("timestep", 1))
+	require.NoError(t, ctx.SetShape("encoder_hidden_states", 1, 32, 2048))
+	require.NoError(t, ctx.SetShape("context_latents", 1, 127, 128))
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "must be even")
+
+	require.NoError(t, ctx.SetShape("hidden_states", 1, 126, 64))
+	require.NoError(t, ctx.SetShape("context_latents", 1, 126, 128))
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "is not bound")
+	small := buffer(t, d, make([]float32, 10))
+	for _, n := range []string{"hidden_states", "timestep", "encoder_hidden_states", "context_latents", "velocity"} {
+		require.NoError(t, ctx.Bind(n, small))
+	}
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "needs 32256 bytes, bound buffer has 40")
+}
+
+func TestEngineFilesAreValidated(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	good := writeRef(t, "decoder", "tiny-dit", 10)
+	data, err := os.ReadFile(good)
+	require.NoError(t, err)
+	require.NoError(t, trt.CheckEngineFile(data))
+
+	write := func(b []byte) string {
+		p := filepath.Join(t.TempDir(), "x.engine")
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		return p
+	}
+	flipped := append([]byte(nil), data...)
+	flipped[len(flipped)/2] ^= 0x40
+	badVersion := append([]byte(nil), data...)
+	badVersion[8] = 9
+	trailing := append(append([]byte(nil), data...), 0)
+
+	cases := []struct {
+		name    string
+		path    string
+		opts    func(*trt.EngineOptions)
+		want    error
+		wantMsg string
+	}{
+		{"missing file", filepath.Join(t.TempDir(), "nope.engine"), nil, trt.ErrNotFound, "No such file"},
+		{"not an engine", write([]byte("hello world, not an engine")), nil, trt.ErrCorrupt, "bad magic"},
+		{"truncated", write(data[:len(data)-100]), nil, trt.ErrCorrupt, "truncated engine file"},
+		{"flipped byte", write(flipped), nil, trt.ErrCorrupt, "checksum mismatch"},
+		{"future format", write(badVersion), nil, trt.ErrMismatch, "format version 9 is not supported"},
+		{"trailing bytes", write(trailing), nil, trt.ErrCorrupt, "1 trailing bytes"},
+		{"wrong component", good, func(o *trt.EngineOptions) { o.Component = "vae_encode" }, trt.ErrMismatch, "engine is a decoder, expected a vae_encode"},
+		{"wrong backend version", good, func(o *trt.EngineOptions) { o.BackendVersion = "cpu-ref-0" }, trt.ErrMismatch, "built for cpu-ref cpu-ref-1, expected cpu-ref cpu-ref-0"},
+		{"tensorrt without sdk", good, func(o *trt.EngineOptions) { o.Backend = "tensorrt" }, trt.ErrUnsupported, "no TensorRT backend"},
+		{"unknown backend", good, func(o *trt.EngineOptions) { o.Backend = "onnx" }, trt.ErrUnsupported, "unknown engine backend onnx"},
+		{"bad owner", good, func(o *trt.EngineOptions) { o.Owner = "" }, trt.ErrInvalidArgument, "owner tag"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			base := trttest.Snapshot(t, d)
+			o := trt.EngineOptions{Path: tc.path, Component: "decoder", Backend: "cpu-ref", BackendVersion: "cpu-ref-1", Owner: "model:decoder"}
+			if tc.opts != nil {
+				tc.opts(&o)
+			}
+			_, err := trt.LoadEngine(d, o)
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), tc.wantMsg)
+			trttest.RequireBaseline(t, d, base)
+		})
+	}
+}
+
+func TestDeclaredFootprintsAreReserved(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 24<<30, nil)
+	e, err := trt.LoadEngine(d, trt.EngineOptions{
+		Path: writeRef(t, "decoder", "tiny-dit", 60), Component: "decoder", Backend: "cpu-ref", BackendVersion: "cpu-ref-1",
+		Owner: "model:decoder", FootprintBytes: 4_300_000_000, ContextBytes: 1_600_000_000,
+	})
+	require.NoError(t, err)
+	l := trttest.Snapshot(t, d)
+	assert.Equal(t, uint64(4_300_000_000), l.Owner("model:decoder").UsedBytes)
+	assert.Equal(t, int64(1), l.Kind("engine").LiveHandles)
+	assert.Equal(t, uint64(1_600_000_000), e.ContextBytes(), "declared context bytes exceed what the DiT needs")
+
+	c, err := e.NewContext("session:a")
+	require.NoError(t, err)
+	l = trttest.Snapshot(t, d)
+	assert.Equal(t, uint64(1_600_000_000), l.Owner("session:a").UsedBytes)
+	assert.Equal(t, int64(1), l.Kind("context").LiveHandles)
+
+	// A context keeps the engine alive after the engine handle is closed.
+	require.NoError(t, e.Close())
+	assert.Equal(t, uint64(4_300_000_000), trttest.Snapshot(t, d).Owner("model:decoder").UsedBytes)
+	require.NoError(t, c.Close())
+	assert.Zero(t, trttest.Snapshot(t, d).Totals.UsedBytes)
+}
+
+func TestModelFaultPointsLeaveNothing(t *testing.T) {
+	trttest.NoLeaks(t)
+	for _, point := range []string{"model.load.decoder", "model.place_decoder", "session.init.context"} {
+		t.Run(point, func(t *testing.T) {
+			f := trttest.Faults(t, point+"=error")
+			d := trttest.HostDevice(t, 24<<30, f)
+			base := trttest.Snapshot(t, d)
+			e, err := trt.LoadEngine(d, trt.EngineOptions{
+				Path: writeRef(t, "decoder", "tiny-dit", 10), Component: "decoder", Backend: "cpu-ref",
+				BackendVersion: "cpu-ref-1", Owner: "model:decoder", FootprintBytes: 1 << 30,
+			})
+			if point == "session.init.context" {
+				require.NoError(t, err)
+				_, err = e.NewContext("session:x")
+				require.NoError(t, e.Close())
+			}
+			require.ErrorIs(t, err, trt.ErrFaultInjected)
+			assert.Equal(t, int64(1), f.Hits(point))
+			trttest.RequireBaseline(t, d, base)
+		})
+	}
+}
+
+func TestOOMLoadingAnEngineIsClean(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	base := trttest.Snapshot(t, d)
+	_, err := trt.LoadEngine(d, trt.EngineOptions{
+		Path: writeRef(t, "vae_encode", "", 60), Component: "vae_encode", Backend: "cpu-ref",
+		BackendVersion: "cpu-ref-1", Owner: "model:vae_encode", FootprintBytes: 2 << 30,
+	})
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "requested 2147483648 bytes (2.00 GiB) for model:vae_encode")
+	trttest.RequireBaseline(t, d, base)
+}
+
+func FuzzEngineFile(f *testing.F) {
+	dir := f.TempDir()
+	for _, c := range []struct{ comp, variant string }{{"decoder", "tiny-dit"}, {"decoder", "oracle"}, {"vae_encode", ""}} {
+		p := filepath.Join(dir, c.comp+c.variant)
+		if err := trt.WriteReferenceEngine(trt.ReferenceOptions{Component: c.comp, Variant: c.variant, Seed: 1, DurationS: 10}, p); err != nil {
+			f.Fatal(err)
+		}
+		b, _ := os.ReadFile(p)
+		f.Add(b)
+		if len(b) > 64 {
+			f.Add(b[:64])
+		}
+	}
+	f.Add([]byte{})
+	f.Add([]byte("DMENGINE"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := trt.CheckEngineFile(data)
+		if err != nil && !(errorsIs(err, trt.ErrCorrupt) || errorsIs(err, trt.ErrMismatch)) {
+			t.Fatalf("unexpected error class: %v", err)
+		}
+	})
+}
