@@ -14,14 +14,14 @@ import (
 	"github.com/demon-audio/demon/trt/trttest"
 )
 
-func writeRef(t *testing.T, component, variant string, duration int) string {
+func writeRef(t testing.TB, component, variant string, duration int) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), component+".engine")
 	require.NoError(t, trt.WriteReferenceEngine(trt.ReferenceOptions{Component: component, Variant: variant, Seed: 7, DurationS: duration}, p))
 	return p
 }
 
-func loadRef(t *testing.T, d *trt.Device, component, variant string, duration int) *trt.Engine {
+func loadRef(t testing.TB, d *trt.Device, component, variant string, duration int) *trt.Engine {
 	t.Helper()
 	e, err := trt.LoadEngine(d, trt.EngineOptions{
 		Path: writeRef(t, component, variant, duration), Component: component,
@@ -48,7 +48,7 @@ func bytesf32(b []byte) []float32 {
 	return v
 }
 
-func buffer(t *testing.T, d *trt.Device, v []float32) *trt.Buffer {
+func buffer(t testing.TB, d *trt.Device, v []float32) *trt.Buffer {
 	t.Helper()
 	b, err := d.Alloc(uint64(4*len(v)), "test:io")
 	require.NoError(t, err)

@@ -23,13 +23,15 @@
 #include "engine/engine.cc"
 #include "engine/cpu_ref_engines.cc"
 
-// The streaming pipeline.
+// The streaming pipeline and the per-session stream.
 #include "pipeline/schedule.cc"
 #include "pipeline/guidance.cc"
 #include "pipeline/dcw.cc"
 #include "pipeline/decode.cc"
 #include "pipeline/pipeline.cc"
+#include "stream/stream.cc"
 
 // The C API.
 #include "capi/capi_core.cc"
 #include "capi/capi_engine.cc"
+#include "capi/capi_stream.cc"

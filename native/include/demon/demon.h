@@ -263,6 +263,87 @@ typedef struct dm_reference_options {
 int dm_reference_engine_write(const dm_reference_options* opts, const char* path, dm_error* err);
 
 /* ---------------------------------------------------------------------------------------
+ * Streams: a live session's ring buffer of in-flight generations, its source and
+ * conditioning, and the looping playback buffer its slices patch (spec/engine.md §4).
+ * Everything is allocated at creation, accounted to the stream's owner tag; dm_stream_tick,
+ * the one call per tick, allocates nothing. Thread rules: one thread at a time per stream.
+ * ------------------------------------------------------------------------------------- */
+typedef struct dm_stream dm_stream;
+
+typedef struct dm_stream_options {
+  int frames;       /* T: latent frames of the source, within the decoder's profile */
+  int max_depth;    /* ring capacity, 1..decoder max batch (depth can change up to it) */
+  int depth;        /* initial depth */
+  int steps;        /* denoising steps (fixed for the stream's life) */
+  float shift;      /* timestep shift */
+  int max_cond_len; /* longest conditioning sequence accepted, 32..512 */
+  float vae_window; /* kept slice in seconds, clamped to [0.04, 0.36] */
+  float lead_s;     /* decode this far ahead of the playhead, seconds */
+} dm_stream_options;
+
+typedef enum dm_condition_slot {
+  DM_COND_PROMPT_A = 0,
+  DM_COND_PROMPT_B = 1,
+  DM_COND_NEGATIVE = 2
+} dm_condition_slot;
+
+/* Knobs for one tick; read during the call only. */
+typedef struct dm_tick_params {
+  int submit; /* submit a new request this tick (1) or only advance (0) */
+  int64_t seed;
+  float denoise;
+  float prompt_blend;  /* 0 = prompt A .. 1 = prompt B */
+  float hint_strength; /* context latents = hint · semantic hints */
+  float guidance;      /* CFG scale, used when rcfg_mode != 0 */
+  int rcfg_mode;       /* 0 off, 1 full, 2 initialize, 3 self */
+  float cfg_rescale;
+  float velocity_scale;
+  float shift;
+  int depth;
+  double playhead_s; /* the client's playback position, seconds */
+  int decode;        /* decode an emitted latent into a slice */
+  int channel_gain_active;
+  float channel_gain[64];
+} dm_tick_params;
+
+typedef struct dm_tick_result {
+  int emitted;          /* a latent finished this tick */
+  int decoded;          /* ... and was decoded into the slice */
+  int64_t start_sample; /* slice position (frame index) in the playback buffer */
+  int num_samples;      /* frames in the slice; the slice holds 2× floats (stereo) */
+  float tick_ms;
+  float dec_ms;
+  float engine_ms;   /* of tick_ms, time inside decoder engine execution */
+  uint32_t num_gens; /* latents finished since the stream was created */
+  int active;        /* slots advanced */
+  int decoder_calls; /* 0, 1 or 2 (CFG) */
+  int depth;
+} dm_tick_result;
+
+/* Creates a stream that runs the decoder through `decoder_ctx` (whose activation memory it
+ * uses; the memory stays alive while the stream lives) and decodes with the windowed VAE
+ * engine. Memory is accounted to `owner`. */
+int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char* owner,
+                     const dm_stream_options* opts, dm_stream** out, dm_error* err);
+void dm_stream_free(dm_stream* stream);
+/* Bytes the stream allocated (buffers and pipeline). */
+uint64_t dm_stream_bytes(const dm_stream* stream);
+/* Sets the source from VAE-encode moments [1,128,T] in a device buffer. */
+int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames, dm_error* err);
+/* Copies conditioning [1,len,2048] from a device buffer into a slot. */
+int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, int len,
+                            dm_error* err);
+/* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920). */
+int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
+                           dm_error* err);
+int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, int64_t frames,
+                            dm_error* err);
+/* One tick. When a latent is decoded, the slice (interleaved stereo float32) is written to
+ * `slice` (capacity `slice_cap` floats; 2·17280 is always enough). */
+int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
+                   float* slice, int64_t slice_cap, dm_error* err);
+
+/* ---------------------------------------------------------------------------------------
  * Diagnostics for tests of the exception barrier.
  * ------------------------------------------------------------------------------------- */
 typedef enum dm_debug_throw_kind {

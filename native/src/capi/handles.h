@@ -7,6 +7,7 @@
 
 #include "device/device.h"
 #include "engine/engine.h"
+#include "stream/stream.h"
 #include "faults/faults.h"
 
 #define DM_SHIM_VERSION "0.1.0"
@@ -37,3 +38,6 @@ struct dm_context {
   std::unique_ptr<dm::Context> context;
 };
 
+struct dm_stream {
+  std::unique_ptr<dm::Stream> stream;
+};

@@ -1,5 +1,7 @@
 #include "pipeline/pipeline.h"
 
+#include <chrono>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -692,7 +694,10 @@ void Pipeline::RunStep(TickResult& res) {
     in.timestep = b_timestep_;
     in.encoder_hidden_states = b_enc_;
     in.context_latents = b_ctx_;
+    const auto t0 = std::chrono::steady_clock::now();
     model_.Forward(in, negative ? b_vneg_ : b_vpos_, scratch_ptr_, par_);
+    res.model_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     *rows_out = rows;
     *len_out = L;
     ++res.decoder_calls;

@@ -120,6 +120,7 @@ struct TickResult {
   int neg_rows = 0;               // batch of the negative call
   int pos_cond_len = 0;           // L the positive call was padded to
   int neg_cond_len = 0;
+  double model_ms = 0;            // time inside the decoder's Forward (engine execution)
 };
 
 class Pipeline {

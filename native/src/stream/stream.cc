@@ -1,0 +1,259 @@
+#include "stream/stream.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "pipeline/decode.h"
+#include "ref/semantic.h"
+
+namespace dm {
+namespace stream_detail {
+
+double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace stream_detail
+
+Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const std::string& owner,
+               const StreamOptions& opts)
+    : decoder_(decoder_ctx.engine().shared_from_this()),
+      scratch_(decoder_ctx.activation()),
+      vae_(std::move(window_vae)),
+      token_(decoder_->device(), HandleKind::kStream, owner),
+      alloc_(decoder_->device(), HandleKind::kStream, owner),
+      opts_(opts),
+      frames_(opts.frames) {
+  if (decoder_->velocity_model() == nullptr || decoder_->parallel() == nullptr) {
+    Fail(Status::kInvalidArgument, "stream: the %s engine is not a decoder",
+         decoder_->component().c_str());
+  }
+  window_ = vae_ ? vae_->window_decoder() : nullptr;
+  if (window_ == nullptr) Fail(Status::kInvalidArgument, "stream: no windowed VAE decoder engine");
+  if (!decoder_->device()->HostAccessible()) {
+    Fail(Status::kUnsupported, "stream: the streaming pipeline needs a host-accessible device");
+  }
+  const TensorDesc& hs = decoder_->Tensor("hidden_states");
+  if (frames_ < hs.min[1] || frames_ > hs.max[1]) {
+    Fail(Status::kInvalidArgument, "stream: %d latent frames outside the decoder profile [%lld, %lld]",
+         frames_, static_cast<long long>(hs.min[1]), static_cast<long long>(hs.max[1]));
+  }
+  if (opts_.max_depth < 1 || opts_.max_depth > hs.max[0]) {
+    Fail(Status::kInvalidArgument, "stream: max depth %d outside 1..%lld (decoder max batch)",
+         opts_.max_depth, static_cast<long long>(hs.max[0]));
+  }
+  if (opts_.max_cond_len < kMinCondLen || opts_.max_cond_len > kMaxCondLen) {
+    Fail(Status::kInvalidArgument, "stream: max_cond_len %d outside %d..%d", opts_.max_cond_len,
+         kMinCondLen, kMaxCondLen);
+  }
+  const size_t T = static_cast<size_t>(frames_);
+  const size_t L = static_cast<size_t>(opts_.max_cond_len);
+  const size_t floats = T * 64 * 2 + T * 128 + 4 * L * kEncoderDim + T * kHop * 2 +
+                        kWindowFrames * 64 + 2 * kWindowFrames * kHop;
+  buf_ = alloc_.Allocate(floats * sizeof(float), "stream.buffers");
+  float* p = buf_->as<float>();
+  auto take = [&p](size_t n) {
+    float* q = p;
+    p += n;
+    return q;
+  };
+  source_ = take(T * 64);
+  hints_ = take(T * 64);
+  context_ = take(T * 128);
+  for (auto& c : cond_) c = take(L * kEncoderDim);
+  blended_ = take(L * kEncoderDim);
+  playback_ = take(T * kHop * 2);
+  window_z_ = take(kWindowFrames * 64);
+  window_audio_ = take(2 * kWindowFrames * kHop);
+
+  pipe::PipelineConfig pc;
+  pc.max_depth = opts_.max_depth;
+  pc.depth = std::clamp(opts_.depth, 1, opts_.max_depth);
+  pc.max_frames = frames_;
+  pc.max_cond_len = opts_.max_cond_len;
+  pc.max_pos_conds = 1;
+  pc.max_neg_conds = 1;
+  pc.steps = opts_.steps;
+  pc.shift = opts_.shift;
+  pc.model_scratch = scratch_->data();
+  pc.model_scratch_bytes = scratch_->size();
+  pipeline_ = std::make_unique<pipe::Pipeline>(alloc_, *decoder_->velocity_model(),
+                                               *decoder_->parallel(), pc);
+  shift_ = opts_.shift;
+}
+
+Stream::~Stream() = default;
+
+uint64_t Stream::bytes() const { return buf_->size() + pipeline_->bytes_reserved(); }
+
+void Stream::SetSourceMoments(const float* moments, int frames) {
+  if (frames != frames_) {
+    Fail(Status::kInvalidArgument, "stream: source has %d frames, the stream was made for %d",
+         frames, frames_);
+  }
+  for (int t = 0; t < frames_; ++t) {
+    for (int c = 0; c < 64; ++c) source_[t * 64 + c] = moments[static_cast<long>(c) * frames_ + t];
+  }
+  ref::SemanticHints(source_, frames_, hints_);
+  have_source_ = true;
+  hint_ = -1.0f;  // force the context rebuild
+}
+
+void Stream::SetCondition(ConditionSlot slot, const float* enc, int len) {
+  int i = static_cast<int>(slot);
+  if (i < 0 || i > 2) Fail(Status::kInvalidArgument, "stream: condition slot %d", i);
+  if (len < 1 || len > opts_.max_cond_len) {
+    Fail(Status::kInvalidArgument, "stream: conditioning of %d tokens exceeds the stream's %d", len,
+         opts_.max_cond_len);
+  }
+  std::memcpy(cond_[i], enc, static_cast<size_t>(len) * kEncoderDim * sizeof(float));
+  cond_len_[i] = len;
+  blend_ = -1.0f;  // force the blend rebuild
+}
+
+void Stream::SetPlayback(const float* interleaved, int64_t frames) {
+  if (frames != static_cast<int64_t>(frames_) * kHop) {
+    Fail(Status::kInvalidArgument, "stream: playback buffer of %lld frames, want %lld",
+         static_cast<long long>(frames), static_cast<long long>(frames_) * kHop);
+  }
+  std::memcpy(playback_, interleaved, static_cast<size_t>(frames) * 2 * sizeof(float));
+  have_playback_ = true;
+}
+
+void Stream::ReadPlayback(int64_t start, float* dst, int64_t frames) const {
+  const int64_t total = static_cast<int64_t>(frames_) * kHop;
+  if (start < 0 || frames < 0 || start > total || frames > total - start) {
+    Fail(Status::kInvalidArgument, "stream: playback read [%lld, +%lld) outside %lld frames",
+         static_cast<long long>(start), static_cast<long long>(frames),
+         static_cast<long long>(total));
+  }
+  std::memcpy(dst, playback_ + start * 2, static_cast<size_t>(frames) * 2 * sizeof(float));
+}
+
+// context = (1−h)·silence + h·hints ‖ chunk mask of ones; the reference silence latent is 0.
+void Stream::RebuildContext(float hint) {
+  for (int t = 0; t < frames_; ++t) {
+    for (int c = 0; c < 64; ++c) context_[t * 128 + c] = hint * hints_[t * 64 + c];
+    for (int c = 64; c < 128; ++c) context_[t * 128 + c] = 1.0f;
+  }
+  hint_ = hint;
+}
+
+// Prompt A/B blend: a lerp of the two conditionings, zero-padded to the longer (DEMON's
+// ConditioningBlend).
+void Stream::RebuildBlend(float w) {
+  const int la = cond_len_[0], lb = cond_len_[1] > 0 ? cond_len_[1] : cond_len_[0];
+  const float* b = cond_len_[1] > 0 ? cond_[1] : cond_[0];
+  blended_len_ = std::max(la, lb);
+  for (int l = 0; l < blended_len_; ++l) {
+    for (int d = 0; d < kEncoderDim; ++d) {
+      float va = l < la ? cond_[0][l * kEncoderDim + d] : 0.0f;
+      float vb = l < lb ? b[l * kEncoderDim + d] : 0.0f;
+      blended_[l * kEncoderDim + d] = (1.0f - w) * va + w * vb;
+    }
+  }
+  blend_ = w;
+}
+
+void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t slice_cap) {
+  using clock = std::chrono::steady_clock;
+  if (!have_source_ || cond_len_[0] == 0 || !have_playback_) {
+    Fail(Status::kState, "stream: tick before source, prompt and playback buffer are set");
+  }
+  if (out == nullptr) Fail(Status::kInvalidArgument, "stream: tick result is NULL");
+  *out = TickResult{};
+  const auto t0 = clock::now();
+
+  const float hint = std::clamp(p.hint_strength, 0.0f, 1.0f);
+  if (std::fabs(hint - hint_) > 0.02f) RebuildContext(hint);
+  const float w = std::clamp(p.prompt_blend, 0.0f, 1.0f);
+  if (w != blend_) RebuildBlend(w);
+  if (p.depth != pipeline_->depth()) pipeline_->SetDepth(std::clamp(p.depth, 1, opts_.max_depth));
+  if (std::fabs(p.shift - shift_) > 0.05f) {
+    pipeline_->SetShift(p.shift);
+    shift_ = p.shift;
+  }
+  bool gain_on = p.channel_gain_active != 0;
+  if (gain_on != gain_active_ || (gain_on && std::memcmp(gain_, p.channel_gain, sizeof gain_) != 0)) {
+    std::memcpy(gain_, p.channel_gain, sizeof gain_);
+    gain_active_ = gain_on;
+    pipeline_->SetChannelGain(gain_on ? gain_ : nullptr, gain_on ? 1 : 0);
+  }
+
+  if (p.submit != 0) {
+    pipe::SlotRequest r;
+    r.frames = frames_;
+    r.context_latents = context_;
+    r.primary.enc = blended_;
+    r.primary.len = blended_len_;
+    r.seed = p.seed;
+    r.denoise = std::clamp(p.denoise, 0.0f, 1.0f);
+    r.source_latents = source_;
+    r.velocity_scale = pipe::Curve::Scalar(p.velocity_scale);
+    pipe::SlotCondition neg;
+    if (p.rcfg_mode != 0) {
+      r.guidance = pipe::Curve::Scalar(p.guidance);
+      if (p.cfg_rescale > 0) r.cfg_rescale = pipe::Curve::Scalar(p.cfg_rescale);
+      switch (p.rcfg_mode) {
+        case 1: r.rcfg_mode = pipe::RcfgMode::kFull; break;
+        case 2: r.rcfg_mode = pipe::RcfgMode::kInitialize; break;
+        default: r.rcfg_mode = pipe::RcfgMode::kSelf; break;
+      }
+      if (r.rcfg_mode != pipe::RcfgMode::kSelf) {
+        if (cond_len_[2] == 0) Fail(Status::kState, "stream: CFG needs the negative conditioning");
+        neg.enc = cond_[2];
+        neg.len = cond_len_[2];
+        r.neg_conditions = &neg;
+        r.num_neg_conditions = 1;
+      }
+    }
+    pipeline_->Submit(r);
+  }
+  pipe::TickResult tr = pipeline_->Tick();
+  const auto t1 = clock::now();
+  out->tick_ms = static_cast<float>(stream_detail::Ms(t0, t1));
+  out->engine_ms = static_cast<float>(tr.model_ms);
+  out->active = tr.active;
+  out->decoder_calls = tr.decoder_calls;
+  out->depth = pipeline_->depth();
+  if (tr.emitted) {
+    out->emitted = 1;
+    num_gens_++;
+  }
+  out->num_gens = num_gens_;
+  if (!tr.emitted || p.decode == 0) return;
+
+  const double duration = static_cast<double>(frames_) / kFrameRate;
+  double target = std::fmod(p.playhead_s + opts_.lead_s, duration);
+  if (target < 0) target += duration;
+  pipe::WindowPlan plan = pipe::PlanWindow(frames_, opts_.vae_window, target, /*cyclic=*/true);
+  const int n = plan.full ? frames_ : plan.num_frames;
+  if (plan.full || n > kWindowFrames) {
+    Fail(Status::kInternal, "stream: window plan of %d frames for T=%d", n, frames_);
+  }
+  pipe::GatherWindow(tr.latent, frames_, plan, window_z_);
+  window_->DecodeWindow(window_z_, n, window_audio_);
+  const long kept = plan.num_samples();
+  if (slice == nullptr || slice_cap < kept * 2) {
+    Fail(Status::kInvalidArgument, "stream: slice buffer holds %lld floats, the slice needs %ld",
+         static_cast<long long>(slice_cap), kept * 2);
+  }
+  const long span = static_cast<long>(n) * kHop;
+  const float* left = window_audio_ + static_cast<long>(plan.pre) * kHop;
+  const float* right = left + span;
+  for (long i = 0; i < kept; ++i) {
+    slice[2 * i] = left[i];
+    slice[2 * i + 1] = right[i];
+  }
+  const long total = static_cast<long>(frames_) * kHop;
+  pipe::CrossfadeSlice(playback_, total, plan.start_sample, slice, kept);
+  pipe::PatchWindow(playback_, total, plan.start_sample, slice, kept);
+  out->decoded = 1;
+  out->start_sample = plan.start_sample;
+  out->num_samples = static_cast<int>(kept);
+  out->dec_ms = static_cast<float>(stream_detail::Ms(t1, clock::now()));
+}
+
+}  // namespace dm

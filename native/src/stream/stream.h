@@ -1,0 +1,125 @@
+// A live session's streaming state in the shim: the ring-buffer pipeline, the session's
+// source and conditioning, the looping playback buffer and the slice being produced.
+//
+// Everything is allocated when the stream is created, through the ledger with the
+// session's owner tag; Tick() — the one call Go makes per tick — allocates nothing. The
+// decoder's activation memory belongs to the session's decoder execution context (borrowed:
+// it must outlive the stream), and the pipeline runs the model through the engine's seams.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/constants.h"
+#include "engine/engine.h"
+#include "pipeline/pipeline.h"
+
+namespace dm {
+
+struct StreamOptions {
+  int frames = 0;           // T of the source latent
+  int max_depth = kMaxDepth;
+  int depth = 4;
+  int steps = 8;
+  float shift = 3.0f;
+  int max_cond_len = 128;   // longest conditioning sequence the stream accepts
+  float vae_window = 0.36f; // kept slice, seconds (clamped to [0.04, 0.36])
+  float lead_s = 0.5f;      // decode this far ahead of the playhead
+};
+
+enum class ConditionSlot : int { kPromptA = 0, kPromptB = 1, kNegative = 2 };
+
+struct TickParams {
+  int submit = 1;           // submit a request this tick
+  int64_t seed = 0;
+  float denoise = 1.0f;
+  float prompt_blend = 0.0f;  // 0 = prompt A, 1 = prompt B
+  float hint_strength = 1.0f;
+  float guidance = 1.0f;      // CFG scale; > 1 with rcfg_mode != 0 enables guidance
+  int rcfg_mode = 0;          // 0 off, 1 full, 2 initialize, 3 self
+  float cfg_rescale = 0.0f;
+  float velocity_scale = 1.0f;
+  float shift = 3.0f;
+  int depth = 4;
+  double playhead_s = 0.0;    // client playback position (seconds into the loop)
+  int decode = 1;             // decode an emitted latent into a slice
+  int channel_gain_active = 0;
+  float channel_gain[64] = {};
+};
+
+struct TickResult {
+  int emitted = 0;
+  int decoded = 0;
+  int64_t start_sample = 0;  // frame index of the slice in the playback buffer
+  int num_samples = 0;       // frames in the slice (interleaved stereo floats = 2×)
+  float tick_ms = 0;
+  float dec_ms = 0;
+  float engine_ms = 0;       // of tick_ms, time inside the decoder engine
+  uint32_t num_gens = 0;     // latents finished so far
+  int active = 0;
+  int decoder_calls = 0;
+  int depth = 0;
+};
+
+class Stream {
+ public:
+  Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const std::string& owner,
+         const StreamOptions& opts);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Source from VAE-encode moments [128, T] (means ‖ logvar): latents are the means.
+  void SetSourceMoments(const float* moments, int frames);
+  void SetCondition(ConditionSlot slot, const float* enc, int len);
+  // The looping playback buffer, interleaved stereo, frames == T·1920.
+  void SetPlayback(const float* interleaved, int64_t frames);
+  void ReadPlayback(int64_t start, float* dst, int64_t frames) const;
+
+  // One tick: apply knobs, submit, advance the ring buffer, and when a latent finishes,
+  // decode the window at playhead + lead into `slice` (interleaved stereo, crossfaded and
+  // patched into the playback buffer). slice_cap is in floats.
+  void Tick(const TickParams& p, TickResult* out, float* slice, int64_t slice_cap);
+
+  uint64_t bytes() const;
+  int frames() const { return frames_; }
+
+ private:
+  void RebuildContext(float hint);
+  void RebuildBlend(float blend);
+
+  std::shared_ptr<Engine> decoder_;
+  std::shared_ptr<DeviceBuffer> scratch_;  // the decoder context's activation memory
+  std::shared_ptr<Engine> vae_;
+  const WindowDecoder* window_ = nullptr;
+  HandleToken token_;
+  DeviceAllocator alloc_;
+  StreamOptions opts_;
+  int frames_;
+  std::unique_ptr<Block> buf_;
+  std::unique_ptr<pipe::Pipeline> pipeline_;
+
+  // Views into buf_.
+  float* source_ = nullptr;    // [T,64]
+  float* hints_ = nullptr;     // [T,64]
+  float* context_ = nullptr;   // [T,128]
+  float* cond_[3] = {};        // [max_L, 2048] each
+  int cond_len_[3] = {};
+  float* blended_ = nullptr;   // [max_L, 2048]
+  int blended_len_ = 0;
+  float* playback_ = nullptr;  // [T·1920, 2]
+  float* window_z_ = nullptr;  // [25, 64]
+  float* window_audio_ = nullptr;  // [2, 25·1920]
+
+  bool have_source_ = false;
+  bool have_playback_ = false;
+  float hint_ = -1.0f;
+  float blend_ = -1.0f;
+  bool gain_active_ = false;
+  float gain_[64] = {};
+  float shift_ = 0.0f;
+  uint32_t num_gens_ = 0;
+};
+
+}  // namespace dm

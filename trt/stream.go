@@ -1,0 +1,224 @@
+package trt
+
+/*
+#include <stdlib.h>
+#include "demon/demon.h"
+*/
+import "C"
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// StreamOptions configure NewStream (see dm_stream_options in demon.h).
+type StreamOptions struct {
+	Frames     int     // T: latent frames of the source
+	MaxDepth   int     // ring capacity (depth may change up to it)
+	Depth      int     // initial depth
+	Steps      int     // denoising steps
+	Shift      float32 // timestep shift
+	MaxCondLen int     // longest conditioning accepted (32..512)
+	VAEWindow  float32 // kept slice seconds (0.04..0.36)
+	LeadS      float32 // decode lead ahead of the playhead, seconds
+}
+
+// Condition slots of a stream.
+const (
+	CondPromptA  = C.DM_COND_PROMPT_A
+	CondPromptB  = C.DM_COND_PROMPT_B
+	CondNegative = C.DM_COND_NEGATIVE
+)
+
+// TickParams are the knobs of one tick.
+type TickParams struct {
+	Submit            bool
+	Seed              int64
+	Denoise           float32
+	PromptBlend       float32
+	HintStrength      float32
+	Guidance          float32
+	RCFGMode          int // 0 off, 1 full, 2 initialize, 3 self
+	CFGRescale        float32
+	VelocityScale     float32
+	Shift             float32
+	Depth             int
+	PlayheadS         float64
+	Decode            bool
+	ChannelGainActive bool
+	ChannelGain       [64]float32
+}
+
+// TickResult reports one tick.
+type TickResult struct {
+	Emitted      bool
+	Decoded      bool
+	StartSample  int64 // frame index of the slice in the playback buffer
+	NumSamples   int   // frames in the slice (2× floats)
+	TickMs       float32
+	DecMs        float32
+	EngineMs     float32 // of TickMs, time inside decoder engine execution
+	NumGens      uint32
+	Active       int
+	DecoderCalls int
+	Depth        int
+}
+
+// MaxSliceFloats is enough room for any slice (0.36 s of stereo).
+const MaxSliceFloats = 2 * 9 * 1920
+
+// Stream is a live session's streaming pipeline in the shim. Tick is the one native call
+// per tick and allocates nothing, in C++ or in Go.
+type Stream struct {
+	mu sync.Mutex
+	h  *C.dm_stream
+	st *handleState
+	// Reused across ticks so the hot path allocates nothing.
+	cparams C.dm_tick_params
+	cresult C.dm_tick_result
+	cerr    C.dm_error
+}
+
+// NewStream creates a stream that runs the decoder through decoderCtx (whose activation
+// memory it uses) and decodes with the windowed VAE engine. owner tags its memory.
+func NewStream(decoderCtx *Context, windowVAE *Engine, owner string, o StreamOptions) (*Stream, error) {
+	co := C.CString(owner)
+	defer C.free(unsafe.Pointer(co))
+	copts := C.dm_stream_options{
+		frames: C.int(o.Frames), max_depth: C.int(o.MaxDepth), depth: C.int(o.Depth), steps: C.int(o.Steps),
+		shift: C.float(o.Shift), max_cond_len: C.int(o.MaxCondLen), vae_window: C.float(o.VAEWindow), lead_s: C.float(o.LeadS),
+	}
+	var s *Stream
+	err := decoderCtx.with("create stream", func(ch *C.dm_context, _ *C.char) error {
+		return windowVAE.useEngine("create stream", func(eh *C.dm_engine) error {
+			var ce C.dm_error
+			var sh *C.dm_stream
+			if err := check("create stream", C.dm_stream_create(ch, eh, co, &copts, &sh, &ce), &ce); err != nil {
+				return err
+			}
+			s = &Stream{h: sh}
+			s.st = track(s, "stream")
+			return nil
+		})
+	}, "")
+	return s, err
+}
+
+// Close frees the stream. It is idempotent.
+func (s *Stream) Close() error {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h == nil {
+		return nil
+	}
+	C.dm_stream_free(s.h)
+	s.h = nil
+	s.st.release()
+	return nil
+}
+
+func (s *Stream) do(op string, fn func(h *C.dm_stream, e *C.dm_error) C.int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h == nil {
+		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	return check(op, fn(s.h, &s.cerr), &s.cerr)
+}
+
+// Bytes returns the device bytes the stream allocated.
+func (s *Stream) Bytes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return uint64(C.dm_stream_bytes(s.h))
+}
+
+// SetSource sets the source latent from VAE-encode moments [1,128,frames].
+func (s *Stream) SetSource(moments *Buffer, frames int) error {
+	moments.mu.Lock()
+	defer moments.mu.Unlock()
+	return s.do("set stream source", func(h *C.dm_stream, e *C.dm_error) C.int {
+		return C.dm_stream_set_source(h, moments.h, C.int(frames), e)
+	})
+}
+
+// SetCondition copies conditioning [1,length,2048] from enc into a slot.
+func (s *Stream) SetCondition(slot int, enc *Buffer, length int) error {
+	enc.mu.Lock()
+	defer enc.mu.Unlock()
+	return s.do("set stream condition", func(h *C.dm_stream, e *C.dm_error) C.int {
+		return C.dm_stream_set_condition(h, C.int(slot), enc.h, C.int(length), e)
+	})
+}
+
+// SetPlayback sets the looping playback buffer (interleaved stereo).
+func (s *Stream) SetPlayback(interleaved []float32) error {
+	if len(interleaved) == 0 {
+		return &Error{Op: "set playback", Code: CodeInvalidArgument, Msg: "empty playback buffer"}
+	}
+	return s.do("set playback", func(h *C.dm_stream, e *C.dm_error) C.int {
+		return C.dm_stream_set_playback(h, (*C.float)(unsafe.Pointer(&interleaved[0])), C.int64_t(len(interleaved)/2), e)
+	})
+}
+
+// ReadPlayback copies len(dst)/2 frames of the playback buffer from frame start.
+func (s *Stream) ReadPlayback(start int64, dst []float32) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return s.do("read playback", func(h *C.dm_stream, e *C.dm_error) C.int {
+		return C.dm_stream_read_playback(h, C.int64_t(start), (*C.float)(unsafe.Pointer(&dst[0])), C.int64_t(len(dst)/2), e)
+	})
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Tick runs one tick. When a latent is decoded, the slice is written to slice[:2·NumSamples].
+func (s *Stream) Tick(p *TickParams, slice []float32) (TickResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h == nil {
+		return TickResult{}, &Error{Op: "tick", Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	cp := &s.cparams
+	cp.submit = cbool(p.Submit)
+	cp.seed = C.int64_t(p.Seed)
+	cp.denoise = C.float(p.Denoise)
+	cp.prompt_blend = C.float(p.PromptBlend)
+	cp.hint_strength = C.float(p.HintStrength)
+	cp.guidance = C.float(p.Guidance)
+	cp.rcfg_mode = C.int(p.RCFGMode)
+	cp.cfg_rescale = C.float(p.CFGRescale)
+	cp.velocity_scale = C.float(p.VelocityScale)
+	cp.shift = C.float(p.Shift)
+	cp.depth = C.int(p.Depth)
+	cp.playhead_s = C.double(p.PlayheadS)
+	cp.decode = cbool(p.Decode)
+	cp.channel_gain_active = cbool(p.ChannelGainActive)
+	for i, g := range p.ChannelGain {
+		cp.channel_gain[i] = C.float(g)
+	}
+	var sp *C.float
+	if len(slice) > 0 {
+		sp = (*C.float)(unsafe.Pointer(&slice[0]))
+	}
+	rc := C.dm_stream_tick(s.h, cp, &s.cresult, sp, C.int64_t(len(slice)), &s.cerr)
+	if rc != C.DM_OK {
+		return TickResult{}, check("tick", rc, &s.cerr)
+	}
+	r := &s.cresult
+	return TickResult{
+		Emitted: r.emitted != 0, Decoded: r.decoded != 0,
+		StartSample: int64(r.start_sample), NumSamples: int(r.num_samples),
+		TickMs: float32(r.tick_ms), DecMs: float32(r.dec_ms), EngineMs: float32(r.engine_ms), NumGens: uint32(r.num_gens),
+		Active: int(r.active), DecoderCalls: int(r.decoder_calls), Depth: int(r.depth),
+	}, nil
+}

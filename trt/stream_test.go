@@ -1,0 +1,229 @@
+package trt_test
+
+import (
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+// streamRig builds what a session owns: a decoder context, a stream, its source, prompt
+// and playback buffer, on a fresh device.
+type streamRig struct {
+	dev    *trt.Device
+	dec    *trt.Engine
+	vae    *trt.Engine
+	ctx    *trt.Context
+	stream *trt.Stream
+	frames int
+}
+
+func newStreamRig(t testing.TB, variant string, frames int, depth int) *streamRig {
+	t.Helper()
+	d := trttest.HostDevice(t, 8<<30, nil)
+	r := &streamRig{dev: d, frames: frames}
+	r.dec = loadRef(t, d, "decoder", variant, 60)
+	r.vae = loadRef(t, d, "vae_decode_windowed", "", 240)
+	enc := loadRef(t, d, "vae_encode", "", 60)
+	var err error
+	r.ctx, err = r.dec.NewContext("session:s")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.ctx.Close() })
+	r.stream, err = trt.NewStream(r.ctx, r.vae, "session:s", trt.StreamOptions{
+		Frames: frames, MaxDepth: 8, Depth: depth, Steps: 8, Shift: 3, MaxCondLen: 64, VAEWindow: 0.36, LeadS: 0.5,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.stream.Close() })
+
+	// Source: a chord-like signal, VAE-encoded.
+	samples := frames * 1920
+	audio := make([]float32, 2*samples)
+	for i := range samples {
+		v := float32(0.3) * float32(((i/37)%11)-5) / 5
+		audio[i], audio[samples+i] = v, -v
+	}
+	audioBuf := buffer(t, d, audio)
+	moments := buffer(t, d, make([]float32, 128*frames))
+	ectx, err := enc.NewContext("session:s")
+	require.NoError(t, err)
+	defer ectx.Close()
+	require.NoError(t, ectx.SetShape("audio", 1, 2, int64(samples)))
+	require.NoError(t, ectx.Bind("audio", audioBuf))
+	require.NoError(t, ectx.Bind("moments", moments))
+	require.NoError(t, ectx.Execute())
+	require.NoError(t, r.stream.SetSource(moments, frames))
+
+	cond := make([]float32, 40*2048)
+	for i := range cond {
+		cond[i] = float32(i%29) / 290
+	}
+	require.NoError(t, r.stream.SetCondition(trt.CondPromptA, buffer(t, d, cond), 40))
+	playback := make([]float32, 2*samples)
+	require.NoError(t, r.stream.SetPlayback(playback))
+	return r
+}
+
+func defaultTick() *trt.TickParams {
+	return &trt.TickParams{Submit: true, Seed: 42, Denoise: 1, HintStrength: 1, Guidance: 1, VelocityScale: 1, Shift: 3, Depth: 4, Decode: true}
+}
+
+func TestStreamEmitsSlicesOnTheRingTimeline(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "oracle", 250, 4)
+	slice := make([]float32, trt.MaxSliceFloats)
+	p := defaultTick()
+	var emits []int
+	for tick := 1; tick <= 20; tick++ {
+		res, err := r.stream.Tick(p, slice)
+		require.NoError(t, err)
+		assert.Equal(t, 4, res.Depth)
+		if res.Emitted {
+			emits = append(emits, tick)
+			require.True(t, res.Decoded)
+			assert.Equal(t, 9*1920, res.NumSamples, "0.36 s slices")
+			assert.Zero(t, res.StartSample%1920, "latent-aligned")
+		}
+	}
+	// depth 4 / steps 8: r1..r4 emit at ticks 9..12, r6..r9 at 17..20 (spec §4.4).
+	assert.Equal(t, []int{9, 10, 11, 12, 17, 18, 19, 20}, emits)
+}
+
+func TestStreamSlicePatchesThePlaybackBuffer(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "oracle", 250, 1)
+	slice := make([]float32, trt.MaxSliceFloats)
+	p := defaultTick()
+	p.Depth = 1
+	p.PlayheadS = 3.0
+	var res trt.TickResult
+	var err error
+	for !res.Emitted {
+		res, err = r.stream.Tick(p, slice)
+		require.NoError(t, err)
+	}
+	// Decoded 0.5 s ahead of the playhead.
+	assert.Equal(t, int64(87)*1920, res.StartSample, "frame floor(3.5·25)")
+	got := make([]float32, 2*res.NumSamples)
+	require.NoError(t, r.stream.ReadPlayback(res.StartSample, got))
+	assert.Equal(t, slice[:2*res.NumSamples], got, "the slice is what the playback buffer now holds")
+	var energy float64
+	for _, v := range got {
+		energy += float64(v) * float64(v)
+	}
+	assert.Positive(t, energy, "the slice is audible")
+}
+
+func TestStreamIsDeterministicPerSeed(t *testing.T) {
+	trttest.NoLeaks(t)
+	run := func(seed int64) []float32 {
+		r := newStreamRig(t, "tiny-dit", 126, 1)
+		p := defaultTick()
+		p.Depth, p.Seed = 1, seed
+		slice := make([]float32, trt.MaxSliceFloats)
+		for {
+			res, err := r.stream.Tick(p, slice)
+			require.NoError(t, err)
+			if res.Emitted {
+				return append([]float32(nil), slice[:2*res.NumSamples]...)
+			}
+		}
+	}
+	a, b, c := run(7), run(7), run(8)
+	assert.Equal(t, a, b, "same seed, same audio")
+	assert.NotEqual(t, a, c, "different seed, different audio")
+}
+
+// The hot path: one cgo call per tick and zero Go allocations.
+func TestStreamTickAllocatesNothing(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "oracle", 250, 4)
+	slice := make([]float32, trt.MaxSliceFloats)
+	p := defaultTick()
+	for range 12 {
+		_, err := r.stream.Tick(p, slice)
+		require.NoError(t, err)
+	}
+	before := trttest.Snapshot(t, r.dev).Totals
+	allocs := testing.AllocsPerRun(50, func() {
+		p.PlayheadS += 0.04
+		if _, err := r.stream.Tick(p, slice); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs, "Go allocations per tick")
+	cgo0 := runtime.NumCgoCall()
+	for range 10 {
+		_, err := r.stream.Tick(p, slice)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int64(10), runtime.NumCgoCall()-cgo0, "one cgo call per tick")
+	after := trttest.Snapshot(t, r.dev).Totals
+	assert.Equal(t, before.Allocations, after.Allocations, "the ledger does not move between ticks")
+	assert.Equal(t, before.UsedBytes, after.UsedBytes)
+}
+
+func TestStreamBadInput(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "oracle", 250, 4)
+	_, err := r.stream.Tick(defaultTick(), make([]float32, 10))
+	for err == nil {
+		_, err = r.stream.Tick(defaultTick(), make([]float32, 10))
+	}
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "slice buffer holds 10 floats")
+	require.ErrorIs(t, r.stream.SetPlayback(make([]float32, 10)), trt.ErrInvalidArgument)
+	require.ErrorIs(t, r.stream.ReadPlayback(1<<40, make([]float32, 2)), trt.ErrInvalidArgument)
+
+	_, err = trt.NewStream(r.ctx, r.vae, "session:s", trt.StreamOptions{Frames: 20, MaxDepth: 8, Depth: 4, Steps: 8, Shift: 3, MaxCondLen: 64})
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "20 latent frames outside the decoder profile [126, 1500]")
+	_, err = trt.NewStream(r.ctx, r.dec, "session:s", trt.StreamOptions{Frames: 250, MaxDepth: 8, Depth: 4, Steps: 8, Shift: 3, MaxCondLen: 64})
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "no windowed VAE decoder")
+
+	fresh, err := trt.NewStream(r.ctx, r.vae, "session:s2", trt.StreamOptions{Frames: 250, MaxDepth: 8, Depth: 4, Steps: 8, Shift: 3, MaxCondLen: 64})
+	require.NoError(t, err)
+	_, err = fresh.Tick(defaultTick(), nil)
+	require.ErrorIs(t, err, trt.ErrState, "tick before source/prompt/playback")
+	require.NoError(t, fresh.Close())
+	require.NoError(t, fresh.Close())
+}
+
+// BenchmarkStreamTick: depth 4 / steps 8 / T=1500 with the tiny DiT (issue: pipeline
+// benchmark). Reports the tick time, the time outside engine execution and Go allocations.
+func BenchmarkStreamTick(b *testing.B) {
+	r := newStreamRig(b, "tiny-dit", 1500, 4)
+	slice := make([]float32, trt.MaxSliceFloats)
+	p := defaultTick()
+	for range 8 {
+		if _, err := r.stream.Tick(p, slice); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var decoded int
+	var tickMs, engineMs float64
+	cgo0 := runtime.NumCgoCall()
+	for b.Loop() {
+		res, err := r.stream.Tick(p, slice)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Decoded {
+			decoded++
+		}
+		tickMs += float64(res.TickMs)
+		engineMs += float64(res.EngineMs)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(decoded)/b.Elapsed().Seconds(), "slices/s")
+	b.ReportMetric(tickMs/n, "tick-ms")
+	b.ReportMetric((tickMs-engineMs)/n, "overhead-ms")
+	b.ReportMetric(100*(tickMs-engineMs)/tickMs, "overhead-%")
+	b.ReportMetric(float64(runtime.NumCgoCall()-cgo0)/n, "cgo-calls/tick")
+}
