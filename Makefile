@@ -1,6 +1,10 @@
 # demon — the two commands that matter: `make run` and `make test` (see README.md).
 SHELL := /bin/bash
 GO ?= go
+# go-nvml's cgo preamble calls NVML functions the header marks deprecated; without this the
+# first build of every variant (-race, -asan) prints pages of -Wdeprecated-declarations.
+# (Go's default CGO_CFLAGS is "-O2 -g"; an explicit value from the environment wins.)
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 BUILD := build
 GOFLAGS_ASAN := -asan -ldflags='-s=false -w=false'
 # Packages whose tests also run under AddressSanitizer/LeakSanitizer (C++ instrumented).

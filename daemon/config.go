@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -29,6 +30,10 @@ type Config struct {
 	LogFormat      string        `toml:"log_format"`
 	StartTimeout   time.Duration `toml:"start_timeout"`
 	StopTimeout    time.Duration `toml:"stop_timeout"`
+	Listen         string        `toml:"listen"`
+	ControlListen  string        `toml:"control_listen"`
+	APIKey         string        `toml:"api_key"`
+	GPUTelemetry   string        `toml:"gpu_telemetry"`
 }
 
 // option describes one configuration option in one place: its names, default and help.
@@ -87,7 +92,50 @@ func options() []option {
 			func() string { return "5m" }, durationSetter(func(c *Config, d time.Duration) { c.StartTimeout = d })},
 		{"stop-timeout", "DEMON_STOP_TIMEOUT", "stop_timeout", "how long a graceful stop may take before demond forces exit",
 			func() string { return "30s" }, durationSetter(func(c *Config, d time.Duration) { c.StopTimeout = d })},
+		{"listen", "DEMON_LISTEN", "listen", "address (host:port) of the HTTP + WebSocket listener; :0 picks a free port",
+			func() string { return "127.0.0.1:1318" }, func(c *Config, v string) error {
+				if err := validateAddr(v); err != nil {
+					return err
+				}
+				c.Listen = v
+				return nil
+			}},
+		{"control-listen", "DEMON_CONTROL_LISTEN", "control_listen", "address (host:port) of the control API (protocol.md §9); \"\" or off disables it",
+			func() string { return "127.0.0.1:1319" }, func(c *Config, v string) error {
+				if v == "" || strings.EqualFold(v, "off") {
+					c.ControlListen = ""
+					return nil
+				}
+				if err := validateAddr(v); err != nil {
+					return err
+				}
+				c.ControlListen = v
+				return nil
+			}},
+		{"api-key", "DEMON_API_KEY", "api_key", "API key the control API requires (Authorization: Bearer <key> or ?apiKey=); prefer the variable or the file, flags show in ps; off unless set",
+			func() string { return "" }, func(c *Config, v string) error { c.APIKey = v; return nil }},
+		{"gpu-telemetry", "DEMON_GPU_TELEMETRY", "gpu_telemetry", "GPU telemetry through NVML: auto (use it when the driver library loads) or off",
+			func() string { return "auto" }, func(c *Config, v string) error {
+				switch strings.ToLower(v) {
+				case "auto", "off":
+					c.GPUTelemetry = strings.ToLower(v)
+					return nil
+				}
+				return fmt.Errorf("unknown mode %q (want auto or off)", v)
+			}},
 	}
+}
+
+// validateAddr accepts a listen address of the form host:port (host may be empty).
+func validateAddr(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("invalid address %q (want host:port, e.g. 127.0.0.1:1318)", v)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("invalid port %q in %q", port, v)
+	}
+	return nil
 }
 
 func durationSetter(set func(*Config, time.Duration)) func(*Config, string) error {

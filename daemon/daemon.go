@@ -24,7 +24,18 @@ func Modules(cfg Config, log *slog.Logger) fx.Option {
 		LoggingModule(log),
 		FaultsModule,
 		DeviceModule,
+		HealthModule,
+		MetricsModule,
+		GPUModule,
+		SystemdModule,
+		ServerModule,
+		EmptySessionDirectory, // replaced by the sessions module's SessionDirectory
+		ControlModule,
 		fx.Invoke(func(*DeviceService) {}),
+		// Must stay the last option: READY=1 is sent by the last OnStart hook, after every
+		// module (engines, warmup, listeners) has started; its OnStop sends STOPPING=1
+		// first. Root-level invokes run after those of the child modules above.
+		fx.Invoke(registerSystemdReady),
 	)
 }
 

@@ -16,7 +16,7 @@ import (
 
 func testConfig(t *testing.T, args ...string) Config {
 	t.Helper()
-	c, err := LoadConfig(append([]string{"--device-capacity", "64MiB"}, args...), env(nil), &bytes.Buffer{})
+	c, err := LoadConfig(append([]string{"--device-capacity", "64MiB", "--listen", "127.0.0.1:0", "--control-listen", ""}, args...), env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
 	return c
 }

@@ -1,0 +1,185 @@
+package daemon
+
+// GPU telemetry reads driver-level numbers through NVML, next to the shim's own ledger:
+// the ledger says what demond believes it holds, NVML says what the driver sees (engines'
+// cudaMalloc workspaces, the CUDA context, other processes). A gap between
+// demon_gpu_process_memory_bytes and demon_device_memory_used_bytes that grows over
+// sessions is a leak outside the ledger.
+//
+// NVML is optional: go-nvml loads libnvidia-ml at run time (dlopen in Init), so demond
+// builds and runs on machines without a driver. When Init fails the module logs one line
+// and exports nothing, and it calls no other NVML function afterwards (not even
+// Shutdown). The telemetry depends on nvml.Interface so tests drive it with go-nvml's
+// mock servers.
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/fx"
+)
+
+// GPUTelemetry exports per-GPU memory and utilisation and this process's GPU memory at
+// scrape time. It implements prometheus.Collector and exports nothing while NVML is
+// unavailable (no GPU, no driver, --gpu-telemetry=off) or the module is stopped.
+type GPUTelemetry struct {
+	lib  nvml.Interface
+	mode string
+	log  *slog.Logger
+	pid  uint32
+
+	mu      sync.Mutex // held by Collect and stop, so NVML is never shut down mid-scrape
+	active  bool
+	devices []gpuDevice
+
+	memUsed, memTotal, util, procMem *prometheus.Desc
+}
+
+type gpuDevice struct {
+	h           nvml.Device
+	index, uuid string
+}
+
+// GPUParams are NewGPUTelemetry's dependencies. NVML is optional: without it the real
+// library (libnvidia-ml, loaded in OnStart) is used; tests supply a mock.
+type GPUParams struct {
+	fx.In
+	Config Config
+	Log    *slog.Logger
+	LC     fx.Lifecycle
+	NVML   nvml.Interface `optional:"true"`
+}
+
+// NewGPUTelemetry registers the telemetry's lifecycle; NVML is initialised in OnStart.
+func NewGPUTelemetry(p GPUParams) *GPUTelemetry {
+	lib := p.NVML
+	if lib == nil {
+		lib = nvml.New() // no I/O: the library is opened by Init
+	}
+	labels := []string{"gpu", "uuid"}
+	g := &GPUTelemetry{
+		lib: lib, mode: p.Config.GPUTelemetry, log: p.Log, pid: uint32(os.Getpid()),
+		memUsed:  prometheus.NewDesc("demon_gpu_memory_used_bytes", "GPU memory in use on the device, all processes (NVML).", labels, nil),
+		memTotal: prometheus.NewDesc("demon_gpu_memory_total_bytes", "GPU memory on the device (NVML).", labels, nil),
+		util:     prometheus.NewDesc("demon_gpu_utilization_ratio", "Fraction of the last sample period a kernel ran on the GPU (NVML, 0–1).", labels, nil),
+		procMem:  prometheus.NewDesc("demon_gpu_process_memory_bytes", "GPU memory this process uses on the device (NVML compute processes).", labels, nil),
+	}
+	p.LC.Append(fx.StartStopHook(g.start, g.stop))
+	return g
+}
+
+// Active reports whether NVML was initialised and telemetry is being exported.
+func (g *GPUTelemetry) Active() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.active
+}
+
+func (g *GPUTelemetry) start(context.Context) error {
+	if g.mode == "off" {
+		g.log.Info("GPU telemetry off (--gpu-telemetry=off)")
+		return nil
+	}
+	if ret := g.lib.Init(); ret != nvml.SUCCESS {
+		// ErrorString works without a successful Init (and without the library).
+		g.log.Info("no GPU telemetry: " + ret.Error())
+		return nil
+	}
+	devs, err := g.enumerate()
+	if err != "" {
+		// Undo our own Init; telemetry is optional, so start goes on without it.
+		g.lib.Shutdown()
+		g.log.Warn("no GPU telemetry: " + err)
+		return nil
+	}
+	g.mu.Lock()
+	g.devices, g.active = devs, true
+	g.mu.Unlock()
+	g.log.Info("GPU telemetry on", "gpus", len(devs))
+	return nil
+}
+
+func (g *GPUTelemetry) enumerate() ([]gpuDevice, string) {
+	n, ret := g.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return nil, "device count: " + ret.Error()
+	}
+	devs := make([]gpuDevice, 0, n)
+	for i := range n {
+		h, ret := g.lib.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			return nil, "device " + strconv.Itoa(i) + ": " + ret.Error()
+		}
+		uuid, ret := h.GetUUID()
+		if ret != nvml.SUCCESS {
+			uuid = ""
+		}
+		devs = append(devs, gpuDevice{h: h, index: strconv.Itoa(i), uuid: uuid})
+	}
+	return devs, ""
+}
+
+func (g *GPUTelemetry) stop(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.active {
+		return nil
+	}
+	g.active, g.devices = false, nil
+	if ret := g.lib.Shutdown(); ret != nvml.SUCCESS {
+		g.log.Warn("NVML shutdown failed", "err", ret.Error())
+	}
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (g *GPUTelemetry) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.memUsed
+	ch <- g.memTotal
+	ch <- g.util
+	ch <- g.procMem
+}
+
+// Collect implements prometheus.Collector. A query a GPU does not support is skipped.
+func (g *GPUTelemetry) Collect(ch chan<- prometheus.Metric) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.active {
+		return
+	}
+	for _, d := range g.devices {
+		gauge := func(desc *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, d.index, d.uuid)
+		}
+		if m, ret := d.h.GetMemoryInfo(); ret == nvml.SUCCESS {
+			gauge(g.memUsed, float64(m.Used))
+			gauge(g.memTotal, float64(m.Total))
+		}
+		if u, ret := d.h.GetUtilizationRates(); ret == nvml.SUCCESS {
+			gauge(g.util, float64(u.Gpu)/100)
+		}
+		if procs, ret := d.h.GetComputeRunningProcesses(); ret == nvml.SUCCESS {
+			// NVML reports host PIDs: inside a PID namespace (a container) this process
+			// is not found and the value is 0.
+			var used uint64
+			for _, p := range procs {
+				if p.Pid == g.pid && p.UsedGpuMemory != math.MaxUint64 { // MaxUint64: NVML_VALUE_NOT_AVAILABLE
+					used += p.UsedGpuMemory
+				}
+			}
+			gauge(g.procMem, float64(used))
+		}
+	}
+}
+
+// GPUModule provides the GPUTelemetry and contributes it to the metrics registry.
+var GPUModule = fx.Module("gpu",
+	fx.Provide(NewGPUTelemetry),
+	fx.Provide(AsCollector(func(g *GPUTelemetry) *GPUTelemetry { return g })),
+)

@@ -1,0 +1,129 @@
+package daemon
+
+import (
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
+
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+// metricValue returns the value of the sample whose name and labels are exactly series,
+// e.g. `demon_device_owner_memory_used_bytes{owner="x"}`.
+func metricValue(t *testing.T, text, series string) (float64, bool) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	return v, true
+}
+
+func scrape(t *testing.T, srv *Server) string {
+	t.Helper()
+	rec := serve(srv.Handler(), http.MethodGet, "/metrics")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	return rec.Body.String()
+}
+
+func TestMetricsExportedAndDeviceGaugesFollowTheLedger(t *testing.T) {
+	trttest.NoLeaks(t)
+	var (
+		srv *Server
+		dev *DeviceService
+		m   *Metrics
+	)
+	app := fxtest.New(t, Modules(serviceConfig(t), slog.New(slog.DiscardHandler)), fx.Populate(&srv, &dev, &m))
+	app.RequireStart()
+	defer app.RequireStop()
+
+	text := scrape(t, srv)
+	for _, name := range []string{
+		"demon_build_info", "demon_device_memory_used_bytes", "demon_device_memory_capacity_bytes",
+		"demon_device_memory_peak_bytes", "demon_device_live_handles", "demon_fault_point_hits_total",
+		"demon_device_allocations_total", "demon_device_allocation_failures_total",
+		"demon_sessions_active", "demon_sessions_started_total", "demon_sessions_failed_total",
+		"demon_sessions_refused_total", "demon_session_start_seconds", "demon_session_time_to_first_audio_seconds",
+		"demon_tick_duration_seconds", "demon_decode_duration_seconds", "demon_slice_lateness_seconds",
+		"demon_underruns_total", "demon_websocket_sent_bytes_total", "demon_websocket_received_bytes_total",
+		"go_goroutines", "process_resident_memory_bytes",
+	} {
+		assert.Regexp(t, `(?m)^# TYPE `+name+` `, text, name)
+	}
+	assert.Regexp(t, `(?m)^demon_build_info\{goversion="go[^"]+",version="[^"]+"\} 1$`, text)
+	assert.Regexp(t, `(?m)^demon_sessions_failed_total\{window="W4"\} 0$`, text)
+	assert.Regexp(t, `(?m)^demon_session_start_seconds_count 0$`, text)
+	hits, ok := metricValue(t, text, `demon_fault_point_hits_total{point="device.create"}`)
+	require.True(t, ok, "fault point hits exported")
+	assert.Equal(t, 1.0, hits)
+	capacity, _ := metricValue(t, text, "demon_device_memory_capacity_bytes")
+	assert.Equal(t, float64(64<<20), capacity)
+
+	base, ok := metricValue(t, text, "demon_device_memory_used_bytes")
+	require.True(t, ok)
+	baseHandles, _ := metricValue(t, text, "demon_device_live_handles")
+
+	b, err := dev.Device().Alloc(3<<20, "test:metrics")
+	require.NoError(t, err)
+	tot, err := dev.Device().Totals()
+	require.NoError(t, err)
+	text = scrape(t, srv)
+	used, _ := metricValue(t, text, "demon_device_memory_used_bytes")
+	assert.Equal(t, float64(tot.UsedBytes), used)
+	assert.GreaterOrEqual(t, used-base, float64(3<<20))
+	owner, ok := metricValue(t, text, `demon_device_owner_memory_used_bytes{owner="test:metrics"}`)
+	require.True(t, ok, text)
+	assert.GreaterOrEqual(t, owner, float64(3<<20))
+	handles, _ := metricValue(t, text, "demon_device_live_handles")
+	assert.Equal(t, baseHandles+1, handles)
+	peak, _ := metricValue(t, text, "demon_device_memory_peak_bytes")
+	assert.GreaterOrEqual(t, peak, used)
+
+	require.NoError(t, b.Close())
+	text = scrape(t, srv)
+	used, _ = metricValue(t, text, "demon_device_memory_used_bytes")
+	assert.Equal(t, base, used)
+	_, ok = metricValue(t, text, `demon_device_owner_memory_used_bytes{owner="test:metrics"}`)
+	assert.False(t, ok, "an owner holding nothing is not exported")
+
+	// Session metrics move when a module updates them.
+	m.SessionsActive.Inc()
+	m.SessionsFailed.WithLabelValues("W4").Inc()
+	text = scrape(t, srv)
+	v, _ := metricValue(t, text, "demon_sessions_active")
+	assert.Equal(t, 1.0, v)
+	v, _ = metricValue(t, text, `demon_sessions_failed_total{window="W4"}`)
+	assert.Equal(t, 1.0, v)
+}
+
+func collectCount(c prometheus.Collector) int {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { c.Collect(ch); close(ch) }()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
+}
+
+func TestNativeCollectorsAreEmptyBeforeStart(t *testing.T) {
+	assert.Zero(t, collectCount(newDeviceCollector(&DeviceService{})))
+	assert.Zero(t, collectCount(newFaultsCollector(&FaultsService{})))
+}
+
+func TestDuplicateCollectorFailsTheGraph(t *testing.T) {
+	err := fx.New(Modules(serviceConfig(t), slog.New(slog.DiscardHandler)), fx.NopLogger,
+		fx.Provide(AsCollector(NewMetrics))).Err()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "register metrics collector")
+}
