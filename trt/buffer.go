@@ -70,3 +70,27 @@ func (b *Buffer) Read(offset uint64, dst []byte) error {
 	}
 	return check("read buffer", C.dm_buffer_read(b.h, C.uint64_t(offset), p, C.uint64_t(len(dst)), &e), &e)
 }
+
+// WriteFloat32 copies src into the buffer at byte offset (host to device).
+func (b *Buffer) WriteFloat32(offset uint64, src []float32) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return b.Write(offset, unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+}
+
+// ReadFloat32 copies len(dst) floats from the buffer at byte offset (device to host).
+func (b *Buffer) ReadFloat32(offset uint64, dst []float32) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return b.Read(offset, unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)))
+}
+
+// WriteInt32 copies src into the buffer at byte offset (host to device).
+func (b *Buffer) WriteInt32(offset uint64, src []int32) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return b.Write(offset, unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+}

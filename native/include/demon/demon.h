@@ -249,6 +249,22 @@ int dm_context_execute(dm_context* context, dm_error* err);
 int dm_context_shape(const dm_context* context, const char* name, int64_t* dims, int* rank,
                      dm_error* err);
 
+/* A text prompt for the reference tokenizer (DEMON's prompt template, spec/engine.md §2.6).
+ * NULL fields take the template's defaults ("N/A"; instrumental lyrics). */
+typedef struct dm_prompt {
+  const char* tags;
+  const char* bpm;
+  const char* time_signature;
+  const char* key;
+  const char* duration;
+} dm_prompt;
+
+/* Tokenizes a prompt into ids[cap] (cap >= 512) for the text_encoder engine's token_ids
+ * input; writes the sequence length L (32..512, zero-padded) into *len. `negative` selects
+ * the unconditional prompt (empty tags). */
+int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int cap, int* len,
+                       dm_error* err);
+
 /* Validates an engine file held in memory (container, version, checksum) without loading
  * it. For tools and the fuzz target of the parser. */
 int dm_engine_file_check(const void* data, size_t size, dm_error* err);

@@ -4,6 +4,8 @@
 
 #include "capi/guard.h"
 #include "capi/handles.h"
+#include "core/constants.h"
+#include "ref/text_encoder.h"
 
 namespace dm {
 namespace capi_detail {
@@ -123,6 +125,26 @@ int dm_context_shape(const dm_context* context, const char* name, int64_t* dims,
     const auto& s = context->context->Shape(dm::capi_detail::Str(name, "tensor name"));
     *rank = static_cast<int>(s.size());
     for (size_t i = 0; i < s.size() && i < DM_MAX_RANK; ++i) dims[i] = s[i];
+  });
+}
+
+int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int cap, int* len,
+                       dm_error* err) {
+  return dm::Guard(err, [&] {
+    if (prompt == nullptr || ids == nullptr || len == nullptr) {
+      dm::Fail(dm::Status::kInvalidArgument, "dm_prompt_tokenize: NULL argument");
+    }
+    if (cap < dm::kMaxCondLen) {
+      dm::Fail(dm::Status::kInvalidArgument, "dm_prompt_tokenize: cap %d < %d", cap, dm::kMaxCondLen);
+    }
+    dm::ref::TextPrompt p;
+    if (prompt->tags != nullptr) p.tags = prompt->tags;
+    if (prompt->bpm != nullptr) p.bpm = prompt->bpm;
+    if (prompt->time_signature != nullptr) p.timesignature = prompt->time_signature;
+    if (prompt->key != nullptr) p.keyscale = prompt->key;
+    if (prompt->duration != nullptr) p.duration = prompt->duration;
+    if (negative != 0) p = dm::ref::TextEncoder::Negative(p);
+    *len = dm::ref::TextEncoder().Tokenize(p, ids);
   });
 }
 

@@ -1,0 +1,413 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/trt"
+)
+
+// Controls are the knobs a client turns; the run loop reads them before each tick.
+type Controls struct {
+	Seed          int64
+	Denoise       float32
+	HintStrength  float32
+	Shift         float32
+	Guidance      float32
+	RCFGMode      int // 0 off, 1 full, 2 initialize, 3 self
+	CFGRescale    float32
+	VelocityScale float32
+	PromptBlend   float32
+	Depth         int
+	// ChannelGain scales each latent channel of the decoder input; inactive when all are 1.
+	ChannelGain [64]float32
+}
+
+// DefaultControls are a fresh session's knobs.
+func DefaultControls(depth int) Controls {
+	c := Controls{Denoise: 0.5, HintStrength: 1, Shift: 3, Guidance: 1, VelocityScale: 1, Depth: depth}
+	for i := range c.ChannelGain {
+		c.ChannelGain[i] = 1
+	}
+	return c
+}
+
+// SliceEvent is one decoded audio slice. Samples (interleaved stereo) are only valid
+// during the Output call.
+type SliceEvent struct {
+	StartSample int64
+	Samples     []float32
+	TickMs      float32
+	DecMs       float32
+	NumGens     uint32
+	Depth       int
+	Controls    Controls
+}
+
+// Output receives a run loop's slices. An error stops the loop (the client is gone).
+type Output interface {
+	Slice(ev *SliceEvent) error
+}
+
+// RunnerInitError is a failure constructing the runner: a setup failure that propagates
+// to the caller (warmup must see it).
+type RunnerInitError struct{ Err error }
+
+func (e *RunnerInitError) Error() string { return "runner init: " + e.Err.Error() }
+func (e *RunnerInitError) Unwrap() error { return e.Err }
+
+// RuntimeError is a failure of the running loop: logged, the session stops, and the
+// client gets a pipeline_error frame.
+type RuntimeError struct{ Err error }
+
+func (e *RuntimeError) Error() string { return "generation stopped: " + e.Err.Error() }
+func (e *RuntimeError) Unwrap() error { return e.Err }
+
+// Session is a live streaming session.
+type Session struct {
+	ID          string
+	StartedAt   time.Time
+	Info        Info
+	FixtureName string
+	// Initial is the seam-faded playback buffer the client receives (interleaved stereo).
+	Initial []float32
+	// Stems, when requested: the stems, or the reason they failed (StemErr).
+	Stems   *Stems
+	StemErr error
+
+	m   *Manager
+	log *slog.Logger
+
+	es     *engineSession
+	stream *trt.Stream
+
+	mu           sync.Mutex
+	controls     Controls
+	playhead     float64
+	playheadAt   time.Time
+	lastActivity time.Time
+	prompt       [2]string
+	key, meter   string
+
+	cmds      chan command
+	stopOnce  sync.Once
+	stopCh    chan struct{}
+	running   atomic.Bool
+	runDone   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+}
+
+type command struct {
+	fn   func(*Runtime) error
+	done chan error
+}
+
+func newSession(m *Manager, req CreateRequest, es *engineSession, stream *trt.Stream, playback []float32, latents, depth int, log *slog.Logger) *Session {
+	now := time.Now()
+	s := &Session{
+		ID: req.ID, StartedAt: now, FixtureName: req.FixtureName, Initial: playback,
+		Info: Info{
+			Duration: float64(len(playback)/2) / models.SampleRate, Channels: 2, SampleRate: models.SampleRate,
+			Frames: len(playback) / 2, Latents: latents, MaxDepth: m.cfg.MaxDepth, Depth: depth, Profile: m.model.Profile.Name,
+		},
+		m: m, log: log, es: es, stream: stream,
+		controls: DefaultControls(depth), lastActivity: now, playheadAt: now,
+		prompt: [2]string{req.Prompt, req.PromptB}, key: req.Key, meter: req.TimeSignature,
+		cmds: make(chan command, 64), stopCh: make(chan struct{}), runDone: make(chan struct{}),
+	}
+	if s.prompt[1] == "" {
+		s.prompt[1] = s.prompt[0]
+	}
+	return s
+}
+
+// UpdateControls changes knobs (applied at the next tick) and counts as activity when
+// they changed.
+func (s *Session) UpdateControls(fn func(c *Controls)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before := s.controls
+	fn(&s.controls)
+	if s.controls != before {
+		s.lastActivity = time.Now()
+	}
+}
+
+// Controls returns the current knobs.
+func (s *Session) Controls() Controls {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.controls
+}
+
+// SetPlayhead records the client's playback position (seconds into the loop).
+func (s *Session) SetPlayhead(pos float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.playhead, s.playheadAt = pos, time.Now()
+}
+
+// Touch marks client activity (resumes an idle-paused session).
+func (s *Session) Touch() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastActivity = time.Now()
+}
+
+// Snapshot describes the session for the control API.
+func (s *Session) Snapshot() map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string]any{
+		"prompt": s.prompt[0], "prompt_b": s.prompt[1], "prompt_blend": s.controls.PromptBlend,
+		"duration": s.Info.Duration, "key": s.key, "time_signature": s.meter, "fixture_name": s.FixtureName,
+		"channels": s.Info.Channels, "sample_rate": s.Info.SampleRate, "pipeline_depth": s.controls.Depth,
+		"knob_values": map[string]any{"seed": s.controls.Seed, "denoise": s.controls.Denoise, "hint_strength": s.controls.HintStrength, "shift": s.controls.Shift},
+	}
+}
+
+// Do runs fn on the run loop between ticks (GPU work is serialised there) and waits for
+// it. Before Run starts, commands queue up; after Close they fail with ErrClosed.
+func (s *Session) Do(ctx context.Context, fn func(*Runtime) error) error {
+	c := command{fn: fn, done: make(chan error, 1)}
+	select {
+	case <-s.stopCh:
+		return ErrClosed
+	default:
+	}
+	select {
+	case s.cmds <- c:
+	case <-s.stopCh:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-s.runDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop asks the run loop to end (it returns nil); Close still has to run.
+func (s *Session) Stop() { s.stopOnce.Do(func() { close(s.stopCh) }) }
+
+// Closed reports whether Close has completed.
+func (s *Session) Closed() bool { return s.closed.Load() }
+
+// Run is the session's run loop; once entered it is the sole owner of the session and
+// closes it on return. Runner construction failures come back as *RunnerInitError,
+// runtime failures as *RuntimeError; ctx ending or Stop returns nil.
+func (s *Session) Run(ctx context.Context, out Output) (err error) {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("session already running")
+	}
+	defer close(s.runDone)
+	defer func() { s.closeOnce.Do(s.teardown) }()
+
+	if err := s.m.hit("run.runner_init"); err != nil {
+		return &RunnerInitError{err}
+	}
+	var hb Heartbeat = nopHeartbeat{}
+	if s.m.hooks.Heartbeat != nil {
+		hb = s.m.hooks.Heartbeat("tick:" + s.ID)
+	}
+	defer hb.Close()
+	r := &Runtime{s: s}
+	slice := make([]float32, trt.MaxSliceFloats)
+	params := &trt.TickParams{}
+	ev := &SliceEvent{}
+	var last time.Time
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopCh:
+			return nil
+		case c := <-s.cmds:
+			c.done <- c.fn(r)
+			continue
+		default:
+		}
+		hb.Beat()
+
+		s.mu.Lock()
+		ctl := s.controls
+		idle := s.m.cfg.IdlePause > 0 && time.Since(s.lastActivity) > s.m.cfg.IdlePause
+		pos := s.playhead + time.Since(s.playheadAt).Seconds()
+		s.mu.Unlock()
+		if wait := s.m.cfg.TickInterval - time.Since(last); idle || wait > 0 {
+			if idle {
+				wait = 50 * time.Millisecond
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.stopCh:
+				return nil
+			case c := <-s.cmds:
+				c.done <- c.fn(r)
+			case <-time.After(wait):
+			}
+			continue
+		}
+		last = time.Now()
+
+		if err := s.m.hit("run.tick"); err != nil {
+			return &RuntimeError{err}
+		}
+		fillParams(params, &ctl, pos)
+		res, err := s.stream.Tick(params, slice)
+		if err != nil {
+			return &RuntimeError{err}
+		}
+		if s.m.hooks.Tick != nil {
+			s.m.hooks.Tick(float64(res.TickMs), float64(res.DecMs), res.Decoded)
+		}
+		if res.Decoded {
+			*ev = SliceEvent{StartSample: res.StartSample, Samples: slice[:2*res.NumSamples], TickMs: res.TickMs,
+				DecMs: res.DecMs, NumGens: res.NumGens, Depth: res.Depth, Controls: ctl}
+			if err := out.Slice(ev); err != nil {
+				return fmt.Errorf("deliver slice: %w", err)
+			}
+		}
+	}
+}
+
+func fillParams(p *trt.TickParams, c *Controls, playhead float64) {
+	p.Submit = true
+	p.Seed = c.Seed
+	p.Denoise = c.Denoise
+	p.PromptBlend = c.PromptBlend
+	p.HintStrength = c.HintStrength
+	p.Guidance = c.Guidance
+	p.RCFGMode = c.RCFGMode
+	p.CFGRescale = c.CFGRescale
+	p.VelocityScale = c.VelocityScale
+	p.Shift = c.Shift
+	p.Depth = c.Depth
+	p.PlayheadS = playhead
+	p.Decode = true
+	p.ChannelGain = c.ChannelGain
+	p.ChannelGainActive = false
+	for _, g := range c.ChannelGain {
+		if g < 0.99 || g > 1.01 {
+			p.ChannelGainActive = true
+			break
+		}
+	}
+}
+
+type nopHeartbeat struct{}
+
+func (nopHeartbeat) Beat()  {}
+func (nopHeartbeat) Close() {}
+
+// Close tears the session down; it is idempotent and safe from any goroutine. It stops
+// accepting commands and waits for a running loop to quiesce before freeing device state:
+// playback state, then the stream, then the engine session. A failing step is logged and
+// the following steps still run.
+func (s *Session) Close() error {
+	if s == nil {
+		return nil
+	}
+	s.Stop()
+	if s.running.Load() {
+		select {
+		case <-s.runDone:
+		case <-time.After(s.m.cfg.CloseTimeout):
+			s.log.Error("run loop did not stop in time; leaving the session to it", "timeout", s.m.cfg.CloseTimeout)
+			return fmt.Errorf("close session %s: run loop still busy", s.ID)
+		}
+	}
+	s.closeOnce.Do(s.teardown)
+	return s.closeErr
+}
+
+func (s *Session) teardown() {
+	s.Stop()
+	// Commands still queued will never run.
+	for {
+		select {
+		case c := <-s.cmds:
+			c.done <- ErrClosed
+			continue
+		default:
+		}
+		break
+	}
+	s.mu.Lock()
+	s.Initial, s.Stems = nil, nil
+	s.mu.Unlock()
+
+	var first error
+	step := func(point, resource string, release func() error) {
+		if err := s.m.hit(point); err != nil {
+			s.log.Error("session cleanup step failed", "resource", resource, "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+		if err := release(); err != nil {
+			s.log.Error("session cleanup step failed", "resource", resource, "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	step("close.stream", "stream", s.stream.Close)
+	step("close.engine_session", "engine session", s.es.Close)
+	s.closeErr = first
+	s.m.Unregister(s.ID)
+	s.m.untrack(s)
+	s.closed.Store(true)
+	if s.m.hooks.Ended != nil {
+		s.m.hooks.Ended(s.ID)
+	}
+}
+
+// Runtime is what commands see: the session's native state, on the run loop.
+type Runtime struct{ s *Session }
+
+// SetPrompt re-encodes prompt A (and B; empty B = A) and applies it from the next tick.
+func (r *Runtime) SetPrompt(tags, tagsB, key, meter string) error {
+	s := r.s
+	if tagsB == "" {
+		tagsB = tags
+	}
+	owner := "session:" + s.ID
+	pa := trt.Prompt{Tags: tags, Key: key, TimeSignature: meter}
+	pb := trt.Prompt{Tags: tagsB, Key: key, TimeSignature: meter}
+	for _, c := range []struct {
+		slot int
+		p    trt.Prompt
+		neg  bool
+	}{{trt.CondPromptA, pa, false}, {trt.CondPromptB, pb, false}, {trt.CondNegative, pa, true}} {
+		if err := encodePrompt(s.m.dev, s.m.model, owner, s.stream, c.slot, c.p, c.neg, s.m.cfg.MaxCondLen); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.prompt = [2]string{tags, tagsB}
+	if key != "" {
+		s.key = key
+	}
+	if meter != "" {
+		s.meter = meter
+	}
+	s.lastActivity = time.Now()
+	s.mu.Unlock()
+	return nil
+}
