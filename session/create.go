@@ -25,7 +25,7 @@ type CreateRequest struct {
 	// CropSeconds, if > 0, crops the source.
 	CropSeconds float64
 	// Prompt, PromptB: tags A and B (B defaults to A).
-	Prompt, PromptB string
+	Prompt, PromptB    string
 	Key, TimeSignature string
 	// Depth is the initial ring depth (clamped to [1, MaxDepth]).
 	Depth int

@@ -3,7 +3,9 @@ package session
 import "os"
 
 // PredictCostForTest exposes the admission estimate to tests.
-func PredictCostForTest(m *Manager, frames int, stems bool) uint64 { return m.predictCost(frames, stems) }
+func PredictCostForTest(m *Manager, frames int, stems bool) uint64 {
+	return m.predictCost(frames, stems)
+}
 
 // TempDirForTest makes a directory for the shared test repository.
 func TempDirForTest() (string, error) { return os.MkdirTemp("", "demon-session-test-") }

@@ -232,4 +232,3 @@ func human(b uint64) string {
 	}
 	return fmt.Sprintf("%.2f %s", v, units[i])
 }
-
