@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/demon-audio/demon/audio"
 	"github.com/demon-audio/demon/models"
 	"github.com/demon-audio/demon/trt"
 )
@@ -410,4 +411,72 @@ func (r *Runtime) SetPrompt(tags, tagsB, key, meter string) error {
 	s.lastActivity = time.Now()
 	s.mu.Unlock()
 	return nil
+}
+
+// Swap replaces the session's source with new audio: it is encoded, and the stream is
+// reseeded (same length) or replaced by a new one (different length) only once the new one
+// is complete, so a failed swap leaves the session streaming the old source. It returns
+// the new seam-faded playback buffer (the client's new mirror).
+func (r *Runtime) Swap(pcm []float32, channels int, fixtureName string) ([]float32, error) {
+	s := r.s
+	m := s.m
+	owner := "session:" + s.ID
+	st, err := stereo(pcm, channels)
+	if err != nil {
+		return nil, err
+	}
+	playback, _, err := audio.NormalizeSource(st, 2, audio.NormalizeOptions{CropSeconds: float64(m.model.Profile.DurationS)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	latents := len(playback) / 2 / models.Hop
+	moments, _, err := encodeSource(m.dev, m.model, owner, playback)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { joinCleanup(s.log, "swap moments", moments.Close()) }()
+
+	if latents == s.Info.Latents {
+		if err := s.stream.SetSource(moments, latents); err != nil {
+			return nil, err
+		}
+		if err := s.stream.SetPlayback(playback); err != nil {
+			return nil, err
+		}
+	} else {
+		next, err := trt.NewStream(s.es.decoderCtx, m.model.Engine(models.VAEDecodeWindowed), owner, trt.StreamOptions{
+			Frames: latents, MaxDepth: m.cfg.MaxDepth, Depth: s.Controls().Depth, Steps: m.cfg.Steps, Shift: m.cfg.Shift,
+			MaxCondLen: m.cfg.MaxCondLen, VAEWindow: m.cfg.VAEWindow, LeadS: m.cfg.LeadS,
+		})
+		if err != nil {
+			return nil, err
+		}
+		old := s.stream
+		s.stream = next // SetPrompt encodes into s.stream
+		s.mu.Lock()
+		tags, tagsB, key, meter := s.prompt[0], s.prompt[1], s.key, s.meter
+		s.mu.Unlock()
+		err = next.SetSource(moments, latents)
+		if err == nil {
+			err = r.SetPrompt(tags, tagsB, key, meter)
+		}
+		if err == nil {
+			err = next.SetPlayback(playback)
+		}
+		if err != nil {
+			s.stream = old
+			joinCleanup(s.log, "swap stream", next.Close())
+			return nil, err
+		}
+		joinCleanup(s.log, "previous stream", old.Close())
+	}
+	s.mu.Lock()
+	s.Initial = playback
+	s.Info.Frames = len(playback) / 2
+	s.Info.Latents = latents
+	s.Info.Duration = float64(s.Info.Frames) / models.SampleRate
+	s.FixtureName = fixtureName
+	s.playhead, s.playheadAt, s.lastActivity = 0, time.Now(), time.Now()
+	s.mu.Unlock()
+	return playback, nil
 }

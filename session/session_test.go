@@ -355,3 +355,64 @@ func TestBadRequests(t *testing.T) {
 }
 
 func tempDir() (string, error) { return session.TempDirForTest() }
+
+func TestWarmup(t *testing.T) {
+	t.Run("passes", func(t *testing.T) {
+		r := newRig(t, 24<<30, "")
+		res, err := r.mgr.Warmup(t.Context(), request(""), 2, 30*time.Second)
+		require.NoError(t, err)
+		assert.True(t, res.Done)
+		assert.Nil(t, res.Error)
+		assert.GreaterOrEqual(t, res.Slices, 2)
+		trttest.RequireBaseline(t, r.dev, r.base)
+	})
+	for _, tc := range []struct {
+		spec     string
+		wantDone bool
+	}{{"create.conditioning=error", false}, {"run.runner_init=error", false}, {"run.tick=error@3", true}} {
+		t.Run(tc.spec, func(t *testing.T) {
+			r := newRig(t, 24<<30, tc.spec)
+			res, err := r.mgr.Warmup(t.Context(), request(""), 2, 30*time.Second)
+			assert.Equal(t, tc.wantDone, res.Done)
+			if tc.wantDone {
+				require.NoError(t, err, "a runtime failure after start is logged, not a warmup failure")
+			} else {
+				require.ErrorIs(t, err, trt.ErrFaultInjected)
+				require.NotNil(t, res.Error)
+			}
+			trttest.RequireBaseline(t, r.dev, r.base)
+		})
+	}
+}
+
+func TestSwapSameAndDifferentLength(t *testing.T) {
+	r := newRig(t, 24<<30, "")
+	s, err := r.mgr.Create(t.Context(), request(""))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	out := &collect{s: s, want: 1000}
+	go func() { done <- s.Run(context.Background(), out) }()
+
+	for _, seconds := range []int{6, 8} {
+		pcm := make([]float32, 2*seconds*48000)
+		for i := range pcm {
+			pcm[i] = float32(math.Sin(float64(i) / 50))
+		}
+		var got []float32
+		err := s.Do(t.Context(), func(rt *session.Runtime) error {
+			var err error
+			got, err = rt.Swap(pcm, 2, "other.wav")
+			return err
+		})
+		require.NoError(t, err)
+		assert.Len(t, got, 2*seconds*48000)
+		assert.Equal(t, seconds*25, s.Info.Latents)
+	}
+	require.Error(t, s.Do(t.Context(), func(rt *session.Runtime) error {
+		_, err := rt.Swap(make([]float32, 100), 2, "short")
+		return err
+	}), "a bad swap fails and leaves the session running")
+	s.Stop()
+	require.NoError(t, <-done)
+	trttest.RequireBaseline(t, r.dev, r.base)
+}
