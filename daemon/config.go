@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,13 @@ type Config struct {
 	ControlListen  string        `toml:"control_listen"`
 	APIKey         string        `toml:"api_key"`
 	GPUTelemetry   string        `toml:"gpu_telemetry"`
+	Models         string        `toml:"models"`
+	ModelProfile   string        `toml:"model_profile"`
+	DataDir        string        `toml:"data_dir"`
+	Warmup         bool          `toml:"warmup"`
+	IdlePause      time.Duration `toml:"idle_pause"`
+	TickInterval   time.Duration `toml:"tick_interval"`
+	Headroom       ByteSize      `toml:"admission_headroom"`
 }
 
 // option describes one configuration option in one place: its names, default and help.
@@ -114,6 +122,46 @@ func options() []option {
 			}},
 		{"api-key", "DEMON_API_KEY", "api_key", "API key the control API requires (Authorization: Bearer <key> or ?apiKey=); prefer the variable or the file, flags show in ps; off unless set",
 			func() string { return "" }, func(c *Config, v string) error { c.APIKey = v; return nil }},
+		{"models", "DEMON_MODELS", "models", "model repository directory; empty = the built-in reference repository (CPU reference engines), built under --data-dir on first start",
+			func() string { return "" }, func(c *Config, v string) error { c.Models = v; return nil }},
+		{"model-profile", "DEMON_MODEL_PROFILE", "model_profile", "profile of the model repository to load (its engines serve sources up to the profile's duration)",
+			func() string { return "ref-60s" }, func(c *Config, v string) error {
+				if strings.TrimSpace(v) == "" {
+					return errors.New("must not be empty")
+				}
+				c.ModelProfile = v
+				return nil
+			}},
+		{"data-dir", "DEMON_DATA_DIR", "data_dir", "directory for user uploads and the built-in model repository",
+			defaultDataDir, func(c *Config, v string) error {
+				if strings.TrimSpace(v) == "" {
+					return errors.New("must not be empty")
+				}
+				c.DataDir = v
+				return nil
+			}},
+		{"warmup", "DEMON_STARTUP_WARMUP", "warmup", "run one synthetic session at boot before reporting ready (true/false)",
+			func() string { return "true" }, func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("want true or false, got %q", v)
+				}
+				c.Warmup = b
+				return nil
+			}},
+		{"idle-pause", "DEMON_IDLE_PAUSE", "idle_pause", "stop generating after this long without input changes; resumes on the next change",
+			func() string { return "20s" }, durationSetter(func(c *Config, d time.Duration) { c.IdlePause = d })},
+		{"tick-interval", "DEMON_TICK_INTERVAL", "tick_interval", "minimum time between two ticks of a session (real-time pacing; sessions share the CPU/GPU)",
+			func() string { return "40ms" }, durationSetter(func(c *Config, d time.Duration) { c.TickInterval = d })},
+		{"admission-headroom", "DEMON_ADMISSION_HEADROOM", "admission_headroom", "device memory kept free beyond a new session's predicted cost; a start that would eat into it is refused with close 1013",
+			func() string { return "256MiB" }, func(c *Config, v string) error {
+				b, err := ParseByteSize(v)
+				if err != nil {
+					return err
+				}
+				c.Headroom = b
+				return nil
+			}},
 		{"gpu-telemetry", "DEMON_GPU_TELEMETRY", "gpu_telemetry", "GPU telemetry through NVML: auto (use it when the driver library loads) or off",
 			func() string { return "auto" }, func(c *Config, v string) error {
 				switch strings.ToLower(v) {
@@ -246,6 +294,17 @@ func applyFile(c *Config, opts []option, file string) error {
 		}
 	}
 	return nil
+}
+
+// defaultDataDir is $XDG_DATA_HOME/demon, ~/.local/share/demon, or ./demon-data.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "demon")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "demon")
+	}
+	return "demon-data"
 }
 
 // defaultCapacity is 75% of physical memory, or 8 GiB when that cannot be read: a share

@@ -28,10 +28,11 @@ func Modules(cfg Config, log *slog.Logger) fx.Option {
 		MetricsModule,
 		GPUModule,
 		SystemdModule,
+		ModelsModule,
+		SessionsModule,
 		ServerModule,
-		EmptySessionDirectory, // replaced by the sessions module's SessionDirectory
 		ControlModule,
-		fx.Invoke(func(*DeviceService) {}),
+		fx.Invoke(func(*DeviceService, *SessionsService) {}),
 		// Must stay the last option: READY=1 is sent by the last OnStart hook, after every
 		// module (engines, warmup, listeners) has started; its OnStop sends STOPPING=1
 		// first. Root-level invokes run after those of the child modules above.

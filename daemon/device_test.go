@@ -16,7 +16,11 @@ import (
 
 func testConfig(t *testing.T, args ...string) Config {
 	t.Helper()
-	c, err := LoadConfig(append([]string{"--device-capacity", "64MiB", "--listen", "127.0.0.1:0", "--control-listen", ""}, args...), env(nil), &bytes.Buffer{})
+	base := []string{
+		"--device-capacity", "64MiB", "--listen", "127.0.0.1:0", "--control-listen", "",
+		"--models", testRepo(t), "--model-profile", "test-10s", "--data-dir", t.TempDir(), "--warmup=false",
+	}
+	c, err := LoadConfig(append(base, args...), env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
 	return c
 }

@@ -30,9 +30,6 @@ func TestReadyzTransitions(t *testing.T) {
 	app.RequireStart()
 	defer app.RequireStop()
 
-	var changes []ReadinessStatus
-	ready.OnChange(func(st ReadinessStatus) { changes = append(changes, st) })
-
 	readyz := func() (int, ReadinessStatus) {
 		rec := serve(srv.Handler(), http.MethodGet, "/readyz")
 		var st ReadinessStatus
@@ -42,6 +39,14 @@ func TestReadyzTransitions(t *testing.T) {
 	}
 
 	code, st := readyz()
+	assert.Equal(t, http.StatusOK, code, "after start: models loaded, warmup (off) passed, admission open")
+	for _, c := range []string{CondAdmissionOpen, CondModelsLoaded, CondWarmupPassed} {
+		ready.Condition(c).Set(false)
+	}
+	var changes []ReadinessStatus
+	ready.OnChange(func(st ReadinessStatus) { changes = append(changes, st) })
+
+	code, st = readyz()
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Equal(t, []string{CondAdmissionOpen, CondModelsLoaded, CondWarmupPassed}, st.Failing)
 	assert.Equal(t, map[string]bool{CondModelsLoaded: false, CondWarmupPassed: false, CondAdmissionOpen: false}, st.Conditions)

@@ -91,13 +91,14 @@ func TestSystemdNotifyLifecycle(t *testing.T) {
 	app := fxtest.New(t, Modules(serviceConfig(t), slog.New(slog.DiscardHandler)), fx.Populate(&live, &ready))
 	app.RequireStart()
 
+	// Models load, warmup (off here) and admission all happen in OnStart, before READY=1.
 	m := await(t, msgs, "READY=1", time.Second)
-	assert.Contains(t, m, "STATUS=started; not ready: admission_open, models_loaded, warmup_passed")
+	assert.Contains(t, m, "STATUS=ready")
 	await(t, msgs, "WATCHDOG=1", time.Second)
 
-	for _, c := range []string{CondModelsLoaded, CondWarmupPassed, CondAdmissionOpen} {
-		ready.Condition(c).Set(true)
-	}
+	ready.Condition(CondAdmissionOpen).Set(false)
+	await(t, msgs, "STATUS=not ready: admission_open", time.Second)
+	ready.Condition(CondAdmissionOpen).Set(true)
 	await(t, msgs, "STATUS=ready", time.Second)
 
 	// A tick loop that beats keeps the pings coming.
