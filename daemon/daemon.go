@@ -43,6 +43,9 @@ func Modules(cfg Config, log *slog.Logger) fx.Option {
 // Main runs demond with the given arguments and environment and returns the process exit
 // code: 0 after a clean stop, 1 when start-up or stop failed, 2 for a configuration error.
 func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if code, ok := subcommand(args, stdout, stderr); ok {
+		return code
+	}
 	cfg, err := LoadConfig(args, getenv, stdout)
 	if errors.Is(err, ErrHelp) {
 		return 0

@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestModelsCommands(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	code := Main([]string{"models", "build-reference", "--out", dir, "--profile", "p:10:oracle", "--footprints", "actual"}, env(nil), &out, &errOut)
+	require.Equal(t, 0, code, errOut.String())
+	assert.Contains(t, out.String(), "profile p (10 s): 6 engines")
+
+	out.Reset()
+	require.Equal(t, 0, Main([]string{"models", "check", "--models", dir}, env(nil), &out, &errOut))
+	assert.Contains(t, out.String(), "ok   p (10 s)")
+
+	// Corrupt an engine: check names it and fails.
+	f := filepath.Join(dir, "decoder_oracle_fp32_b8_10s", "decoder_oracle_fp32_b8_10s.engine")
+	require.NoError(t, os.WriteFile(f, []byte("garbage"), 0o644))
+	out.Reset()
+	assert.Equal(t, 1, Main([]string{"models", "check", "--models", dir}, env(nil), &out, &errOut))
+	assert.Contains(t, out.String(), "FAIL p")
+	assert.Contains(t, out.String(), "truncated or replaced")
+
+	errOut.Reset()
+	assert.Equal(t, 2, Main([]string{"models", "build-reference", "--out", dir, "--profile", "bad"}, env(nil), &out, &errOut))
+	assert.Contains(t, errOut.String(), "NAME:SECONDS:VARIANT")
+	assert.Equal(t, 2, Main([]string{"models"}, env(nil), &out, &errOut))
+
+	out.Reset()
+	require.Equal(t, 0, Main([]string{"version"}, env(nil), &out, &errOut))
+	assert.Contains(t, out.String(), "demond ")
+}
+
+func TestStartFailureExitsNonZeroWithOneLine(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main([]string{"--models", t.TempDir(), "--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB"}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut.String(), "demond: start failed: --models")
+	assert.Contains(t, errOut.String(), "has no repository.json")
+}
+
+// A model load failing at boot: demond exits non-zero with one clear line naming the cause,
+// after the partial load was unwound and the device ledger was back at zero.
+func TestBootFailureUnwindsToZero(t *testing.T) {
+	for _, point := range []string{"model.load.vae_encode", "model.place_decoder"} {
+		t.Run(point, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Main([]string{
+				"--models", testRepo(t), "--model-profile", "test-10s", "--failpoints", point + "=error",
+				"--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB",
+			}, env(nil), &out, &errOut)
+			assert.Equal(t, 1, code)
+			log := errOut.String()
+			assert.Contains(t, log, "demond: start failed:")
+			assert.Contains(t, log, "fault injected at "+point)
+			assert.Contains(t, log, "device released; ledger at zero")
+			assert.NotContains(t, log, "native memory leaked")
+		})
+	}
+}
