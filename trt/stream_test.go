@@ -195,8 +195,12 @@ func TestStreamBadInput(t *testing.T) {
 
 // BenchmarkStreamTick: depth 4 / steps 8 / T=1500 with the tiny DiT (issue: pipeline
 // benchmark). Reports the tick time, the time outside engine execution and Go allocations.
-func BenchmarkStreamTick(b *testing.B) {
-	r := newStreamRig(b, "tiny-dit", 1500, 4)
+func BenchmarkStreamTickOracle(b *testing.B) { benchTick(b, "oracle") }
+
+func BenchmarkStreamTick(b *testing.B) { benchTick(b, "tiny-dit") }
+
+func benchTick(b *testing.B, variant string) {
+	r := newStreamRig(b, variant, 1500, 4)
 	slice := make([]float32, trt.MaxSliceFloats)
 	p := defaultTick()
 	for range 8 {

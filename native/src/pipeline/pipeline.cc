@@ -221,6 +221,7 @@ void Pipeline::Carve(Carver& cv) {
   dcw_low_ = cv.Floats(T);
   dcw_high_ = cv.Floats(T);
   emit_ = cv.Floats(TD);
+  noise_cache_ = cv.Floats(TD);
   const size_t te = static_cast<size_t>(t_eff_max_);
   const size_t pos_rows = static_cast<size_t>(cfg_.max_depth * cfg_.max_pos_conds);
   const size_t neg_rows = static_cast<size_t>(cfg_.max_depth * cfg_.max_neg_conds);
@@ -473,7 +474,14 @@ void Pipeline::InitSlot(Slot& s, int pool_index) {
   const int T = r.frames;
   const long n = static_cast<long>(T) * D;
   s.sched_len = BuildScheduleInto(cfg_.steps, shift_, r.denoise, s.sched);
-  FillNormal(s.noise, n, r.seed, pipeline_detail::kStreamInit);
+  // The realtime app keeps one seed for every slot (spec §4.3), so the initial noise of
+  // consecutive slots is identical: generate it once per (seed, T) and copy it after that.
+  if (noise_cache_seed_ != r.seed || noise_cache_len_ != n) {
+    FillNormal(noise_cache_, n, r.seed, pipeline_detail::kStreamInit);
+    noise_cache_seed_ = r.seed;
+    noise_cache_len_ = n;
+  }
+  std::memcpy(s.noise, noise_cache_, static_cast<size_t>(n) * sizeof(float));
   const float* src = r.has_src ? r.src : (r.has_mask ? r.mask_orig : nullptr);
   const float t0 = s.sched[0];
   if (r.init_noise.c.set() && src != nullptr) {

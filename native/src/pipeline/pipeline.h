@@ -213,6 +213,9 @@ class Pipeline {
   std::unique_ptr<Block> buffers_;  // every float buffer, carved
   std::unique_ptr<Block> scratch_;  // the model's scratch for the largest call (if owned)
   void* scratch_ptr_ = nullptr;     // scratch_ or PipelineConfig::model_scratch
+  float* noise_cache_ = nullptr;    // [T,64] initial noise of the last (seed, T) generated
+  uint64_t noise_cache_seed_ = 0;
+  long noise_cache_len_ = -1;
   size_t bytes_reserved_ = 0;
 
   std::vector<StoredRequest> pool_;  // 2·max_depth entries, sized once
