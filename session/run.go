@@ -230,6 +230,10 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 	params := &trt.TickParams{}
 	ev := &SliceEvent{}
 	var last time.Time
+	// One timer for the pacing waits: time.After would allocate on every tick.
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
 
 	for {
 		select {
@@ -253,6 +257,7 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 			if idle {
 				wait = 50 * time.Millisecond
 			}
+			pace.Reset(wait)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -260,7 +265,7 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 				return nil
 			case c := <-s.cmds:
 				c.done <- c.fn(r)
-			case <-time.After(wait):
+			case <-pace.C:
 			}
 			continue
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -415,4 +417,54 @@ func TestSwapSameAndDifferentLength(t *testing.T) {
 	s.Stop()
 	require.NoError(t, <-done)
 	trttest.RequireBaseline(t, r.dev, r.base)
+}
+
+type countingOutput struct {
+	s    *session.Session
+	want int
+	n    int
+}
+
+func (c *countingOutput) Slice(*session.SliceEvent) error {
+	c.n++
+	if c.n >= c.want {
+		c.s.Stop()
+	}
+	return nil
+}
+
+// The run loop's steady state allocates nothing per tick (Go side; the shim is checked by
+// trt's tests) and makes one cgo call per tick.
+func TestRunLoopSteadyStateAllocations(t *testing.T) {
+	r := newRig(t, 24<<30, "")
+	var ticks atomic.Int64
+	var m0, m1 runtime.MemStats
+	var cgo0, cgo1 int64
+	cfg := session.DefaultConfig()
+	cfg.TickInterval = time.Millisecond // exercise the pacing timer too
+	cfg.MaxCondLen = 128
+	mgr := session.NewManager(cfg, r.dev, r.model, r.faults, nil, session.Hooks{Tick: func(float64, float64, bool) {
+		switch ticks.Add(1) {
+		case 20:
+			runtime.ReadMemStats(&m0)
+			cgo0 = runtime.NumCgoCall()
+		case 120:
+			cgo1 = runtime.NumCgoCall()
+			runtime.ReadMemStats(&m1)
+		}
+	}})
+	s, err := mgr.Create(t.Context(), request(""))
+	require.NoError(t, err)
+	out := &countingOutput{s: s, want: 1 << 30}
+	go func() {
+		for ticks.Load() < 125 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		s.Stop()
+	}()
+	require.NoError(t, s.Run(t.Context(), out))
+	perTick := float64(m1.Mallocs-m0.Mallocs) / 100
+	t.Logf("run loop: %.2f Go allocations and %.2f cgo calls per tick over 100 ticks", perTick, float64(cgo1-cgo0)/100)
+	assert.Less(t, perTick, 0.5, "steady-state ticks allocate nothing (ReadMemStats itself may count once)")
+	assert.InDelta(t, 1.0, float64(cgo1-cgo0)/100, 0.011, "one cgo call per tick")
 }

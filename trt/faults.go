@@ -7,21 +7,43 @@ package trt
 import "C"
 
 import (
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
-// Faults is a registry of named fault points (docs/faultpoints.md), shared by the shim's
-// native points and Go-side points: Go code calls Hit at its own points, native code hits
-// the same registry through the devices it was given to.
+// Faults is a registry of named fault points (docs/faultpoints.md). The shim owns the
+// registry and its spec parser; native points fire inside the shim through the devices the
+// registry is given to. Go-side points are hit through this Go twin: it mirrors the arming
+// of every point after each Arm/Reset and counts Go-side hits itself, so hitting a point
+// from Go (even on a hot path, once per tick) costs no cgo call and no allocation unless
+// the point fires.
 type Faults struct {
-	mu sync.Mutex
-	h  *C.dm_faults
-	st *handleState
+	mu     sync.Mutex
+	h      *C.dm_faults
+	st     *handleState
+	points map[string]*goPoint // every declared point; the map itself never changes
+	// rearmed is closed and replaced by Arm and Reset: it releases hung Go-side points.
+	rearmed chan struct{}
 }
 
-// NewFaults creates a registry armed with spec (see ParseFaultSpec for the grammar; ""
-// arms nothing). The caller must Close it after every device that uses it.
+// Fault actions, as the shim numbers them.
+const (
+	actionOff int32 = iota
+	actionError
+	actionOOM
+	actionHang
+)
+
+type goPoint struct {
+	hits   atomic.Int64
+	action atomic.Int32
+	nth    atomic.Int64
+}
+
+// NewFaults creates a registry armed with spec ("point=action[@N],..."; "" arms nothing).
+// The caller must Close it after every device that uses it.
 func NewFaults(spec string) (*Faults, error) {
 	cs := C.CString(spec)
 	defer C.free(unsafe.Pointer(cs))
@@ -30,9 +52,30 @@ func NewFaults(spec string) (*Faults, error) {
 	if err := check("create fault registry", C.dm_faults_create(cs, &h, &e), &e); err != nil {
 		return nil, err
 	}
-	f := &Faults{h: h}
+	f := &Faults{h: h, points: map[string]*goPoint{}, rearmed: make(chan struct{})}
+	for _, p := range FaultPoints() {
+		f.points[p] = &goPoint{}
+	}
+	f.syncArmingLocked()
 	f.st = track(f, "faults")
 	return f, nil
+}
+
+// syncArmingLocked copies the shim's arming of every point into the Go twin.
+func (f *Faults) syncArmingLocked() {
+	for name, p := range f.points {
+		cn := C.CString(name)
+		var action C.int
+		var nth C.int64_t
+		var e C.dm_error
+		if C.dm_faults_arming(f.h, cn, &action, &nth, &e) == C.DM_OK {
+			p.action.Store(int32(action))
+			p.nth.Store(int64(nth))
+		}
+		C.free(unsafe.Pointer(cn))
+	}
+	close(f.rearmed)
+	f.rearmed = make(chan struct{})
 }
 
 // Close frees the registry. It is idempotent.
@@ -47,12 +90,17 @@ func (f *Faults) Close() error {
 	}
 	C.dm_faults_free(f.h)
 	f.h = nil
+	for _, p := range f.points {
+		p.action.Store(actionOff)
+	}
+	close(f.rearmed)
+	f.rearmed = make(chan struct{})
 	f.st.release()
 	return nil
 }
 
-// Arm applies spec ("point=error@2,other=oom", "point=off"). The whole spec is validated
-// first; on error nothing changes.
+// Arm applies spec ("point=error@2,other=oom", "point=hang", "point=off"). The whole spec
+// is validated first; on error nothing changes.
 func (f *Faults) Arm(spec string) error {
 	cs := C.CString(spec)
 	defer C.free(unsafe.Pointer(cs))
@@ -62,39 +110,68 @@ func (f *Faults) Arm(spec string) error {
 		return &Error{Op: "arm faults", Code: CodeState, Msg: ErrClosed.Error()}
 	}
 	var e C.dm_error
-	return check("arm faults", C.dm_faults_arm(f.h, cs, &e), &e)
+	if err := check("arm faults", C.dm_faults_arm(f.h, cs, &e), &e); err != nil {
+		return err
+	}
+	f.syncArmingLocked()
+	return nil
 }
 
 // Reset disarms every point and zeroes every hit counter.
 func (f *Faults) Reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.h != nil {
-		C.dm_faults_reset(f.h)
+	if f.h == nil {
+		return
 	}
+	C.dm_faults_reset(f.h)
+	for _, p := range f.points {
+		p.hits.Store(0)
+	}
+	f.syncArmingLocked()
 }
 
-// Hit records a hit of a Go-side point and returns the injected error if it fires.
-// A nil *Faults never fires, so code paths can hit points unconditionally.
+// Hit records a hit of a Go-side point and returns the injected error if it fires (a
+// "hang" point blocks until the registry is re-armed or reset). A nil *Faults never
+// fires, so code paths can hit points unconditionally.
 func (f *Faults) Hit(point string) error {
 	if f == nil {
 		return nil
 	}
-	cs := C.CString(point)
-	defer C.free(unsafe.Pointer(cs))
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.h == nil {
+	p, ok := f.points[point]
+	if !ok {
+		return &Error{Op: point, Code: CodeNotFound, Msg: "unknown fault point " + point}
+	}
+	n := p.hits.Add(1)
+	action := p.action.Load()
+	if action == actionOff {
 		return nil
 	}
-	var e C.dm_error
-	return check(point, C.dm_faults_hit(f.h, cs, &e), &e)
+	if nth := p.nth.Load(); nth != 0 && nth != n {
+		return nil
+	}
+	switch action {
+	case actionOOM:
+		return &Error{Op: point, Code: CodeOutOfMemory, Msg: fmt.Sprintf("out of memory (injected at fault point %s, hit %d)", point, n)}
+	case actionHang:
+		f.mu.Lock()
+		rearmed := f.rearmed
+		f.mu.Unlock()
+		<-rearmed
+		return nil
+	}
+	return &Error{Op: point, Code: CodeFaultInjected, Msg: fmt.Sprintf("fault injected at %s (hit %d)", point, n)}
 }
 
-// Hits returns how often point was hit since creation or Reset; -1 for an unknown point.
+// Hits returns how often point was hit (natively and from Go) since creation or Reset;
+// -1 for an unknown point.
 func (f *Faults) Hits(point string) int64 {
 	if f == nil {
 		return 0
+	}
+	p, ok := f.points[point]
+	if !ok {
+		return -1
 	}
 	cs := C.CString(point)
 	defer C.free(unsafe.Pointer(cs))
@@ -103,7 +180,7 @@ func (f *Faults) Hits(point string) int64 {
 	if f.h == nil {
 		return -1
 	}
-	return int64(C.dm_faults_hits(f.h, cs))
+	return p.hits.Load() + int64(C.dm_faults_hits(f.h, cs))
 }
 
 // handle returns the native registry for devices; nil when f is nil or closed.

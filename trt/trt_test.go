@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -372,3 +373,30 @@ func TestDeviceString(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func TestGoSideHitsCostNothingUnlessTheyFire(t *testing.T) {
+	trttest.NoLeaks(t)
+	f := trttest.Faults(t, "")
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := f.Hit("run.tick"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs)
+	assert.Equal(t, int64(1001), f.Hits("run.tick"))
+}
+
+func TestHangReleasedByRearm(t *testing.T) {
+	trttest.NoLeaks(t)
+	f := trttest.Faults(t, "run.tick=hang@2")
+	require.NoError(t, f.Hit("run.tick"))
+	done := make(chan error)
+	go func() { done <- f.Hit("run.tick") }()
+	select {
+	case <-done:
+		t.Fatal("the second hit should hang")
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.NoError(t, f.Arm("run.tick=off"))
+	require.NoError(t, <-done)
+}

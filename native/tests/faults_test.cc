@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 namespace dm {
 namespace {
 
@@ -69,6 +73,27 @@ TEST(Faults, DeclaredListHasNoDuplicates) {
   for (size_t i = 0; i < d.size(); ++i) {
     for (size_t j = i + 1; j < d.size(); ++j) EXPECT_STRNE(d[i], d[j]);
   }
+}
+
+}  // namespace
+}  // namespace dm
+
+namespace dm {
+namespace {
+
+TEST(Faults, HangBlocksUntilRearmed) {
+  FaultRegistry f("device.alloc=hang@2");
+  EXPECT_EQ(StatusOf(f, "device.alloc"), Status::kOk);
+  std::atomic<bool> returned{false};
+  std::thread t([&] {
+    f.Hit("device.alloc");
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(returned.load()) << "the second hit hangs";
+  f.Arm("device.alloc=off");
+  t.join();
+  EXPECT_TRUE(returned.load());
 }
 
 }  // namespace

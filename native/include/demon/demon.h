@@ -59,7 +59,8 @@ const char* dm_version(void);
  *
  * Spec grammar:  point=action[@N] {, point=action[@N]}
  *   action: "error" (fail with DM_ERR_FAULT_INJECTED), "oom" (fail with
- *   DM_ERR_OUT_OF_MEMORY), or "off" (disarm). Without @N the point fires on every hit;
+ *   DM_ERR_OUT_OF_MEMORY), "hang" (block the caller until the registry is re-armed or
+ *   reset, at most 10 minutes: a stuck call for watchdog tests), or "off" (disarm). Without @N the point fires on every hit;
  *   with @N (N >= 1) only on the Nth hit. An empty spec arms nothing.
  * ------------------------------------------------------------------------------------- */
 typedef struct dm_faults dm_faults;
@@ -80,6 +81,12 @@ void dm_faults_reset(dm_faults* faults);
  * status when it does (message names the point and the hit), DM_ERR_NOT_FOUND for an
  * undeclared point. Used by Go-side points; native points call the registry directly. */
 int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err);
+
+/* The arming of `point`: writes its action (0 off, 1 error, 2 oom, 3 hang) and N (0 = every
+ * hit). Lets the Go twin of the registry mirror the arming of Go-side points, so hitting
+ * them costs no cgo call. Returns DM_ERR_NOT_FOUND for an undeclared point. */
+int dm_faults_arming(const dm_faults* faults, const char* point, int* action, int64_t* nth,
+                     dm_error* err);
 
 /* Hits recorded for `point` since creation or the last reset; -1 if undeclared. */
 int64_t dm_faults_hits(const dm_faults* faults, const char* point);
@@ -105,14 +112,24 @@ typedef enum dm_device_kind {
 
 typedef struct dm_device_options {
   int kind;                /* a dm_device_kind */
-  uint64_t capacity_bytes; /* host device: bytes it may hand out (> 0). */
+  uint64_t capacity_bytes; /* host device: bytes it may hand out (> 0). Ignored by cuda,
+                              whose capacity is the GPU's total memory (cuMemGetInfo). */
   int ordinal;             /* cuda: device index */
   dm_faults* faults;       /* optional; borrowed: must outlive the device */
 } dm_device_options;
 
 /* Creates a device. The host device reserves address space lazily: allocations of 1 MiB
  * and more are anonymous mappings that commit RAM only when touched, so a capacity larger
- * than free RAM is fine for accounting tests. On success the caller owns *out. */
+ * than free RAM is fine for accounting tests. On success the caller owns *out.
+ * The cuda device loads the CUDA driver API at run time: dlopen("libcuda.so.1"), or the
+ * path in $DEMON_CUDA_LIBRARY (tests point it at a fake driver). Without a driver it fails
+ * with DM_ERR_CUDA and "no CUDA driver (libcuda.so.1 not found: <reason>)"; any other
+ * driver failure is DM_ERR_CUDA with the driver's error name and string, and an ordinal
+ * the driver does not see is DM_ERR_INVALID_ARGUMENT. It retains the GPU's primary context
+ * until dm_device_free (and every object on it) is gone. Buffers on a cuda device are GPU
+ * memory: read and write them with dm_buffer_read/dm_buffer_write. A driver refusal to
+ * allocate (CUDA_ERROR_OUT_OF_MEMORY) is DM_ERR_OUT_OF_MEMORY, like a ledger refusal.
+ * Fault point: device.create, before the driver is loaded. */
 int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err);
 
 /* Frees the device handle. Objects still alive on it keep the device's internals alive
@@ -151,6 +168,42 @@ int dm_ledger_by_owner(const dm_device* device, dm_ledger_entry* entries, int ca
 
 /* Resets peak_bytes (totals and entries) to the current use. */
 void dm_ledger_reset_peak(dm_device* device);
+
+/* The driver's view of the device's memory, for cross-checking the ledger.
+ * cuda: cuMemGetInfo for the device's GPU. Free memory counts every process and the CUDA
+ * context itself, and the driver returns freed memory asynchronously: compare against a
+ * baseline taken after a warm-up, with a tolerance, after a settle (the Go binding's
+ * trt.WaitDriverMemory polls). host: *free_bytes = capacity − used and *total_bytes =
+ * capacity, from the ledger. Both out-pointers must be non-NULL. Thread-safe. */
+int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint64_t* total_bytes,
+                            dm_error* err);
+
+/* Host staging memory. On a device the CPU cannot address (cuda), the CPU reference
+ * engines and streams compute on host shadows of their device memory: pinned host memory
+ * from the driver (cuMemAllocHost). Staging is host memory, so it is NOT counted against
+ * the device capacity: each staging block is one live handle of kind "staging" on the
+ * device ledger (attributed to its owner tag, so dm_ledger_by_owner and leak checks on
+ * live_handles see it) while its bytes are accounted on a separate staging ledger whose
+ * totals this returns (capacity_bytes = UINT64_MAX: no limit of its own; a refused pinned
+ * allocation fails in the driver). The host device never stages: all zero. Thread-safe. */
+int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out, dm_error* err);
+
+/* What dm_device_time_copies measured. GB/s = bytes·iterations / ms / 1e6. */
+typedef struct dm_copy_timing {
+  uint64_t bytes;  /* bytes per copy */
+  int iterations;  /* copies each way */
+  double h2d_ms;   /* total for the host-to-device copies */
+  double d2h_ms;   /* total for the device-to-host copies */
+} dm_copy_timing;
+
+/* Measures copy throughput: allocates `bytes` (> 0) of device memory for `owner` (through
+ * the ledger; fault point device.alloc) and as much staging memory, runs `iterations`
+ * (1..10000) host-to-device copies then as many device-to-host copies (cuda: async on a
+ * private stream from pinned memory, timed with events; host: memcpy, wall clock), and
+ * frees both before returning, on success and on error. For the GPU check; not for the hot
+ * path. Thread rule: like any allocation, safe from any thread. */
+int dm_device_time_copies(dm_device* device, uint64_t bytes, int iterations, const char* owner,
+                          dm_copy_timing* out, dm_error* err);
 
 /* ---------------------------------------------------------------------------------------
  * Device buffers.

@@ -40,6 +40,19 @@ int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err) {
   });
 }
 
+int dm_faults_arming(const dm_faults* faults, const char* point, int* action, int64_t* nth,
+                     dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(faults, "dm_faults_arming");
+    if (point == nullptr || action == nullptr || nth == nullptr) {
+      dm::Fail(dm::Status::kInvalidArgument, "dm_faults_arming: NULL argument");
+    }
+    dm::FaultRegistry::Action a;
+    faults->registry->ArmingOf(point, &a, nth);
+    *action = static_cast<int>(a);
+  });
+}
+
 int64_t dm_faults_hits(const dm_faults* faults, const char* point) {
   if (faults == nullptr || point == nullptr) return -1;
   return faults->registry->Hits(point);

@@ -1,5 +1,6 @@
 #include "faults/faults.h"
 
+#include <chrono>
 #include <cstdlib>
 
 namespace dm {
@@ -75,11 +76,13 @@ std::vector<std::pair<std::string, FaultRegistry::Arming>> FaultRegistry::Parse(
       arming.action = Action::kError;
     } else if (action == "oom") {
       arming.action = Action::kOom;
+    } else if (action == "hang") {
+      arming.action = Action::kHang;
     } else if (action == "off") {
       arming.action = Action::kOff;
     } else {
       Fail(Status::kInvalidArgument,
-           "fault spec item %s: unknown action %s (want error, oom or off)", item.c_str(),
+           "fault spec item %s: unknown action %s (want error, oom, hang or off)", item.c_str(),
            action.c_str());
     }
     out.emplace_back(name, arming);
@@ -91,27 +94,46 @@ void FaultRegistry::Arm(const std::string& spec) {
   auto items = Parse(spec);  // validate everything before changing anything
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [name, arming] : items) points_[name].arming = arming;
+  generation_++;
+  rearmed_.notify_all();
 }
 
 void FaultRegistry::Reset() {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [name, state] : points_) state = State{};
+  generation_++;
+  rearmed_.notify_all();
 }
 
 void FaultRegistry::Hit(const char* point) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   auto it = points_.find(point);
   if (it == points_.end()) Fail(Status::kNotFound, "unknown fault point %s", point);
   State& st = it->second;
   st.hits++;
   bool fire = st.arming.action != Action::kOff && (st.arming.nth == 0 || st.arming.nth == st.hits);
   if (!fire) return;
+  if (st.arming.action == Action::kHang) {
+    // Simulates a stuck call (a hung kernel, a wedged driver) so watchdogs can be tested:
+    // blocks until the registry is re-armed or reset, at most ten minutes.
+    const uint64_t gen = generation_;
+    rearmed_.wait_for(lock, std::chrono::minutes(10), [&] { return generation_ != gen; });
+    return;
+  }
   if (st.arming.action == Action::kOom) {
     Fail(Status::kOutOfMemory, "out of memory (injected at fault point %s, hit %lld)", point,
          static_cast<long long>(st.hits));
   }
   Fail(Status::kFaultInjected, "fault injected at %s (hit %lld)", point,
        static_cast<long long>(st.hits));
+}
+
+void FaultRegistry::ArmingOf(const char* point, Action* action, int64_t* nth) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = points_.find(point);
+  if (it == points_.end()) Fail(Status::kNotFound, "unknown fault point %s", point);
+  *action = it->second.arming.action;
+  *nth = it->second.arming.nth;
 }
 
 int64_t FaultRegistry::Hits(const char* point) const {

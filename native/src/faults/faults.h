@@ -6,6 +6,7 @@
 // session start and teardown — never per tick.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -18,7 +19,7 @@ namespace dm {
 
 class FaultRegistry {
  public:
-  enum class Action { kOff, kError, kOom };
+  enum class Action { kOff, kError, kOom, kHang };
 
   // Validates and applies `spec` (grammar in demon.h). Throws kInvalidArgument or
   // kNotFound on a malformed spec or an undeclared point, changing nothing.
@@ -30,6 +31,8 @@ class FaultRegistry {
   void Hit(const char* point);
   // Hits so far; -1 for an undeclared point.
   int64_t Hits(const char* point) const;
+  // The point's arming (throws kNotFound for an undeclared point).
+  void ArmingOf(const char* point, Action* action, int64_t* nth) const;
 
   static const std::vector<const char*>& Declared();
   static bool IsDeclared(const std::string& point);
@@ -46,6 +49,8 @@ class FaultRegistry {
   static std::vector<std::pair<std::string, Arming>> Parse(const std::string& spec);
 
   mutable std::mutex mu_;
+  std::condition_variable rearmed_;  // wakes hung points when arming changes
+  uint64_t generation_ = 0;          // bumped by Arm and Reset
   std::unordered_map<std::string, State> points_;
 };
 
