@@ -14,7 +14,7 @@ NATIVE_DEPS := g++ cmake libgtest-dev
 RUN_DEPS := g++
 CHECK_DEPS := clang-format
 
-.PHONY: all build run test test-native test-go test-asan test-leakprobe check fmt deps-test deps-run clean
+.PHONY: all build run test test-native test-go test-asan test-leakprobe test-gpu gpu-check test-browser check fmt deps-test deps-run clean bench
 
 all: build
 
@@ -57,6 +57,24 @@ test-leakprobe:
 		cat $(BUILD)/leakprobe.log >&2; echo "leak probe: failed for another reason" >&2; exit 1; \
 	fi
 
+## test-gpu: the GPU tier on a machine with an NVIDIA driver: the native tier (ctest -L gpu)
+## and the Go tier (-tags gpu). Every GPU test skips with the reason where there is no GPU.
+test-gpu: deps-test
+	cmake -S . -B $(BUILD)/gpu -DDEMON_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD)/gpu -j2 --target cuda_gpu_test
+	ctest --test-dir $(BUILD)/gpu -L gpu --output-on-failure
+	$(GO) test -tags gpu -count=1 ./trt/ ./session/
+
+## gpu-check: the GPU tier, a fault-matrix loop on real GPU memory and a summary (a few minutes).
+gpu-check:
+	scripts/gpu-check.sh $(ARGS)
+
+## test-browser: the embedded page in headless Chromium against the real ws.Server and
+## session.Manager (reference engines); installs Debian's chromium when missing.
+test-browser:
+	@scripts/deps.sh chromium
+	$(GO) test -tags browser -count=1 ./web/
+
 ## check: formatting, vet, a clean go mod tidy, clang-format.
 check:
 	@mkdir -p $(BUILD)
@@ -71,6 +89,13 @@ check:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 	clang-format -i $$(git ls-files 'native/*.cc' 'native/*.h')
+
+## bench: the benchmark harness, short profile (a few minutes on 2 cores), in-process;
+## results in bench-out/ (summary.json, summary.md, *.png). Scale up with BENCH_ARGS, e.g.
+## BENCH_ARGS="--sessions 100 --cycles 1000 --duration 30s", or --target ws://127.0.0.1:1318/.
+bench: deps-run
+	$(GO) build -o $(BUILD)/bin/demon-bench ./cmd/demon-bench
+	./$(BUILD)/bin/demon-bench --out bench-out $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -179,6 +179,7 @@ type deviceCollector struct {
 	svc                                     *DeviceService
 	used, capacity, peak, live, owner, kind *prometheus.Desc
 	allocs, frees, failed                   *prometheus.Desc
+	driverUsed                              *prometheus.Desc
 }
 
 func newDeviceCollector(svc *DeviceService) *deviceCollector {
@@ -196,12 +197,14 @@ func newDeviceCollector(svc *DeviceService) *deviceCollector {
 		allocs:   d("demon_device_allocations_total", "Device allocations that succeeded."),
 		frees:    d("demon_device_frees_total", "Device allocations freed."),
 		failed:   d("demon_device_allocation_failures_total", "Device allocations that failed (out of memory or injected)."),
+		driverUsed: d("demon_device_driver_memory_used_bytes",
+			"Device memory in use according to the driver (cuda: cuMemGetInfo total − free, every process and the CUDA context included; host: the ledger)."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.used, c.capacity, c.peak, c.live, c.owner, c.kind, c.allocs, c.frees, c.failed} {
+	for _, d := range []*prometheus.Desc{c.used, c.capacity, c.peak, c.live, c.owner, c.kind, c.allocs, c.frees, c.failed, c.driverUsed} {
 		ch <- d
 	}
 }
@@ -237,6 +240,9 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.allocs, t.Allocations)
 	counter(c.frees, t.Frees)
 	counter(c.failed, t.Failed)
+	if free, total, err := dev.DriverMemory(); err == nil {
+		gauge(c.driverUsed, float64(total-free))
+	}
 }
 
 // faultsCollector exports how often each declared fault point was hit.

@@ -6,6 +6,7 @@
 #include "faults/faults.cc"
 #include "device/device.cc"
 #include "device/host_device.cc"
+#include "device/cuda_driver.cc"
 #include "device/cuda_device.cc"
 
 // Reference model math (CPU).
@@ -35,3 +36,4 @@
 #include "capi/capi_core.cc"
 #include "capi/capi_engine.cc"
 #include "capi/capi_stream.cc"
+#include "capi/capi_gpu.cc"

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "demon/demon.h"
+#include "device/cuda_driver.h"
 
 namespace dm {
 
@@ -33,6 +34,10 @@ int Guard(dm_error* err, Fn&& fn) noexcept {
   try {
     std::forward<Fn>(fn)();
     return ClearError(err);
+  } catch (const CudaError& e) {
+    // The driver's failure: DM_ERR_CUDA, or DM_ERR_OUT_OF_MEMORY for
+    // CUDA_ERROR_OUT_OF_MEMORY (its status() says which); the message names the CUresult.
+    return SetError(err, e.status(), e.what());
   } catch (const Error& e) {
     return SetError(err, e.status(), e.what());
   } catch (const std::bad_alloc&) {

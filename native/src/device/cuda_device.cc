@@ -1,12 +1,261 @@
-// The CUDA device kind. Until the driver-API backend lands, creating one reports clearly
-// that this build cannot, so configuration errors surface at start, not at first use.
+// The cuda device: an NVIDIA GPU through the CUDA driver API, loaded at run time.
+//
+// One device is one GPU ordinal and its primary context (retained at creation, released
+// at destruction: the context the CUDA runtime and TensorRT share). The ledger's capacity
+// is the GPU's total memory from cuMemGetInfo at creation; the ledger admits or refuses
+// every allocation *before* the driver is asked, so "requested N bytes, M free" comes from
+// the ledger, and a driver refusal (other processes, the context's own memory) surfaces as
+// a CudaError CUDA_ERROR_OUT_OF_MEMORY with status DM_ERR_OUT_OF_MEMORY.
+//
+// Thread rule: the driver binds a context to the calling OS thread, and the device is
+// called from several threads (the session worker, Go's loaders). Every entry point here
+// therefore makes the primary context current first (cuCtxSetCurrent is a cheap
+// thread-local store); nothing relies on what another call left current.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "device/cuda_driver.h"
 #include "device/device.h"
 
 namespace dm {
+namespace cuda_detail {
 
-std::shared_ptr<Device> CreateCudaDevice(int ordinal, FaultRegistry* /*faults*/) {
-  Fail(Status::kUnsupported,
-       "cuda device %d: this build has no CUDA device backend yet; use --device host", ordinal);
+// A retained primary context; released exactly once.
+class PrimaryContext {
+ public:
+  PrimaryContext(std::shared_ptr<CudaDriver> drv, cu::DeviceId dev)
+      : drv_(std::move(drv)), dev_(dev) {
+    drv_->Check(drv_->cuDevicePrimaryCtxRetain(&ctx_, dev_), "cuDevicePrimaryCtxRetain");
+  }
+  ~PrimaryContext() {
+    cu::Result r = drv_->cuDevicePrimaryCtxRelease(dev_);
+    if (r != cu::kSuccess) {
+      std::fprintf(stderr, "demon: cuDevicePrimaryCtxRelease: %s\n", drv_->Describe(r).c_str());
+    }
+  }
+  PrimaryContext(const PrimaryContext&) = delete;
+  PrimaryContext& operator=(const PrimaryContext&) = delete;
+
+  // Makes the context current on the calling thread.
+  void Bind() const { drv_->Check(drv_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }
+
+ private:
+  std::shared_ptr<CudaDriver> drv_;
+  cu::DeviceId dev_;
+  cu::Ctx ctx_ = nullptr;
+};
+
+// A CUDA stream (non-blocking), destroyed with its owner.
+class CudaStream {
+ public:
+  explicit CudaStream(const CudaDriver& drv) : drv_(drv) {
+    drv_.Check(drv_.cuStreamCreate(&s_, cu::kStreamNonBlocking), "cuStreamCreate");
+  }
+  ~CudaStream() { drv_.cuStreamDestroy(s_); }
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+  cu::StreamHandle get() const { return s_; }
+  void Synchronize() const { drv_.Check(drv_.cuStreamSynchronize(s_), "cuStreamSynchronize"); }
+
+ private:
+  const CudaDriver& drv_;
+  cu::StreamHandle s_ = nullptr;
+};
+
+// A CUDA event with timing, destroyed with its owner.
+class CudaEvent {
+ public:
+  explicit CudaEvent(const CudaDriver& drv) : drv_(drv) {
+    drv_.Check(drv_.cuEventCreate(&e_, cu::kEventDefault), "cuEventCreate");
+  }
+  ~CudaEvent() { drv_.cuEventDestroy(e_); }
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+  void Record(const CudaStream& s) { drv_.Check(drv_.cuEventRecord(e_, s.get()), "cuEventRecord"); }
+  void Synchronize() { drv_.Check(drv_.cuEventSynchronize(e_), "cuEventSynchronize"); }
+  // Milliseconds from `start` to this event (both recorded and complete).
+  float Since(const CudaEvent& start) const {
+    float ms = 0;
+    drv_.Check(drv_.cuEventElapsedTime(&ms, start.e_, e_), "cuEventElapsedTime");
+    return ms;
+  }
+
+ private:
+  const CudaDriver& drv_;
+  cu::EventHandle e_ = nullptr;
+};
+
+// Everything acquired before the Device base can be constructed (its capacity is the
+// GPU's total memory), in acquisition order.
+struct CudaState {
+  std::shared_ptr<CudaDriver> drv;
+  int ordinal = 0;
+  cu::DeviceId dev = 0;
+  std::unique_ptr<PrimaryContext> ctx;
+  std::string name;
+  int cc_major = 0, cc_minor = 0;
+  int driver_version = 0;
+  uint64_t total = 0;
+};
+
+class CudaDevice final : public Device {
+ public:
+  CudaDevice(std::unique_ptr<CudaState> st, FaultRegistry* faults)
+      : Device(st->total, faults), st_(std::move(st)), drv_(*st_->drv) {}
+
+  std::string Describe() const override {
+    return Format("cuda:%d %s (compute %d.%d, driver %d.%d, %s, %s)", st_->ordinal,
+                  st_->name.c_str(), st_->cc_major, st_->cc_minor, st_->driver_version / 1000,
+                  (st_->driver_version % 1000) / 10, FormatBytes(ledger().capacity()).c_str(),
+                  st_->drv->path.c_str());
+  }
+  bool HostAccessible() const override { return false; }
+
+  void* RawAlloc(size_t bytes) override {
+    st_->ctx->Bind();
+    cu::DevPtr p = 0;
+    cu::Result r = drv_.cuMemAlloc(&p, bytes);
+    if (r != cu::kSuccess) {
+      size_t free = 0, total = 0;
+      std::string why = drv_.Describe(r);
+      if (drv_.cuMemGetInfo(&free, &total) == cu::kSuccess) {
+        why += "; the driver reports " + FormatBytes(free) + " free";
+      }
+      throw CudaError(r, Format("cuMemAlloc_v2 of %s on cuda:%d: %s", FormatBytes(bytes).c_str(),
+                                st_->ordinal, why.c_str()));
+    }
+    r = drv_.cuMemsetD8(p, 0, bytes);
+    if (r != cu::kSuccess) {
+      drv_.cuMemFree(p);
+      drv_.Check(r, "cuMemsetD8_v2 (zero-filling a new allocation)");
+    }
+    return reinterpret_cast<void*>(static_cast<uintptr_t>(p));
+  }
+
+  void RawFree(void* ptr, size_t /*bytes*/) noexcept override {
+    if (ptr == nullptr) return;
+    try {
+      st_->ctx->Bind();
+    } catch (...) {
+      // Fall through: cuMemFree reports the same failure below.
+    }
+    cu::Result r = drv_.cuMemFree(Dev(ptr));
+    if (r != cu::kSuccess) {
+      std::fprintf(stderr, "demon: cuMemFree_v2: %s\n", drv_.Describe(r).c_str());
+    }
+  }
+
+  void CopyToDevice(void* dst, const void* src, size_t n) override {
+    st_->ctx->Bind();
+    drv_.Check(drv_.cuMemcpyHtoD(Dev(dst), src, n), "cuMemcpyHtoD_v2");
+  }
+
+  void CopyToHost(void* dst, const void* src, size_t n) const override {
+    st_->ctx->Bind();
+    drv_.Check(drv_.cuMemcpyDtoH(dst, Dev(src), n), "cuMemcpyDtoH_v2");
+  }
+
+  DriverMemory QueryDriverMemory() const override {
+    st_->ctx->Bind();
+    size_t free = 0, total = 0;
+    drv_.Check(drv_.cuMemGetInfo(&free, &total), "cuMemGetInfo_v2");
+    return DriverMemory{free, total};
+  }
+
+  // Pinned host memory: page-locked, so H2D/D2H copies run at full DMA speed.
+  void* StagingAlloc(size_t bytes) override {
+    st_->ctx->Bind();
+    void* p = nullptr;
+    cu::Result r = drv_.cuMemAllocHost(&p, bytes);
+    if (r != cu::kSuccess) {
+      throw CudaError(r, Format("cuMemAllocHost_v2 of %s (pinned staging): %s",
+                                FormatBytes(bytes).c_str(), drv_.Describe(r).c_str()));
+    }
+    std::memset(p, 0, bytes);
+    return p;
+  }
+
+  void StagingFree(void* ptr, size_t /*bytes*/) noexcept override {
+    if (ptr == nullptr) return;
+    try {
+      st_->ctx->Bind();
+    } catch (...) {
+      // Fall through: cuMemFreeHost reports the same failure below.
+    }
+    cu::Result r = drv_.cuMemFreeHost(ptr);
+    if (r != cu::kSuccess) {
+      std::fprintf(stderr, "demon: cuMemFreeHost: %s\n", drv_.Describe(r).c_str());
+    }
+  }
+
+  // Async copies on a private stream, timed with events on the GPU.
+  CopyTiming TimeCopies(void* device_ptr, void* staging_ptr, size_t n, int iterations) override {
+    st_->ctx->Bind();
+    CudaStream s(drv_);
+    CudaEvent e0(drv_), e1(drv_), e2(drv_);
+    e0.Record(s);
+    for (int i = 0; i < iterations; ++i) {
+      drv_.Check(drv_.cuMemcpyHtoDAsync(Dev(device_ptr), staging_ptr, n, s.get()),
+                 "cuMemcpyHtoDAsync_v2");
+    }
+    e1.Record(s);
+    for (int i = 0; i < iterations; ++i) {
+      drv_.Check(drv_.cuMemcpyDtoHAsync(staging_ptr, Dev(device_ptr), n, s.get()),
+                 "cuMemcpyDtoHAsync_v2");
+    }
+    e2.Record(s);
+    e2.Synchronize();
+    s.Synchronize();
+    CopyTiming t;
+    t.h2d_ms = e1.Since(e0);
+    t.d2h_ms = e2.Since(e1);
+    return t;
+  }
+
+ private:
+  static cu::DevPtr Dev(const void* p) {
+    return static_cast<cu::DevPtr>(reinterpret_cast<uintptr_t>(p));
+  }
+
+  std::unique_ptr<CudaState> st_;
+  const CudaDriver& drv_;  // *st_->drv, alive as long as st_
+};
+
+}  // namespace cuda_detail
+
+// Creates the cuda device for `ordinal`: loads the driver, initialises it, retains the
+// primary context and reads the memory totals. Throws Error(kCuda) with the driver's
+// message on any failure; everything acquired so far is released by the RAII members.
+std::shared_ptr<Device> CreateCudaDevice(int ordinal, FaultRegistry* faults) {
+  using cuda_detail::CudaState;
+  auto st = std::make_unique<CudaState>();
+  st->drv = CudaDriver::Load();
+  st->ordinal = ordinal;
+  const CudaDriver& d = *st->drv;
+  d.Check(d.cuInit(0), "cuInit");
+  d.Check(d.cuDriverGetVersion(&st->driver_version), "cuDriverGetVersion");
+  int count = 0;
+  d.Check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
+  if (ordinal < 0 || ordinal >= count) {
+    Fail(Status::kInvalidArgument, "cuda device %d does not exist: the driver sees %d device(s)",
+         ordinal, count);
+  }
+  d.Check(d.cuDeviceGet(&st->dev, ordinal), "cuDeviceGet");
+  char name[256] = {};
+  d.Check(d.cuDeviceGetName(name, sizeof name - 1, st->dev), "cuDeviceGetName");
+  st->name = name;
+  d.Check(d.cuDeviceGetAttribute(&st->cc_major, cu::kAttrComputeCapabilityMajor, st->dev),
+          "cuDeviceGetAttribute(compute capability major)");
+  d.Check(d.cuDeviceGetAttribute(&st->cc_minor, cu::kAttrComputeCapabilityMinor, st->dev),
+          "cuDeviceGetAttribute(compute capability minor)");
+  st->ctx = std::make_unique<cuda_detail::PrimaryContext>(st->drv, st->dev);
+  st->ctx->Bind();
+  size_t free = 0, total = 0;
+  d.Check(d.cuMemGetInfo(&free, &total), "cuMemGetInfo_v2");
+  if (total == 0) Fail(Status::kCuda, "cuda device %d reports 0 bytes of memory", ordinal);
+  st->total = total;
+  return std::make_shared<cuda_detail::CudaDevice>(std::move(st), faults);
 }
 
 }  // namespace dm

@@ -1,6 +1,9 @@
 #include "device/device.h"
 
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace dm {
 
@@ -59,6 +62,58 @@ void DeviceBuffer::Read(size_t offset, void* dst, size_t n) const {
   }
   if (n > 0 && dst == nullptr) Fail(Status::kInvalidArgument, "read destination is NULL");
   if (n > 0) device_->CopyToHost(dst, static_cast<const char*>(ptr_) + offset, n);
+}
+
+DriverMemory Device::QueryDriverMemory() const {
+  LedgerTotals t = ledger_.Totals();
+  return DriverMemory{t.capacity_bytes - t.used_bytes, t.capacity_bytes};
+}
+
+void* Device::StagingAlloc(size_t bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, rounded == 0 ? 64 : rounded);
+  return p;
+}
+
+void Device::StagingFree(void* ptr, size_t /*bytes*/) noexcept { std::free(ptr); }
+
+CopyTiming Device::TimeCopies(void* device_ptr, void* staging_ptr, size_t n, int iterations) {
+  using clock = std::chrono::steady_clock;
+  auto ms = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  CopyTiming t;
+  auto t0 = clock::now();
+  for (int i = 0; i < iterations; ++i) CopyToDevice(device_ptr, staging_ptr, n);
+  auto t1 = clock::now();
+  for (int i = 0; i < iterations; ++i) CopyToHost(staging_ptr, device_ptr, n);
+  auto t2 = clock::now();
+  t.h2d_ms = ms(t0, t1);
+  t.d2h_ms = ms(t1, t2);
+  return t;
+}
+
+StagingBuffer::StagingBuffer(std::shared_ptr<Device> device, std::string owner, size_t bytes)
+    : device_(std::move(device)),
+      owner_(std::move(owner)),
+      bytes_(bytes),
+      token_(device_, HandleKind::kStaging, owner_) {
+  if (bytes == 0) Fail(Status::kInvalidArgument, "staging of 0 bytes for %s", owner_.c_str());
+  device_->staging_ledger().Reserve(HandleKind::kStaging, owner_, bytes_);
+  try {
+    ptr_ = device_->StagingAlloc(bytes_);
+  } catch (...) {
+    device_->staging_ledger().Release(HandleKind::kStaging, owner_, bytes_);
+    device_->staging_ledger().CountFailure();
+    throw;
+  }
+}
+
+StagingBuffer::~StagingBuffer() {
+  device_->StagingFree(ptr_, bytes_);
+  device_->staging_ledger().Release(HandleKind::kStaging, owner_, bytes_);
 }
 
 HandleToken::HandleToken(std::shared_ptr<Device> device, HandleKind kind, std::string owner)

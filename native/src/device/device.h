@@ -3,9 +3,20 @@
 // Device is shared (std::shared_ptr) by everything allocated on it, so freeing the device
 // handle before its objects never leaves them pointing at freed state; their bytes simply
 // stay on the ledger until they are freed, which is exactly what a leak test should see.
+//
+// Devices the CPU cannot address (the cuda device) also hand out host staging memory
+// (pinned, through the driver). Staging is host memory, so it never counts against the
+// device's capacity: each staging block is one live "staging" handle on the device ledger
+// (so leak checks on handles and owners see it) and its bytes are accounted on a separate
+// staging ledger (StagingLedger(), dm_device_staging_totals in the C API). The CPU
+// reference engines and the streaming pipeline compute on such host shadows and copy to
+// and from device memory (Context::Execute, Stream); on the host device none of this
+// exists and every path is as before.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -15,9 +26,22 @@
 
 namespace dm {
 
+// What the device's driver reports about its memory (cuMemGetInfo for a GPU).
+struct DriverMemory {
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+};
+
+// Milliseconds `iterations` copies of `bytes` took each way (device-timed on a GPU).
+struct CopyTiming {
+  double h2d_ms = 0;
+  double d2h_ms = 0;
+};
+
 class Device {
  public:
-  Device(uint64_t capacity, FaultRegistry* faults) : ledger_(capacity), faults_(faults) {}
+  Device(uint64_t capacity, FaultRegistry* faults)
+      : ledger_(capacity), staging_(std::numeric_limits<uint64_t>::max()), faults_(faults) {}
   virtual ~Device() = default;
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
@@ -33,12 +57,29 @@ class Device {
   virtual void CopyToDevice(void* dst, const void* src, size_t n) = 0;
   virtual void CopyToHost(void* dst, const void* src, size_t n) const = 0;
 
+  // The driver's view of free and total memory. The host device reports its ledger
+  // (capacity − used, capacity); the cuda device calls cuMemGetInfo.
+  virtual DriverMemory QueryDriverMemory() const;
+
+  // Host staging memory (pinned on a GPU): zero-filled, 64-byte aligned, or throws.
+  // Not device memory: callers account it with StagingBuffer, never against capacity.
+  virtual void* StagingAlloc(size_t bytes);
+  virtual void StagingFree(void* ptr, size_t bytes) noexcept;
+
+  // Times `iterations` host-to-device then device-to-host copies of n bytes between a
+  // device pointer and a staging pointer (the GPU check's throughput figures).
+  virtual CopyTiming TimeCopies(void* device_ptr, void* staging_ptr, size_t n, int iterations);
+
   Ledger& ledger() { return ledger_; }
   const Ledger& ledger() const { return ledger_; }
+  // Bytes of host staging memory, per owner, with no capacity of its own.
+  Ledger& staging_ledger() { return staging_; }
+  const Ledger& staging_ledger() const { return staging_; }
   FaultRegistry* faults() const { return faults_; }
 
  private:
   Ledger ledger_;
+  Ledger staging_;
   FaultRegistry* faults_;  // borrowed; outlives the device (demon.h contract)
 };
 
@@ -92,6 +133,65 @@ class DeviceAllocator final : public Allocator {
       : device_(std::move(device)), kind_(kind), owner_(std::move(owner)) {}
   std::unique_ptr<Block> Allocate(size_t bytes, const char* /*what*/) override {
     return std::make_unique<DeviceBuffer>(device_, kind_, owner_, bytes);
+  }
+
+ private:
+  std::shared_ptr<Device> device_;
+  HandleKind kind_;
+  std::string owner_;
+};
+
+// Host staging memory owned by one object: one live "staging" handle of `owner` on the
+// device ledger, its bytes on the staging ledger (never against the device capacity), and
+// the memory from Device::StagingAlloc. Released in reverse on destruction. Not a fault
+// point: device.alloc fires only for device memory.
+class StagingBuffer final : public Block {
+ public:
+  StagingBuffer(std::shared_ptr<Device> device, std::string owner, size_t bytes);
+  ~StagingBuffer() override;
+  StagingBuffer(const StagingBuffer&) = delete;
+  StagingBuffer& operator=(const StagingBuffer&) = delete;
+
+  void* data() override { return ptr_; }
+  size_t size() const override { return bytes_; }
+
+ private:
+  std::shared_ptr<Device> device_;
+  std::string owner_;
+  size_t bytes_;
+  HandleToken token_;
+  void* ptr_ = nullptr;
+};
+
+// Device memory with a host shadow, for state the CPU computes on but that must occupy
+// (and be admitted against) the device: data() is the host staging copy; the device copy
+// is reserved first, so an out-of-memory refusal comes from the device ledger before any
+// host memory is taken. SyncToDevice copies a range of the shadow to the device.
+class MirroredBlock final : public Block {
+ public:
+  MirroredBlock(std::shared_ptr<Device> device, HandleKind kind, const std::string& owner,
+                size_t bytes)
+      : device_copy_(device, kind, owner, bytes), host_(std::move(device), owner, bytes) {}
+
+  void* data() override { return host_.data(); }
+  size_t size() const override { return host_.size(); }
+  // Copies shadow bytes [offset, offset+n) to the device copy. Allocates nothing.
+  void SyncToDevice(size_t offset, size_t n) {
+    device_copy_.Write(offset, static_cast<char*>(host_.data()) + offset, n);
+  }
+
+ private:
+  DeviceBuffer device_copy_;  // acquired first, released last
+  StagingBuffer host_;
+};
+
+// An Allocator of MirroredBlocks (the stream's allocator on a non-host-accessible device).
+class MirroredAllocator final : public Allocator {
+ public:
+  MirroredAllocator(std::shared_ptr<Device> device, HandleKind kind, std::string owner)
+      : device_(std::move(device)), kind_(kind), owner_(std::move(owner)) {}
+  std::unique_ptr<Block> Allocate(size_t bytes, const char* /*what*/) override {
+    return std::make_unique<MirroredBlock>(device_, kind_, owner_, bytes);
   }
 
  private:

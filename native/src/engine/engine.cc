@@ -56,12 +56,24 @@ std::unique_ptr<Context> Engine::CreateContext(const std::string& owner) {
 
 Context::Context(std::shared_ptr<Engine> engine, const std::string& owner)
     : engine_(std::move(engine)),
+      owner_(owner),
+      staged_(!engine_->device()->HostAccessible() && engine_->RunsOnHost()),
       token_(engine_->device(), HandleKind::kContext, owner),
       activation_(std::make_shared<DeviceBuffer>(engine_->device(), HandleKind::kContext, owner,
                                                  std::max<uint64_t>(engine_->ContextBytes(), 64))),
       shapes_(engine_->io().size()),
       ptrs_(engine_->io().size(), nullptr),
-      bytes_(engine_->io().size(), 0) {}
+      bytes_(engine_->io().size(), 0),
+      shadows_(engine_->io().size()) {
+  // Staged: the CPU math's scratch is a host shadow (the device activation memory stays
+  // reserved for the ledger and admission). Otherwise the activation memory is the scratch.
+  if (staged_) {
+    host_scratch_ = std::make_shared<StagingBuffer>(
+        engine_->device(), owner, std::max<uint64_t>(engine_->HostScratchBytes(), 64));
+  } else {
+    host_scratch_ = activation_;
+  }
+}
 
 size_t Context::Index(const std::string& name) const {
   const auto& io = engine_->io();
@@ -104,11 +116,25 @@ void Context::Bind(const std::string& name, void* ptr, uint64_t bytes) {
   if (ptr == nullptr || bytes == 0) {
     Fail(Status::kInvalidArgument, "binding for %s is empty", name.c_str());
   }
+  if (staged_) {
+    // The tensor's host shadow, sized to the bound buffer; reused when big enough, so a
+    // rebind to a same-sized buffer allocates nothing. Drop the old one first: a failed
+    // allocation leaves the tensor unbound rather than bound to a too-small shadow.
+    if (!shadows_[i] || shadows_[i]->size() < bytes) {
+      ptrs_[i] = nullptr;
+      bytes_[i] = 0;
+      shadows_[i].reset();
+      shadows_[i] = std::make_unique<StagingBuffer>(engine_->device(), owner_, bytes);
+    }
+  }
   ptrs_[i] = ptr;
   bytes_[i] = bytes;
 }
 
-void* Context::Binding(const std::string& name) const { return ptrs_[Index(name)]; }
+void* Context::Binding(const std::string& name) const {
+  size_t i = Index(name);
+  return staged_ && shadows_[i] ? shadows_[i]->data() : ptrs_[i];
+}
 
 int64_t Context::Elements(const std::string& name) const {
   int64_t n = 1;
@@ -124,10 +150,6 @@ void Context::Execute() {
     }
   }
   engine_->InferShapes(*this);
-  if (!engine_->device()->HostAccessible()) {
-    Fail(Status::kUnsupported, "%s: cpu reference engines need host-accessible buffers",
-         engine_->component().c_str());
-  }
   for (size_t i = 0; i < io.size(); ++i) {
     if (ptrs_[i] == nullptr) Fail(Status::kState, "tensor %s is not bound", io[i].name.c_str());
     uint64_t need = static_cast<uint64_t>(Elements(io[i].name)) * DTypeSize(io[i].dtype);
@@ -137,7 +159,23 @@ void Context::Execute() {
            static_cast<unsigned long long>(bytes_[i]));
     }
   }
+  if (!staged_) {
+    engine_->Run(*this);
+    return;
+  }
+  // Staged (a CPU engine on a GPU): inputs device → shadow, run on the shadows, outputs
+  // shadow → device. Only the bytes the current shapes use are copied.
+  Device& dev = *engine_->device();
+  auto need = [&](size_t i) {
+    return static_cast<size_t>(Elements(io[i].name)) * DTypeSize(io[i].dtype);
+  };
+  for (size_t i = 0; i < io.size(); ++i) {
+    if (io[i].input) dev.CopyToHost(shadows_[i]->data(), ptrs_[i], need(i));
+  }
   engine_->Run(*this);
+  for (size_t i = 0; i < io.size(); ++i) {
+    if (!io[i].input) dev.CopyToDevice(ptrs_[i], shadows_[i]->data(), need(i));
+  }
 }
 
 std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,

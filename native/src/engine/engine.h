@@ -80,6 +80,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
   virtual const WindowDecoder* window_decoder() const { return nullptr; }
   // Fills output shapes from input shapes; throws kInvalidArgument on inconsistent inputs.
   virtual void InferShapes(Context& ctx) const = 0;
+  // True when Run computes on the CPU (every cpu-ref engine). On a device the CPU cannot
+  // address, a context of such an engine stages its bindings and scratch through host
+  // shadows (see Context). A GPU backend (TensorRT) returns false and gets device pointers.
+  virtual bool RunsOnHost() const { return true; }
+  // Scratch bytes the CPU math needs at the profile maximum (the host shadow's size).
+  uint64_t HostScratchBytes() const { return NeededContextBytes(); }
 
  protected:
   Engine(std::shared_ptr<Device> device, const EngineOptions& opts);
@@ -101,6 +107,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::unique_ptr<DeviceBuffer> resident_;  // weights + reserve, freed before the token
 };
 
+// Staging on a device the CPU cannot address (the cuda device) for an engine that
+// RunsOnHost(): the activation memory stays on the device (so the ledger and admission see
+// it), and the context also holds host shadows in staging memory: one for the CPU scratch
+// (HostScratchBytes) and one per bound tensor, allocated by Bind (not by Execute).
+// Execute copies each input device-to-host into its shadow, runs the CPU math on the
+// shadows, and copies each output host-to-device. On a host-accessible device there are
+// no shadows and Binding()/scratch() are the bound pointers and the activation memory.
 class Context {
  public:
   Context(std::shared_ptr<Engine> engine, const std::string& owner);
@@ -116,26 +129,36 @@ class Context {
   // Validates shapes and bindings, infers outputs, runs. Throws with the tensor named.
   void Execute();
 
-  // For engine implementations.
+  // For engine implementations: the memory the engine computes on (a host shadow when
+  // the context stages, else the bound pointer / the activation memory).
   template <typename T>
   T* Input(const std::string& name) { return static_cast<T*>(Binding(name)); }
   void* Binding(const std::string& name) const;
-  void* scratch() { return activation_->data(); }
-  uint64_t scratch_bytes() const { return activation_->size(); }
+  void* scratch() { return host_scratch_->data(); }
+  uint64_t scratch_bytes() const { return host_scratch_->size(); }
   // Shared so a stream driving this context's memory keeps it alive even if the context
   // handle is freed first; the ledger keeps showing the bytes until both are gone.
   std::shared_ptr<DeviceBuffer> activation() const { return activation_; }
+  // The scratch the CPU math uses: the activation memory itself, or its host shadow when
+  // the context stages. Shared for the same reason as activation().
+  std::shared_ptr<Block> host_scratch() const { return host_scratch_; }
+  // True when bindings and scratch go through host shadows (see the class comment).
+  bool staged() const { return staged_; }
   int64_t Elements(const std::string& name) const;
 
  private:
   size_t Index(const std::string& name) const;
 
   std::shared_ptr<Engine> engine_;
+  std::string owner_;
+  bool staged_;
   HandleToken token_;
   std::shared_ptr<DeviceBuffer> activation_;
+  std::shared_ptr<Block> host_scratch_;  // == activation_ unless staged_
   std::vector<std::vector<int64_t>> shapes_;
   std::vector<void*> ptrs_;
   std::vector<uint64_t> bytes_;
+  std::vector<std::unique_ptr<StagingBuffer>> shadows_;  // per tensor; only when staged_
 };
 
 // Loads an engine file of any backend this build has. Validates the container and that it

@@ -21,9 +21,9 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
                const StreamOptions& opts)
     : decoder_(decoder_ctx.engine().shared_from_this()),
       scratch_(decoder_ctx.activation()),
+      host_scratch_(decoder_ctx.host_scratch()),
       vae_(std::move(window_vae)),
       token_(decoder_->device(), HandleKind::kStream, owner),
-      alloc_(decoder_->device(), HandleKind::kStream, owner),
       opts_(opts),
       frames_(opts.frames) {
   if (decoder_->velocity_model() == nullptr || decoder_->parallel() == nullptr) {
@@ -32,8 +32,11 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
   }
   window_ = vae_ ? vae_->window_decoder() : nullptr;
   if (window_ == nullptr) Fail(Status::kInvalidArgument, "stream: no windowed VAE decoder engine");
-  if (!decoder_->device()->HostAccessible()) {
-    Fail(Status::kUnsupported, "stream: the streaming pipeline needs a host-accessible device");
+  // Staged on a GPU: device reservations with pinned host shadows (see stream.h).
+  if (decoder_->device()->HostAccessible()) {
+    alloc_ = std::make_unique<DeviceAllocator>(decoder_->device(), HandleKind::kStream, owner);
+  } else {
+    alloc_ = std::make_unique<MirroredAllocator>(decoder_->device(), HandleKind::kStream, owner);
   }
   const TensorDesc& hs = decoder_->Tensor("hidden_states");
   if (frames_ < hs.min[1] || frames_ > hs.max[1]) {
@@ -52,7 +55,8 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
   const size_t L = static_cast<size_t>(opts_.max_cond_len);
   const size_t floats = T * 64 * 2 + T * 128 + 4 * L * kEncoderDim + T * kHop * 2 +
                         kWindowFrames * 64 + 2 * kWindowFrames * kHop;
-  buf_ = alloc_.Allocate(floats * sizeof(float), "stream.buffers");
+  buf_ = alloc_->Allocate(floats * sizeof(float), "stream.buffers");
+  if (!decoder_->device()->HostAccessible()) mirror_ = static_cast<MirroredBlock*>(buf_.get());
   float* p = buf_->as<float>();
   auto take = [&p](size_t n) {
     float* q = p;
@@ -77,9 +81,9 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
   pc.max_neg_conds = 1;
   pc.steps = opts_.steps;
   pc.shift = opts_.shift;
-  pc.model_scratch = scratch_->data();
-  pc.model_scratch_bytes = scratch_->size();
-  pipeline_ = std::make_unique<pipe::Pipeline>(alloc_, *decoder_->velocity_model(),
+  pc.model_scratch = host_scratch_->data();
+  pc.model_scratch_bytes = host_scratch_->size();
+  pipeline_ = std::make_unique<pipe::Pipeline>(*alloc_, *decoder_->velocity_model(),
                                                *decoder_->parallel(), pc);
   shift_ = opts_.shift;
 }
@@ -88,11 +92,33 @@ Stream::~Stream() = default;
 
 uint64_t Stream::bytes() const { return buf_->size() + pipeline_->bytes_reserved(); }
 
+const float* Stream::HostInput(const float* src, float* host, size_t n) {
+  if (mirror_ == nullptr) return src;
+  decoder_->device()->CopyToHost(host, src, n * sizeof(float));
+  return host;
+}
+
+void Stream::SyncPlayback(long start, long n) {
+  if (mirror_ == nullptr || n <= 0) return;
+  const long total = static_cast<long>(frames_) * kHop;
+  const size_t base = static_cast<size_t>(playback_ - buf_->as<float>()) * sizeof(float);
+  long pos = ((start % total) + total) % total;
+  while (n > 0) {  // at most two copies: the range wraps at most once (n <= total)
+    const long run = std::min(n, total - pos);
+    mirror_->SyncToDevice(base + static_cast<size_t>(pos) * 2 * sizeof(float),
+                          static_cast<size_t>(run) * 2 * sizeof(float));
+    n -= run;
+    pos = 0;
+  }
+}
+
 void Stream::SetSourceMoments(const float* moments, int frames) {
   if (frames != frames_) {
     Fail(Status::kInvalidArgument, "stream: source has %d frames, the stream was made for %d",
          frames, frames_);
   }
+  // Staged: the means [64,T] come device-to-host into hints_ (overwritten just below).
+  moments = HostInput(moments, hints_, static_cast<size_t>(frames_) * 64);
   for (int t = 0; t < frames_; ++t) {
     for (int c = 0; c < 64; ++c) source_[t * 64 + c] = moments[static_cast<long>(c) * frames_ + t];
   }
@@ -108,7 +134,8 @@ void Stream::SetCondition(ConditionSlot slot, const float* enc, int len) {
     Fail(Status::kInvalidArgument, "stream: conditioning of %d tokens exceeds the stream's %d", len,
          opts_.max_cond_len);
   }
-  std::memcpy(cond_[i], enc, static_cast<size_t>(len) * kEncoderDim * sizeof(float));
+  const size_t n = static_cast<size_t>(len) * kEncoderDim;
+  if (HostInput(enc, cond_[i], n) != cond_[i]) std::memcpy(cond_[i], enc, n * sizeof(float));
   cond_len_[i] = len;
   blend_ = -1.0f;  // force the blend rebuild
 }
@@ -119,6 +146,7 @@ void Stream::SetPlayback(const float* interleaved, int64_t frames) {
          static_cast<long long>(frames), static_cast<long long>(frames_) * kHop);
   }
   std::memcpy(playback_, interleaved, static_cast<size_t>(frames) * 2 * sizeof(float));
+  SyncPlayback(0, static_cast<long>(frames));
   have_playback_ = true;
 }
 
@@ -250,6 +278,7 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
   const long total = static_cast<long>(frames_) * kHop;
   pipe::CrossfadeSlice(playback_, total, plan.start_sample, slice, kept);
   pipe::PatchWindow(playback_, total, plan.start_sample, slice, kept);
+  SyncPlayback(plan.start_sample, kept);  // staged: the patched range to the device copy
   out->decoded = 1;
   out->start_sample = plan.start_sample;
   out->num_samples = static_cast<int>(kept);

@@ -5,6 +5,14 @@
 // session's owner tag; Tick() — the one call Go makes per tick — allocates nothing. The
 // decoder's activation memory belongs to the session's decoder execution context (borrowed:
 // it must outlive the stream), and the pipeline runs the model through the engine's seams.
+//
+// On a device the CPU cannot address (the cuda device) the stream's memory comes from a
+// MirroredAllocator: every block is reserved on the device (so the ledger and admission
+// see the same bytes as on the host device) and the CPU works on a pinned host shadow.
+// Inputs that arrive in device buffers (source moments, conditioning) are copied to the
+// host once when set; each decoded slice's patched playback range is copied to the device
+// copy in the same tick (one or two H2D copies on a decode tick, none otherwise; no
+// allocation). On the host device mirror_ is null and nothing changes.
 #pragma once
 
 #include <cstdint>
@@ -89,15 +97,23 @@ class Stream {
   void RebuildContext(float hint);
   void RebuildBlend(float blend);
 
+  // Host view of stream input: `src` itself on a host-accessible device, else `src`
+  // copied device-to-host into `host` (n floats) and `host` returned.
+  const float* HostInput(const float* src, float* host, size_t n);
+  // Copies the playback range [start, start+n) frames (wrapping) to the device copy.
+  void SyncPlayback(long start, long n);
+
   std::shared_ptr<Engine> decoder_;
   std::shared_ptr<DeviceBuffer> scratch_;  // the decoder context's activation memory
+  std::shared_ptr<Block> host_scratch_;    // what the CPU math uses (== scratch_ on host)
   std::shared_ptr<Engine> vae_;
   const WindowDecoder* window_ = nullptr;
   HandleToken token_;
-  DeviceAllocator alloc_;
+  std::unique_ptr<Allocator> alloc_;  // DeviceAllocator, or MirroredAllocator (staged)
   StreamOptions opts_;
   int frames_;
   std::unique_ptr<Block> buf_;
+  MirroredBlock* mirror_ = nullptr;  // buf_ when staged, else null
   std::unique_ptr<pipe::Pipeline> pipeline_;
 
   // Views into buf_.

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# gpu-check.sh — on a GPU machine: build, run the GPU test tier (native and Go), and a
+# fault-matrix loop against real GPU memory, then print one summary: bytes leaked per
+# failure point (ledger and driver), driver/NVML memory before and after, allocation
+# throughput (allocs/s) and copy throughput (GB/s, H2D and D2H from pinned memory).
+# Finishes in a few minutes. Exit status: 0 all passed, 1 a failure, 2 no GPU (skipped).
+#
+#   scripts/gpu-check.sh            # real driver (libcuda.so.1)
+#   scripts/gpu-check.sh --fake     # the FAKE CUDA driver (tests only): runs the same
+#                                   # steps and parsing without a GPU; figures are the fake's
+#   DEMON_GPU_CHECK_N=10 scripts/gpu-check.sh   # injected failures per fault point (default 5)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+OUT=${GPU_CHECK_DIR:-build/gpu-check}
+N=${DEMON_GPU_CHECK_N:-5}
+FAKE=0
+[[ "${1:-}" == "--fake" ]] && FAKE=1
+mkdir -p "$OUT"
+export DEMON_GPU_CHECK_N=$N
+status=0
+
+say() { printf '\n== %s\n' "$*"; }
+
+nvsmi() {
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=index,name,driver_version,memory.used,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi failed"
+  else
+    echo "nvidia-smi not found"
+  fi
+}
+
+if [[ $FAKE == 1 ]]; then
+  say "FAKE CUDA driver mode: no GPU is used; every figure below is the fake's"
+  ${CC:-cc} -shared -fPIC -O1 -o "$OUT/libfakecuda.so" native/tests/fake_cuda/fake_cuda.c -lpthread
+  export DEMON_CUDA_LIBRARY="$PWD/$OUT/libfakecuda.so"
+  export DEMON_GPU_TIER_ALLOW_FAKE=1
+  export DEMON_FAKE_CUDA_TOTAL_BYTES=$((80 << 30))
+  export DEMON_FAKE_CUDA_FREE_LAG=2
+fi
+
+say "GPU (nvidia-smi) before"
+NV_BEFORE=$(nvsmi)
+echo "$NV_BEFORE"
+
+say "build"
+$GO build ./trt/ ./session/ ./daemon/
+$GO vet -tags gpu ./trt/ ./session/
+
+say "native GPU tier (ctest -L gpu)"
+if [[ $FAKE == 1 ]]; then
+  echo "skipped in --fake mode (the native GPU tier skips on the fake driver)"
+elif command -v cmake >/dev/null 2>&1; then
+  if cmake -S . -B "$OUT/native" -DDEMON_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/cmake.log" 2>&1 &&
+    cmake --build "$OUT/native" -j"$(nproc)" --target cuda_gpu_test >>"$OUT/cmake.log" 2>&1; then
+    if ! timeout 300 "$OUT/native/cuda_gpu_test" 2>&1 | tee "$OUT/native.log" | grep -E '^\[ *(OK|FAILED|SKIPPED) *\]|GB/s|device:'; then
+      true
+    fi
+    grep -q '^\[  FAILED  \]' "$OUT/native.log" && status=1
+  else
+    echo "native build failed (see $OUT/cmake.log; GoogleTest: apt-get install libgtest-dev)"
+    status=1
+  fi
+else
+  echo "cmake not found: native GPU tier skipped"
+fi
+
+say "Go GPU tier and fault matrix (N=$N per point)"
+set +e
+timeout 480 $GO test -tags gpu -count=1 -v -timeout 450s -run 'GPU' ./trt/ ./session/ >"$OUT/go.log" 2>&1
+go_rc=$?
+set -e
+grep -E '^(\s*--- (PASS|FAIL|SKIP)|ok |FAIL|panic)' "$OUT/go.log" || true
+[[ $go_rc != 0 ]] && status=1
+
+say "GPU (nvidia-smi) after"
+NV_AFTER=$(nvsmi)
+echo "$NV_AFTER"
+
+# The summary, from the tests' "GPUCHECK key=value ..." lines.
+say "summary"
+get() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" <<<"$2" | head -1; }
+lines=$(grep -o 'GPUCHECK .*' "$OUT/go.log" || true)
+if [[ -z "$lines" ]]; then
+  if grep -q -- '--- SKIP' "$OUT/go.log"; then
+    echo "no GPU: the GPU tier skipped ($(grep -m1 -o 'no GPU for the gpu tier: .*' "$OUT/go.log" || echo 'see the log'))"
+    [[ $status == 0 ]] && status=2
+  else
+    echo "no figures collected (see $OUT/go.log)"
+    status=1
+  fi
+else
+  device=$(grep -m1 -o 'device: .*' "$OUT/go.log" | sed 's/^device: //' || true)
+  echo "device:              ${device:-unknown}"
+  echo "nvidia-smi before:   ${NV_BEFORE}"
+  echo "nvidia-smi after:    ${NV_AFTER}"
+  l=$(grep 'GPUCHECK crosscheck' <<<"$lines" || true)
+  [[ -n "$l" ]] && echo "ledger vs driver:    ledger $(get ledger_bytes "$l") B, driver $(get driver_bytes "$l") B for the same buffers"
+  l=$(grep 'GPUCHECK alloc_cycles' <<<"$lines" || true)
+  [[ -n "$l" ]] && echo "alloc throughput:    $(get allocs_per_s "$l") allocs/s (alloc+free, mixed 4 KiB..64 MiB); driver free $(get driver_free_before "$l") -> $(get driver_free_after "$l") B, leaked $(get leaked_bytes "$l") B"
+  l=$(grep 'GPUCHECK copies' <<<"$lines" || true)
+  [[ -n "$l" ]] && echo "copy throughput:     H2D $(get h2d_gbps "$l") GB/s, D2H $(get d2h_gbps "$l") GB/s (pinned, $(get bytes "$l") B x $(get iterations "$l"))"
+  l=$(grep 'GPUCHECK staged_stream' <<<"$lines" || true)
+  [[ -n "$l" ]] && echo "staged stream tick:  $(get mean_tick_ms "$l") ms mean over $(get ticks "$l") ticks (oracle decoder, T=250)"
+  l=$(grep 'GPUCHECK session' <<<"$lines" || true)
+  [[ -n "$l" ]] && echo "session:             driver free $(get driver_free_before "$l") -> $(get driver_free_after "$l") B"
+  echo
+  printf '%-30s %4s %18s %18s %16s %16s %10s\n' "fault point" "n" "ledger_leaked_B" "driver_leaked_B" "nvml_used_before" "nvml_used_after" "ms/start"
+  while read -r l; do
+    [[ -z "$l" ]] && continue
+    printf '%-30s %4s %18s %18s %16s %16s %10s\n' "$(get point "$l")" "$(get n "$l")" "$(get ledger_leaked_bytes "$l")" \
+      "$(get driver_leaked_bytes "$l")" "$(get nvml_used_before "$l")" "$(get nvml_used_after "$l")" "$(get ms_per_start "$l")"
+  done < <(grep 'GPUCHECK fault' <<<"$lines" || true)
+fi
+echo
+case $status in
+  0) echo "gpu-check: PASS" ;;
+  2) echo "gpu-check: SKIPPED (no GPU)" ;;
+  *) echo "gpu-check: FAIL (logs in $OUT/)" ;;
+esac
+exit $status

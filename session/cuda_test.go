@@ -1,0 +1,154 @@
+package session_test
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/session"
+	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+// Whole sessions on the "cuda" device, run on the FAKE CUDA driver (trttest.FakeCUDA):
+// every engine input and output and the stream's device copy live in memory the CPU
+// cannot address (the fake's device pointers fault on host access), so the CPU reference
+// engines and the stream must go through their pinned staging shadows. The same session
+// code runs unchanged; the ledger, the staging totals and the driver's own numbers all
+// return to their baselines.
+
+// newCUDARig is newRig on a cuda device backed by the fake driver (24 GiB, like the host
+// rigs, so the realistic footprints fit; untouched fake memory costs nothing).
+func newCUDARig(t *testing.T, spec string) (*rig, uint64) {
+	t.Helper()
+	trttest.FakeCUDA(t, trttest.FakeCUDAOptions{TotalBytes: 24 << 30})
+	return newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.CUDADevice(t, f) }, spec)
+}
+
+// newRigOn is newRig on the device mkDev creates (with the rig's fault registry); it also
+// returns the driver's free memory at the baseline.
+func newRigOn(t *testing.T, mkDev func(*trt.Faults) *trt.Device, spec string) (*rig, uint64) {
+	t.Helper()
+	trttest.NoLeaks(t)
+	r := &rig{faults: trttest.Faults(t, "")}
+	r.dev = mkDev(r.faults)
+	rp := repo(t)
+	p, err := rp.Profile("ref-10s")
+	require.NoError(t, err)
+	r.model, err = models.LoadModel(r.dev, rp, p, models.LoadOptions{})
+	require.NoError(t, err)
+	t.Cleanup(r.model.Release)
+	cfg := session.DefaultConfig()
+	cfg.TickInterval = 0
+	cfg.MaxCondLen = 128
+	r.mgr = session.NewManager(cfg, r.dev, r.model, r.faults, nil, session.Hooks{})
+	r.faults.Reset()
+	require.NoError(t, r.faults.Arm(spec))
+	r.base = trttest.Snapshot(t, r.dev)
+	free, _, err := r.dev.DriverMemory()
+	require.NoError(t, err)
+	return r, free
+}
+
+// requireCUDABaseline: the ledger at its baseline, no staging left, and the fake driver's
+// free memory back where it was.
+func requireCUDABaseline(t *testing.T, r *rig, driverFree uint64) {
+	t.Helper()
+	trttest.RequireBaseline(t, r.dev, r.base)
+	st, err := r.dev.StagingTotals()
+	require.NoError(t, err)
+	assert.Zero(t, st.UsedBytes, "no host staging left")
+	assert.Zero(t, st.LiveHandles, "no staging handles left")
+	free, _, err := r.dev.DriverMemory()
+	require.NoError(t, err)
+	assert.Equal(t, driverFree, free, "the driver's free memory is back")
+}
+
+func TestCUDACreateRunClose(t *testing.T) {
+	r, driverFree := newCUDARig(t, "")
+	host := newRig(t, 24<<30, "") // before any session: its leak check counts from here
+	s, err := r.mgr.Create(t.Context(), request("vocals"))
+	require.NoError(t, err)
+	require.NotNil(t, s.Stems)
+	owner := "session:" + s.ID
+	l := trttest.Snapshot(t, r.dev)
+	assert.Positive(t, l.Owner(owner).UsedBytes, "the session's device memory is on the ledger")
+	assert.Positive(t, l.Kind("stream").UsedBytes, "the stream reserves its device bytes")
+	st, err := r.dev.StagingTotals()
+	require.NoError(t, err)
+	assert.Positive(t, st.UsedBytes, "and computes on pinned host shadows")
+	free, _, err := r.dev.DriverMemory()
+	require.NoError(t, err)
+	assert.Equal(t, l.Totals.UsedBytes, driverFree+r.base.Totals.UsedBytes-free,
+		"the driver holds exactly what the ledger admitted")
+
+	// Same source, same prompts on the host device: the staged engines (VAE encode, stems,
+	// text encoder) give bit-identical results. (Slices depend on the wall-clock playhead;
+	// trt's TestCUDAStagedStreamMatchesHost compares them tick for tick.)
+	hs, err := host.mgr.Create(t.Context(), request("vocals"))
+	require.NoError(t, err)
+	assert.Equal(t, hs.Initial, s.Initial, "the initial buffer matches the host device")
+	assert.Equal(t, hs.Stems.Vocals, s.Stems.Vocals, "the stems match")
+	assert.Equal(t, trttest.Snapshot(t, host.dev).Owner("session:"+hs.ID).UsedBytes, l.Owner(owner).UsedBytes,
+		"the session holds the same device bytes on both devices")
+	require.NoError(t, hs.Close())
+
+	r.mgr.Register(s)
+	slices := streamSlices(t, s, 2)
+	for _, ev := range slices {
+		assert.Equal(t, 2*9*1920, len(ev.Samples))
+		assert.Zero(t, ev.StartSample%1920)
+	}
+	assert.True(t, s.Closed())
+	requireCUDABaseline(t, r, driverFree)
+	trttest.RequireBaseline(t, host.dev, host.base)
+}
+
+// The create-window fault matrix on the cuda device: each failure leaves the ledger, the
+// staging ledger and the driver exactly at baseline, and the next session streams.
+func TestCUDACreateFaultMatrix(t *testing.T) {
+	for _, spec := range []string{
+		"device.alloc=oom@1", "device.alloc=oom@3", "device.alloc=oom@5",
+		"session.init.context=error", "create.conditioning=error", "create.stream=error",
+		"create.playback=error", "create.finalize=error",
+	} {
+		t.Run(spec, func(t *testing.T) {
+			r, driverFree := newCUDARig(t, spec)
+			handles := trt.LiveHandles()
+			_, err := r.mgr.Create(t.Context(), request("vocals"))
+			require.Error(t, err)
+			requireCUDABaseline(t, r, driverFree)
+			assert.Equal(t, handles, trt.LiveHandles())
+
+			r.faults.Reset()
+			s, err := r.mgr.Create(t.Context(), request("vocals"))
+			require.NoError(t, err, "the next session starts")
+			streamSlices(t, s, 2)
+			requireCUDABaseline(t, r, driverFree)
+		})
+	}
+}
+
+// The driver refuses what the ledger admits (memory held outside the ledger, e.g. by
+// another process): the session start fails with ErrOutOfMemory naming
+// CUDA_ERROR_OUT_OF_MEMORY, rolls back to the baseline, and the next start succeeds once
+// the memory is back.
+func TestCUDADriverRefusalDuringCreate(t *testing.T) {
+	r, driverFree := newCUDARig(t, "")
+	// Another process takes all but 32 MiB of what is free (the fake re-reads this at
+	// every cuMemAlloc); the ledger, which cannot see it, still admits the session.
+	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", strconv.FormatUint(driverFree-32<<20, 10))
+	_, err := r.mgr.Create(t.Context(), request("vocals"))
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "CUDA_ERROR_OUT_OF_MEMORY")
+	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", "0")
+	requireCUDABaseline(t, r, driverFree)
+
+	s, err := r.mgr.Create(t.Context(), request("vocals"))
+	require.NoError(t, err)
+	streamSlices(t, s, 2)
+	requireCUDABaseline(t, r, driverFree)
+}
