@@ -23,25 +23,27 @@ import (
 // environment variable (DEMON_*) and a TOML key; precedence is flag > environment >
 // file (--config) > default. Later modules take the slice of it they need.
 type Config struct {
-	ConfigFile     string        `toml:"-"`
-	Device         string        `toml:"device"`
-	DeviceCapacity ByteSize      `toml:"device_capacity"`
-	Failpoints     string        `toml:"failpoints"`
-	LogLevel       string        `toml:"log_level"`
-	LogFormat      string        `toml:"log_format"`
-	StartTimeout   time.Duration `toml:"start_timeout"`
-	StopTimeout    time.Duration `toml:"stop_timeout"`
-	Listen         string        `toml:"listen"`
-	ControlListen  string        `toml:"control_listen"`
-	APIKey         string        `toml:"api_key"`
-	GPUTelemetry   string        `toml:"gpu_telemetry"`
-	Models         string        `toml:"models"`
-	ModelProfile   string        `toml:"model_profile"`
-	DataDir        string        `toml:"data_dir"`
-	Warmup         bool          `toml:"warmup"`
-	IdlePause      time.Duration `toml:"idle_pause"`
-	TickInterval   time.Duration `toml:"tick_interval"`
-	Headroom       ByteSize      `toml:"admission_headroom"`
+	ConfigFile           string        `toml:"-"`
+	Device               string        `toml:"device"`
+	DeviceCapacity       ByteSize      `toml:"device_capacity"`
+	Failpoints           string        `toml:"failpoints"`
+	LogLevel             string        `toml:"log_level"`
+	LogFormat            string        `toml:"log_format"`
+	StartTimeout         time.Duration `toml:"start_timeout"`
+	StopTimeout          time.Duration `toml:"stop_timeout"`
+	Listen               string        `toml:"listen"`
+	ControlListen        string        `toml:"control_listen"`
+	APIKey               string        `toml:"api_key"`
+	GPUTelemetry         string        `toml:"gpu_telemetry"`
+	Models               string        `toml:"models"`
+	ModelProfile         string        `toml:"model_profile"`
+	DataDir              string        `toml:"data_dir"`
+	Warmup               bool          `toml:"warmup"`
+	IdlePause            time.Duration `toml:"idle_pause"`
+	TickInterval         time.Duration `toml:"tick_interval"`
+	Headroom             ByteSize      `toml:"admission_headroom"`
+	AllowedOrigins       []string      `toml:"allowed_origins"`
+	MaxSessionsPerClient int           `toml:"max_sessions_per_client"`
 }
 
 // option describes one configuration option in one place: its names, default and help.
@@ -160,6 +162,25 @@ func options() []option {
 					return err
 				}
 				c.Headroom = b
+				return nil
+			}},
+		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any); empty = same host and no-Origin clients only",
+			func() string { return "" }, func(c *Config, v string) error {
+				c.AllowedOrigins = nil
+				for _, o := range strings.Split(strings.Trim(v, "[]"), ",") {
+					if o = strings.Trim(strings.TrimSpace(o), `"`); o != "" {
+						c.AllowedOrigins = append(c.AllowedOrigins, o)
+					}
+				}
+				return nil
+			}},
+		{"max-sessions-per-client", "DEMON_MAX_SESSIONS_PER_CLIENT", "max_sessions_per_client", "concurrent session sockets per client address (over it: close 1013); -1 = unlimited",
+			func() string { return "4" }, func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n == 0 || n < -1 {
+					return fmt.Errorf("want a positive number or -1, got %q", v)
+				}
+				c.MaxSessionsPerClient = n
 				return nil
 			}},
 		{"gpu-telemetry", "DEMON_GPU_TELEMETRY", "gpu_telemetry", "GPU telemetry through NVML: auto (use it when the driver library loads) or off",

@@ -30,6 +30,7 @@ func Modules(cfg Config, log *slog.Logger) fx.Option {
 		SystemdModule,
 		ModelsModule,
 		SessionsModule,
+		WebModule,
 		ServerModule,
 		ControlModule,
 		fx.Invoke(func(*DeviceService, *SessionsService) {}),

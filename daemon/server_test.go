@@ -53,7 +53,7 @@ func (s *syncBuffer) String() string {
 type upgradeFake struct{}
 
 func (upgradeFake) Pattern() string         { return "" }
-func (upgradeFake) UpgradeProtocol() string { return "websocket" }
+func (upgradeFake) UpgradeProtocol() string { return "demon-test" }
 func (upgradeFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "upgrade "+r.URL.Path)
 }
@@ -108,12 +108,12 @@ func TestServerServesRoutesAndShutsDownOnStop(t *testing.T) {
 
 	resp, body = get(t, base+"nope")
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
-	assert.Equal(t, "404 not found\n", body)
+	assert.Equal(t, "404 not found", strings.TrimSpace(body))
 	assert.Equal(t, "no-store, must-revalidate", resp.Header.Get("Cache-Control"))
 
 	// The upgrade route claims upgrade requests on any path, including known ones.
 	for _, path := range []string{"", "hello/x", "any/where"} {
-		_, body = get(t, base+path, "Upgrade", "WebSocket", "Connection", "Upgrade")
+		_, body = get(t, base+path, "Upgrade", "Demon-Test", "Connection", "Upgrade")
 		assert.Equal(t, "upgrade /"+path, body)
 	}
 
@@ -175,7 +175,7 @@ func TestRouterRejectsConflicts(t *testing.T) {
 		wantMsg string
 	}{
 		{"duplicate pattern", []Route{RouteFunc("GET /a", ok), RouteFunc("GET /a", ok)}, `route "GET /a"`},
-		{"two websocket handlers", []Route{upgradeFake{}, upgradeFake{}}, `upgrade protocol "websocket" is already claimed`},
+		{"two handlers for one upgrade protocol", []Route{upgradeFake{}, upgradeFake{}}, `upgrade protocol "demon-test" is already claimed`},
 		{"empty pattern", []Route{RouteFunc("", ok)}, "empty pattern"},
 	}
 	for _, tc := range cases {

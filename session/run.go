@@ -212,6 +212,9 @@ func (s *Session) Closed() bool { return s.closed.Load() }
 // runtime failures as *RuntimeError; ctx ending or Stop returns nil.
 func (s *Session) Run(ctx context.Context, out Output) (err error) {
 	if !s.running.CompareAndSwap(false, true) {
+		if s.closed.Load() {
+			return ErrClosed
+		}
 		return errors.New("session already running")
 	}
 	defer close(s.runDone)
@@ -344,6 +347,11 @@ func (s *Session) Close() error {
 
 func (s *Session) teardown() {
 	s.Stop()
+	// Closed without ever running: no Run may start now, and Do waiters must not wait for
+	// a run loop that will never exist.
+	if s.running.CompareAndSwap(false, true) {
+		defer close(s.runDone)
+	}
 	// Commands still queued will never run.
 	for {
 		select {

@@ -468,3 +468,13 @@ func TestRunLoopSteadyStateAllocations(t *testing.T) {
 	assert.Less(t, perTick, 0.5, "steady-state ticks allocate nothing (ReadMemStats itself may count once)")
 	assert.InDelta(t, 1.0, float64(cgo1-cgo0)/100, 0.011, "one cgo call per tick")
 }
+
+func TestClosedWithoutRunning(t *testing.T) {
+	r := newRig(t, 24<<30, "")
+	s, err := r.mgr.Create(t.Context(), request(""))
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Run(t.Context(), &countingOutput{s: s}), session.ErrClosed, "no run after close")
+	require.ErrorIs(t, s.Do(context.Background(), func(*session.Runtime) error { return nil }), session.ErrClosed)
+	trttest.RequireBaseline(t, r.dev, r.base)
+}

@@ -1,9 +1,11 @@
 //go:build browser
 
-// Browser check of the embedded page against a fake session server built
-// from the ws and audio packages (no engine): the page starts a session,
-// plays the echoed buffer in an AudioWorklet, applies RAW slices, and shows
-// the exact start-failure text. Needs Chromium:
+// Browser check of the embedded page against the REAL server: ws.Server on
+// a session.Manager with reference engines (oracle decoder, 10 s profile) on
+// a host device. The page starts a session, plays the echoed buffer in an
+// AudioWorklet, applies RAW slices, and shows the exact start-failure text
+// when a fault point fails the start. Needs Chromium (make test-browser
+// installs Debian's):
 //
 //	go test -tags browser -count=1 ./web
 //
@@ -12,153 +14,85 @@ package web_test
 
 import (
 	"context"
-	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/demon-audio/demon/audio"
-	"github.com/demon-audio/demon/web"
+	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/session"
+	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/trt/trttest"
 	"github.com/demon-audio/demon/ws"
 	"github.com/gorilla/websocket"
 )
 
-var pcmMode bool
+// realServer serves the page and the protocol from a real ws.Server. faults
+// arms fault points (e.g. "create.conditioning=error"); pcmMode hides the
+// server-side fixtures so the page downloads the track and uploads its PCM.
+func realServer(t *testing.T, faults string, pcmMode bool) (*httptest.Server, *session.Manager, *trt.Device, trt.Ledger) {
+	t.Helper()
+	trttest.NoLeaks(t)
+	f := trttest.Faults(t, faults)
+	dev := trttest.HostDevice(t, 16<<30, f)
+	repo, err := models.BuildReference(t.TempDir(), models.BuildOptions{
+		Profiles:   []models.ProfileSpec{{Name: "ref-10s", DurationS: 10, DecoderVariant: "oracle"}},
+		Footprints: models.FootprintsActual})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := repo.Profile("ref-10s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := models.LoadModel(dev, repo, p, models.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(model.Release)
+	base := trttest.Snapshot(t, dev)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	mgr := session.NewManager(session.DefaultConfig(), dev, model, f, log, session.Hooks{})
+	srv, err := ws.NewServer(ws.Options{Manager: mgr, Log: log, UploadsDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	if pcmMode {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api/server-info" {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"server_side_fixtures":[]}`))
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}
+	hs := httptest.NewServer(h)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx, websocket.CloseGoingAway); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		hs.Close()
+		if err := mgr.WaitIdle(ctx); err != nil {
+			t.Errorf("sessions still open: %v", err)
+		}
+	})
+	return hs, mgr, dev, base
+}
 
-func fakeServer(t *testing.T, failStart bool) *httptest.Server {
-	up := websocket.Upgrader{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/api/fixtures", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(audio.Catalogue())
-	})
-	mux.HandleFunc("/api/server-info", func(w http.ResponseWriter, r *http.Request) {
-		if pcmMode {
-			json.NewEncoder(w).Encode(map[string]any{"server_side_fixtures": []string{}})
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]any{"server_side_fixtures": audio.Catalogue()})
-	})
-	mux.HandleFunc("/fixtures/", func(w http.ResponseWriter, r *http.Request) {
-		pcm, err := audio.SynthesizeDemo(strings.TrimPrefix(r.URL.Path, "/fixtures/"))
-		if err != nil {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "audio/x-wav")
-		audio.EncodeWAV(w, pcm, 2, 48000, audio.WAVPCM16)
-	})
-	mux.HandleFunc("/api/user_uploads", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("[]")) })
-	page := web.Handler()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if !websocket.IsWebSocketUpgrade(r) {
-			page.ServeHTTP(w, r)
-			return
-		}
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, first, err := c.ReadMessage()
-		if err != nil {
-			return
-		}
-		cfg, err := ws.ParseSessionConfig(first)
-		if err != nil {
-			t.Errorf("config: %v", err)
-			return
-		}
-		t.Logf("config: fixture=%s server=%v enc=%s", cfg.FixtureName, cfg.UseServerFixture, cfg.SliceEncoding)
-		if failStart {
-			b, _ := ws.EncodeServerMessage(ws.Error{Code: ws.CodeEngineNotBuilt, Message: "TRT engine not built for 20 s"})
-			c.WriteMessage(websocket.TextMessage, b)
-			c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1011, "TRT engine not built"), time.Now().Add(time.Second))
-			time.Sleep(200 * time.Millisecond)
-			return
-		}
-		pcm, _ := audio.SynthesizeDemo(cfg.FixtureName)
-		if !cfg.UseServerFixture {
-			_, b, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			pch, frames, got, err := ws.DecodePCMFrame(b)
-			if err != nil {
-				t.Errorf("pcm: %v", err)
-				return
-			}
-			t.Logf("PCM frame: %d ch × %d frames, max diff vs source %.5f", pch, frames, ws.MaxAbsDiff(got, pcm))
-			pcm = got
-		}
-		buf, ch, err := audio.NormalizeSource(pcm, 2, audio.NormalizeOptions{})
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		m, _ := ws.NewMirror(ch, buf)
-		defer m.Close()
-		ready, _ := ws.EncodeServerMessage(ws.Ready{Channels: ch, Duration: float64(len(buf)/ch) / 48000, SampleRate: 48000, PipelineDepth: 4})
-		c.WriteMessage(websocket.TextMessage, ready)
-		c.WriteMessage(websocket.BinaryMessage, m.AppendF16(nil))
-		params := make(chan float64, 1000)
-		go func() {
-			for {
-				_, b, err := c.ReadMessage()
-				if err != nil {
-					close(params)
-					return
-				}
-				msg, err := ws.DecodeClientMessage(b)
-				if err == nil {
-					if p, ok := msg.(*ws.Params); ok {
-						select {
-						case params <- p.PlaybackPos:
-						default:
-						}
-					}
-				}
-			}
-		}()
-		pos := 0.0
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for range 100 {
-			<-tick.C
-		drain:
-			for {
-				select {
-				case p, ok := <-params:
-					if !ok {
-						return
-					}
-					pos = p
-				default:
-					break drain
-				}
-			}
-			start := (int((pos+0.5)*25) * 1920) % (len(buf) / ch)
-			start = min(start, len(buf)/ch-17280)
-			s := make([]float32, 17280*2)
-			copy(s, buf[start*2:])
-			for i := range s {
-				s[i] *= 0.5
-			}
-			fr, err := m.EncodeSlice(cfg.SliceEncoding, ws.SliceHeader{}, start, s)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if c.WriteMessage(websocket.BinaryMessage, fr) != nil {
-				return
-			}
-		}
-	})
-	return httptest.NewServer(mux)
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
 }
 
 func browser(t *testing.T) (context.Context, context.CancelFunc) {
@@ -181,9 +115,10 @@ func browser(t *testing.T) (context.Context, context.CancelFunc) {
 	return ctx, func() { c3(); c2(); c1() }
 }
 
-func TestPagePlays(t *testing.T) {
-	srv := fakeServer(t, false)
-	defer srv.Close()
+func TestPagePlays(t *testing.T) { pagePlays(t, false) }
+
+func pagePlays(t *testing.T, pcmMode bool) {
+	srv, mgr, _, _ := realServer(t, "", pcmMode)
 	ctx, cancel := browser(t)
 	defer cancel()
 	err := chromedp.Do(ctx,
@@ -191,7 +126,7 @@ func TestPagePlays(t *testing.T) {
 		chromedp.WaitVisible("#start"),
 		chromedp.Poll[chromedp.Void](`document.querySelector("#track").value !== ""`),
 		chromedp.Click("#start"),
-		chromedp.Poll[chromedp.Void](`window.__demon.status === "playing" && window.__demon.slicesReceived >= 5`, chromedp.WithPollingTimeout(30*time.Second)),
+		chromedp.Poll[chromedp.Void](`window.__demon.status === "playing" && window.__demon.slicesReceived >= 2`, chromedp.WithPollingTimeout(30*time.Second)),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -207,11 +142,13 @@ func TestPagePlays(t *testing.T) {
 	if st["ctx"] != "running" || st["err"] != nil {
 		t.Fatalf("bad state %v", st)
 	}
+	if len(mgr.List()) != 1 {
+		t.Fatalf("want one registered session, have %d", len(mgr.List()))
+	}
 }
 
 func TestPageStartFailure(t *testing.T) {
-	srv := fakeServer(t, true)
-	defer srv.Close()
+	srv, mgr, dev, base := realServer(t, "create.conditioning=error", false)
 	ctx, cancel := browser(t)
 	defer cancel()
 	err := chromedp.Do(ctx,
@@ -231,10 +168,11 @@ func TestPageStartFailure(t *testing.T) {
 	if len(errText) < len(want) || errText[:len(want)] != want {
 		t.Fatalf("got %q", errText)
 	}
+	// The failed start released everything before the page saw the close.
+	trttest.RequireBaseline(t, dev, base)
+	if mgr.Open() != 0 {
+		t.Fatalf("%d sessions open", mgr.Open())
+	}
 }
 
-func TestPagePlaysUploadedPCM(t *testing.T) {
-	pcmMode = true
-	defer func() { pcmMode = false }()
-	TestPagePlays(t)
-}
+func TestPagePlaysUploadedPCM(t *testing.T) { pagePlays(t, true) }

@@ -32,7 +32,9 @@ func Files() fs.FS {
 func Handler() http.Handler {
 	fsrv := http.FileServerFS(Files())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
+		if w.Header().Get("Cache-Control") == "" { // the server's own policy wins
+			w.Header().Set("Cache-Control", "no-cache")
+		}
 		fsrv.ServeHTTP(w, r)
 	})
 }

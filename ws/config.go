@@ -79,6 +79,11 @@ type SessionConfig struct {
 	// "delta" gives DEMON's zstd DELTA slices. DEMON's client never sends
 	// it, so it always gets DELTA.
 	SliceEncoding SliceEncoding `json:"slice_encoding"`
+	// Key and TimeSignature are declared by DEMON's client type but never
+	// sent at start; demon honours them when present ("" = unknown). An
+	// unknown time signature is ignored.
+	Key           string `json:"key,omitempty"`
+	TimeSignature string `json:"time_signature,omitempty"`
 }
 
 // DefaultSessionConfig returns the server defaults (what an empty object
@@ -235,6 +240,10 @@ func ParseSessionConfig(b []byte) (SessionConfig, error) {
 		note(err)
 	} else if ok {
 		c.LoRAPaths = append(c.LoRAPaths, v...)
+	}
+	setStr("key", &c.Key)
+	if setStr("time_signature", &c.TimeSignature) && !validTimeSignature(c.TimeSignature) {
+		c.TimeSignature = ""
 	}
 	var enc string
 	if setStr("slice_encoding", &enc) {

@@ -30,6 +30,7 @@ func TestParseSessionConfigTypicalClient(t *testing.T) {
 		EnabledLoRAs: []string{"a", "b"}, Prompt: "lofi, piano", PromptB: "jazz",
 		LoRAStrengths: map[string]float64{"a": 0.7}, FixtureName: "test.wav", UseServerFixture: true,
 		StemSourceMode: "instruments", ClientID: "c1", SliceEncoding: EncodingDelta,
+		Key: "C major", // demon honours key/time_signature at start (DEMON ignores them)
 	}, c)
 }
 

@@ -49,6 +49,19 @@ const (
 	CodeBadSource             = "bad_source"  // demon: invalid/short PCM or unknown fixture
 	CodeInternal              = "internal"    // demon: any other start-up failure
 	CodeServerBusy            = "server_busy" // demon: admission refused
+	// CodeSessionStartFailed: demon: the session failed while starting
+	// (create, the handshake, runner construction); Error.Window names the
+	// failure window (session.ErrorWindow).
+	CodeSessionStartFailed = "session_start_failed"
+	// CodePipelineError: demon: generation failed after ready.
+	CodePipelineError = "pipeline_error"
+	// CodeServerShutdown: demon: the server is draining or restarting.
+	CodeServerShutdown = "server_shutdown"
+	// CodeBadMessage: demon: a malformed client message during streaming
+	// (non-fatal; the session continues).
+	CodeBadMessage = "bad_message"
+	// CodeNoBackend: demon: the server runs without a generative backend.
+	CodeNoBackend = "no_backend"
 )
 
 // ServerMessage is implemented by every server message struct.
@@ -165,6 +178,9 @@ type Error struct {
 	Message      string   `json:"message"`
 	BuildCommand string   `json:"build_command,omitempty"`
 	DurationS    *float64 `json:"duration_s,omitempty"`
+	// Window is demon's failure window for session_start_failed (the fault
+	// point or create stage, see session.ErrorWindow).
+	Window string `json:"window,omitempty"`
 }
 
 // ParamsUpdate is the per-slice telemetry (§4.4). Policy: Coalesce.
