@@ -8,7 +8,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 BUILD := build
 GOFLAGS_ASAN := -asan -ldflags='-s=false -w=false'
 # Packages whose tests also run under AddressSanitizer/LeakSanitizer (C++ instrumented).
-ASAN_PKGS := ./trt/...
+ASAN_PKGS := ./trt/... ./session/...
 
 NATIVE_DEPS := g++ cmake libgtest-dev
 RUN_DEPS := g++
@@ -25,8 +25,9 @@ build: deps-run
 run: build
 	./$(BUILD)/bin/demond $(ARGS)
 
-## test: native tests (ASan+UBSan), Go tests with -race, the sanitizer pass, and the leak probe.
-test: deps-test test-native test-go test-asan test-leakprobe
+## test: native tests (ASan+UBSan), Go tests with -race, the sanitizer pass, the leak probe,
+## and the page in headless Chromium.
+test: deps-test test-native test-go test-asan test-leakprobe test-browser
 
 deps-test:
 	@scripts/deps.sh $(NATIVE_DEPS)
