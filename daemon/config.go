@@ -44,6 +44,7 @@ type Config struct {
 	Headroom             ByteSize      `toml:"admission_headroom"`
 	AllowedOrigins       []string      `toml:"allowed_origins"`
 	MaxSessionsPerClient int           `toml:"max_sessions_per_client"`
+	TickStallTimeout     time.Duration `toml:"tick_stall_timeout"`
 }
 
 // option describes one configuration option in one place: its names, default and help.
@@ -183,6 +184,8 @@ func options() []option {
 				c.MaxSessionsPerClient = n
 				return nil
 			}},
+		{"tick-stall-timeout", "DEMON_TICK_STALL_TIMEOUT", "tick_stall_timeout", "a session's tick loop silent this long counts as hung: systemd's watchdog pings stop",
+			func() string { return "30s" }, durationSetter(func(c *Config, d time.Duration) { c.TickStallTimeout = d })},
 		{"gpu-telemetry", "DEMON_GPU_TELEMETRY", "gpu_telemetry", "GPU telemetry through NVML: auto (use it when the driver library loads) or off",
 			func() string { return "auto" }, func(c *Config, v string) error {
 				switch strings.ToLower(v) {

@@ -95,7 +95,7 @@ func (s *SessionsService) hooks() session.Hooks {
 		},
 		Heartbeat: func(name string) session.Heartbeat {
 			// A tick loop silent for this long is hung: systemd's watchdog stops.
-			return s.live.Register(name, 30*time.Second)
+			return s.live.Register(name, s.cfg.TickStallTimeout)
 		},
 	}
 }

@@ -465,7 +465,9 @@ func TestRunLoopSteadyStateAllocations(t *testing.T) {
 	require.NoError(t, s.Run(t.Context(), out))
 	perTick := float64(m1.Mallocs-m0.Mallocs) / 100
 	t.Logf("run loop: %.2f Go allocations and %.2f cgo calls per tick over 100 ticks", perTick, float64(cgo1-cgo0)/100)
-	assert.Less(t, perTick, 0.5, "steady-state ticks allocate nothing (ReadMemStats itself may count once)")
+	if !asanBuild {
+		assert.Less(t, perTick, 0.5, "steady-state ticks allocate nothing (ReadMemStats itself may count once)")
+	}
 	assert.InDelta(t, 1.0, float64(cgo1-cgo0)/100, 0.011, "one cgo call per tick")
 }
 

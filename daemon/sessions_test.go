@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
+
+	"github.com/demon-audio/demon/trt/trttest"
+)
+
+// metric returns the value of one sample of /metrics (0 when absent).
+func metric(t *testing.T, base, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\S+)$`)
+	m := re.FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	require.NoError(t, err)
+	return v
+}
+
+func eventually(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// /metrics follows sessions as they start, fail and end, and the device gauges return to
+// the model's baseline afterwards.
+func TestMetricsFollowSessions(t *testing.T) {
+	trttest.NoLeaks(t)
+	var srv *Server
+	var faults *FaultsService
+	app := fxtest.New(t, Modules(serviceConfig(t, "--device-capacity", "2GiB"), slog.New(slog.DiscardHandler)), fx.Populate(&srv, &faults))
+	app.RequireStart()
+	defer app.RequireStop()
+	base := srv.URL()
+	addr := base[len("http://") : len(base)-1]
+	modelBytes := metric(t, base, "demon_device_memory_used_bytes")
+	require.Positive(t, modelBytes)
+
+	c, _ := wsSession(t, addr)
+	readSlices(t, c, 2)
+	assert.Equal(t, 1.0, metric(t, base, "demon_sessions_active"))
+	assert.Equal(t, 1.0, metric(t, base, "demon_sessions_started_total"))
+	assert.Greater(t, metric(t, base, "demon_device_memory_used_bytes"), modelBytes)
+	assert.Positive(t, metric(t, base, "demon_tick_duration_seconds_count"))
+	assert.Positive(t, metric(t, base, "demon_websocket_sent_bytes_total"))
+
+	require.NoError(t, c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")))
+	eventually(t, func() bool { return metric(t, base, "demon_sessions_active") == 0 }, "the session to end")
+	assert.Equal(t, modelBytes, metric(t, base, "demon_device_memory_used_bytes"), "ledger back to the model alone")
+
+	// A failed start counts by window and hits its fault point.
+	require.NoError(t, faults.Faults().Arm("create.conditioning=error"))
+	defer func() { _ = faults.Faults().Arm("create.conditioning=off") }()
+	fc, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)
+	require.NoError(t, err)
+	defer fc.Close()
+	require.NoError(t, fc.WriteMessage(websocket.TextMessage, []byte(`{"fixture_name":"demo_ambient_Am_20s.wav","use_server_fixture":true}`)))
+	require.NoError(t, fc.SetReadDeadline(time.Now().Add(20*time.Second)))
+	for {
+		_, _, err := fc.ReadMessage()
+		if err != nil {
+			break
+		}
+	}
+	eventually(t, func() bool {
+		return metric(t, base, `demon_sessions_failed_total{window="create.conditioning"}`) == 1
+	}, "the failure metric")
+	assert.Equal(t, 2.0, metric(t, base, `demon_fault_point_hits_total{point="create.conditioning"}`), "the good start and the failed one")
+	assert.Equal(t, modelBytes, metric(t, base, "demon_device_memory_used_bytes"))
+}

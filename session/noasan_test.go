@@ -1,0 +1,5 @@
+//go:build !asan
+
+package session_test
+
+const asanBuild = false
