@@ -56,8 +56,7 @@ int main(int argc, char** argv) {
     ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
-  const double cpu_ms =
-      ((c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6) / iters;
+  const double cpu_ms = ((c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6) / iters;
   std::sort(ms.begin(), ms.end());
   double finite = 0, absmax = 0;
   for (float v : vel) {
@@ -70,17 +69,18 @@ int main(int argc, char** argv) {
   double mac = N * 384 * H + L * 2048.0 * H + N * H * 128;
   for (int l = 0; l < cfg.layers; ++l) {
     const double keys = l % 2 == 0 ? std::min(N, 2.0 * cfg.window + 1) : N;
-    mac += N * H * (QD + 2 * KD) + N * QD * H;                        // self proj
-    mac += N * H * QD + L * H * 2 * KD + N * QD * H;                  // cross proj
-    mac += N * H * 2 * cfg.mlp + N * cfg.mlp * H;                     // mlp
-    mac += 2 * N * keys * QD + 2 * N * L * QD;                        // attention (QK, PV)
+    mac += N * H * (QD + 2 * KD) + N * QD * H;        // self proj
+    mac += N * H * QD + L * H * 2 * KD + N * QD * H;  // cross proj
+    mac += N * H * 2 * cfg.mlp + N * cfg.mlp * H;     // mlp
+    mac += 2 * N * keys * QD + 2 * N * L * QD;        // attention (QK, PV)
   }
   mac *= B;
   const double med = ms[ms.size() / 2];
-  std::printf("tiny-dit ref-s B=%d T=%d L=%d threads=%d kernel=%s: median %.2f ms, min %.2f ms "
-              "(%d iters), %.2f GFLOP/fwd, %.1f GFLOP/s at median; output finite %.0f/%zu, "
-              "max|v| %.3f; process CPU time %.2f ms/fwd (all threads; robust to a busy machine)\n",
-              B, T, L, threads, dm::ref::GemmKernelName(), med, ms.front(), iters, 2 * mac / 1e9,
-              2 * mac / 1e9 / (med / 1e3), finite, vel.size(), absmax, cpu_ms);
+  std::printf(
+      "tiny-dit ref-s B=%d T=%d L=%d threads=%d kernel=%s: median %.2f ms, min %.2f ms "
+      "(%d iters), %.2f GFLOP/fwd, %.1f GFLOP/s at median; output finite %.0f/%zu, "
+      "max|v| %.3f; process CPU time %.2f ms/fwd (all threads; robust to a busy machine)\n",
+      B, T, L, threads, dm::ref::GemmKernelName(), med, ms.front(), iters, 2 * mac / 1e9,
+      2 * mac / 1e9 / (med / 1e3), finite, vel.size(), absmax, cpu_ms);
   return 0;
 }

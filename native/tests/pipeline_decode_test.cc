@@ -15,7 +15,9 @@ using dm::kHop;
 using dm::pipe::PlanWindow;
 using dm::pipe::WindowPlan;
 
-std::vector<int> Frames(const WindowPlan& p) { return std::vector<int>(p.frames, p.frames + p.num_frames); }
+std::vector<int> Frames(const WindowPlan& p) {
+  return std::vector<int>(p.frames, p.frames + p.num_frames);
+}
 
 std::vector<int> Range(int a, int n, int mod) {
   std::vector<int> v;
@@ -155,12 +157,12 @@ TEST(PipelineAudio, CrossfadeRampsAgainstExistingBuffer) {
   std::vector<float> play(static_cast<size_t>(S) * 2, 1.f);
   std::vector<float> slice(static_cast<size_t>(n) * 2, 0.f);
   dm::pipe::CrossfadeSlice(play.data(), S, 1000, slice.data(), n);
-  EXPECT_FLOAT_EQ(slice[0], 1.f);                          // starts on the existing audio
-  EXPECT_FLOAT_EQ(slice[1199 * 2], 0.f);                   // ends the ramp on the new audio
+  EXPECT_FLOAT_EQ(slice[0], 1.f);         // starts on the existing audio
+  EXPECT_FLOAT_EQ(slice[1199 * 2], 0.f);  // ends the ramp on the new audio
   EXPECT_NEAR(slice[600 * 2 + 1], 1.f - 600.f / 1199, 1e-6);
-  EXPECT_FLOAT_EQ(slice[2000 * 2], 0.f);                   // middle untouched
-  EXPECT_FLOAT_EQ(slice[(n - 1200) * 2], 0.f);             // tail ramp starts on new
-  EXPECT_FLOAT_EQ(slice[(n - 1) * 2 + 1], 1.f);            // and ends on existing
+  EXPECT_FLOAT_EQ(slice[2000 * 2], 0.f);         // middle untouched
+  EXPECT_FLOAT_EQ(slice[(n - 1200) * 2], 0.f);   // tail ramp starts on new
+  EXPECT_FLOAT_EQ(slice[(n - 1) * 2 + 1], 1.f);  // and ends on existing
   // Short slice: xf = n/4; wraps around the looping buffer.
   std::vector<float> loop(20, 0.f);  // S = 10 stereo samples
   for (int s = 0; s < 10; ++s) loop[s * 2] = loop[s * 2 + 1] = static_cast<float>(s);
@@ -209,7 +211,7 @@ TEST(PipelineF16, RoundingAndSpecials) {
   EXPECT_EQ(FloatToHalf(std::ldexp(1.f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(FloatToHalf(std::ldexp(1.f, -25)), 0x0000);  // tie → even (0)
   EXPECT_EQ(FloatToHalf(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(FloatToHalf(std::ldexp(3.f, -25)), 0x0002);  // 1.5 ulp tie → even (2)
+  EXPECT_EQ(FloatToHalf(std::ldexp(3.f, -25)), 0x0002);      // 1.5 ulp tie → even (2)
   EXPECT_EQ(FloatToHalf(std::ldexp(1023.5f, -24)), 0x0400);  // rounds up into the normals
   EXPECT_EQ(FloatToHalf(-0.f), 0x8000);
   EXPECT_EQ(FloatToHalf(1e-10f), 0x0000);

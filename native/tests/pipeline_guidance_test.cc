@@ -30,14 +30,16 @@ TEST(PipelineApg, ProjectionAndMomentumRecurrence) {
   auto vn = Channel0({2, 6});
   std::vector<float> R(vp.size(), 0.f), out(vp.size());
   // Step 1: R = d; Σ R·u = −1 → R_par = [−.6,−.8], R_orth = [1.6,−1.2]; g=3 → v = [6.2, 1.6].
-  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(3.f), Curve::None(), R.data(), out.data());
+  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(3.f), Curve::None(), R.data(),
+                    out.data());
   EXPECT_NEAR(R[0], 1.f, 1e-6);
   EXPECT_NEAR(R[D], -2.f, 1e-6);
   EXPECT_NEAR(out[0], 6.2f, 1e-5);
   EXPECT_NEAR(out[D], 1.6f, 1e-5);
   // Step 2, default m = −0.75: R = d − .75·d = [.25,−.5]; Σ R·u = −.25; R_orth = [.4,−.3];
   // v = [3.8, 3.4].
-  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(3.f), Curve::None(), R.data(), out.data());
+  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(3.f), Curve::None(), R.data(),
+                    out.data());
   EXPECT_NEAR(R[0], .25f, 1e-6);
   EXPECT_NEAR(R[D], -.5f, 1e-6);
   EXPECT_NEAR(out[0], 3.8f, 1e-5);
@@ -56,7 +58,8 @@ TEST(PipelineApg, NormClipAndUnclippedRunningAverage) {
   const double r0 = 10 * k, r1 = -20 * k;
   const double par = .6 * r0 + .8 * r1;
   const double o0 = r0 - par * .6, o1 = r1 - par * .8;
-  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(2.f), Curve::Scalar(.5f), R.data(), out.data());
+  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(2.f), Curve::Scalar(.5f), R.data(),
+                    out.data());
   EXPECT_NEAR(out[0], 3 + o0, 1e-5);
   EXPECT_NEAR(out[D], 4 + o1, 1e-5);
   EXPECT_NEAR(o0, 1.78885, 1e-4);
@@ -66,7 +69,8 @@ TEST(PipelineApg, NormClipAndUnclippedRunningAverage) {
   EXPECT_NEAR(R[D], -20.f, 1e-6);
   // Step 2 with d = 0, m = .5: R = .5·[10,−20] = [5,−10] (from the unclipped value), clipped to
   // the same R' as step 1 → the same output. A clipped store would give R = [.56,−1.12] instead.
-  dm::pipe::ApgStep(vp.data(), vp.data(), 2, Curve::Scalar(2.f), Curve::Scalar(.5f), R.data(), out.data());
+  dm::pipe::ApgStep(vp.data(), vp.data(), 2, Curve::Scalar(2.f), Curve::Scalar(.5f), R.data(),
+                    out.data());
   EXPECT_NEAR(R[0], 5.f, 1e-6);
   EXPECT_NEAR(R[D], -10.f, 1e-6);
   EXPECT_NEAR(out[0], 3 + o0, 1e-5);
@@ -77,12 +81,14 @@ TEST(PipelineApg, GuidanceOneIsIdentityAndCurvesArePerFrame) {
   auto vp = Channel0({3, 4});
   auto vn = Channel0({2, 6});
   std::vector<float> R(vp.size(), 0.f), out(vp.size());
-  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(1.f), Curve::None(), R.data(), out.data());
+  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Scalar(1.f), Curve::None(), R.data(),
+                    out.data());
   EXPECT_EQ(out, vp);
   // Per-frame guidance [3, 1]: frame 0 guided, frame 1 untouched.
   std::fill(R.begin(), R.end(), 0.f);
   const float g[2] = {3.f, 1.f};
-  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Frames(g, 2), Curve::None(), R.data(), out.data());
+  dm::pipe::ApgStep(vp.data(), vn.data(), 2, Curve::Frames(g, 2), Curve::None(), R.data(),
+                    out.data());
   EXPECT_NEAR(out[0], 6.2f, 1e-5);
   EXPECT_EQ(out[D], 4.f);
 }
@@ -111,9 +117,9 @@ TEST(PipelineGuidance, BlendVelocities) {
   Curve w[2] = {Curve::Frames(wa, 3), Curve::Frames(wb, 3)};
   std::vector<float> out(a.size());
   dm::pipe::BlendVelocities(v, w, 2, 3, out.data());
-  EXPECT_NEAR(out[0], 3.f, 1e-6);    // (1+5)/2
-  EXPECT_NEAR(out[D], 5.f, 1e-6);    // (0+10)/2
-  EXPECT_EQ(out[2 * D], 0.f);        // Σw = 0 → divide by 1e-8 of a zero sum
+  EXPECT_NEAR(out[0], 3.f, 1e-6);  // (1+5)/2
+  EXPECT_NEAR(out[D], 5.f, 1e-6);  // (0+10)/2
+  EXPECT_EQ(out[2 * D], 0.f);      // Σw = 0 → divide by 1e-8 of a zero sum
   Curve unset[2];
   dm::pipe::BlendVelocities(v, unset, 2, 3, out.data());  // unset weights read 1
   EXPECT_NEAR(out[2 * D], 3.f, 1e-6);
@@ -163,7 +169,8 @@ TEST(PipelineDcw, HaarClosedFormMatchesGenericDwt) {
   for (int T : {8, 9, 2, 1}) {
     std::vector<float> curve_vals(static_cast<size_t>(T));
     for (int i = 0; i < T; ++i) curve_vals[static_cast<size_t>(i)] = 0.1f * (i + 1);
-    for (auto mode : {dm::pipe::DcwMode::kLow, dm::pipe::DcwMode::kHigh, dm::pipe::DcwMode::kDouble}) {
+    for (auto mode :
+         {dm::pipe::DcwMode::kLow, dm::pipe::DcwMode::kHigh, dm::pipe::DcwMode::kDouble}) {
       for (int use_curve = 0; use_curve < 2; ++use_curve) {
         for (float tau : {0.f, 0.3f}) {
           dm::pipe::DcwConfig cfg;

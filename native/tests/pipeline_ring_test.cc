@@ -57,14 +57,15 @@ using dm::pipe::TickResult;
 
 constexpr int D = kLatentDim;
 
-// Oracle decoder (spec §7.2): v = (x − C)/max(t, 1e-4), C[b,τ,c] = ctx[b,τ,c] + 0.1·mean_L(enc[b,:,c]).
-// The mean runs over the call's padded L on purpose (padding-sensitive).
+// Oracle decoder (spec §7.2): v = (x − C)/max(t, 1e-4), C[b,τ,c] = ctx[b,τ,c] +
+// 0.1·mean_L(enc[b,:,c]). The mean runs over the call's padded L on purpose (padding-sensitive).
 class Oracle final : public dm::VelocityModel {
  public:
   size_t ScratchBytes(int batch, int, int) const override {
     return static_cast<size_t>(batch) * D * sizeof(float);
   }
-  void Forward(const dm::DecoderInputs& in, float* vel, void* scratch, dm::Parallel&) const override {
+  void Forward(const dm::DecoderInputs& in, float* vel, void* scratch,
+               dm::Parallel&) const override {
     ++calls;
     rows += in.batch;
     float* mean = static_cast<float*>(scratch);
@@ -72,7 +73,8 @@ class Oracle final : public dm::VelocityModel {
       for (int c = 0; c < D; ++c) {
         double s = 0;
         for (int l = 0; l < in.cond_len; ++l)
-          s += in.encoder_hidden_states[(static_cast<size_t>(b) * in.cond_len + l) * kEncoderDim + c];
+          s += in.encoder_hidden_states[(static_cast<size_t>(b) * in.cond_len + l) * kEncoderDim +
+                                        c];
         mean[b * D + c] = static_cast<float>(s / in.cond_len);
       }
       const float inv = 1.f / std::max(in.timestep[b], 1e-4f);
@@ -110,7 +112,8 @@ struct Inputs {
   int T, L;
   std::vector<float> ctx, enc, enc2, neg, src, x0t;
   Inputs(int frames, int cond_len, uint64_t salt = 1, int neg_len = 0)
-      : T(frames), L(cond_len),
+      : T(frames),
+        L(cond_len),
         ctx(Randn(static_cast<size_t>(frames) * kContextDim, salt, 100)),
         enc(Randn(static_cast<size_t>(cond_len) * kEncoderDim, salt, 101)),
         enc2(Randn(static_cast<size_t>(cond_len) * kEncoderDim, salt, 102)),
@@ -134,7 +137,9 @@ struct Inputs {
       double s = 0;
       for (int l = 0; l < L; ++l) s += e[static_cast<size_t>(l) * kEncoderDim + c];
       const float m = static_cast<float>(s / L);
-      for (int t = 0; t < T; ++t) C[static_cast<size_t>(t) * D + c] = ctx[static_cast<size_t>(t) * kContextDim + c] + 0.1f * m;
+      for (int t = 0; t < T; ++t)
+        C[static_cast<size_t>(t) * D + c] =
+            ctx[static_cast<size_t>(t) * kContextDim + c] + 0.1f * m;
     }
     return C;
   }
@@ -169,7 +174,8 @@ struct Harness {
 // ---------------------------------------------------------------------------------------------
 // Emission timeline (§4.4): one submit + one tick per iteration.
 
-std::map<int, uint64_t> RunTimeline(int depth, int steps, int ticks, std::vector<int>* active = nullptr,
+std::map<int, uint64_t> RunTimeline(int depth, int steps, int ticks,
+                                    std::vector<int>* active = nullptr,
                                     std::vector<uint64_t>* dropped = nullptr) {
   Inputs in(6, 4);
   Harness h(Config(depth, steps, 6, 4));
@@ -206,10 +212,11 @@ TEST(PipelineRing, TimelineDepth4Steps8) {
     for (int j = 0; j < 4; ++j) want[9 + 8 * cycle + j] = static_cast<uint64_t>(first[cycle] + j);
   EXPECT_EQ(emits, want);
   EXPECT_EQ(dropped[8 - 1], 0u);
-  EXPECT_EQ(dropped[9 - 1], 1u);   // r5
+  EXPECT_EQ(dropped[9 - 1], 1u);  // r5
   EXPECT_EQ(dropped[12 - 1], 1u);
   EXPECT_EQ(dropped[17 - 1], 5u);  // + r10..r13
-  for (int k = 4; k <= 40; ++k) EXPECT_EQ(active[static_cast<size_t>(k - 1)], 4) << k;  // B=4 always
+  for (int k = 4; k <= 40; ++k)
+    EXPECT_EQ(active[static_cast<size_t>(k - 1)], 4) << k;  // B=4 always
 }
 
 TEST(PipelineRing, TimelineDepth1Steps8) {
@@ -282,7 +289,8 @@ TEST(PipelineRing, SdeCurveAndX0TargetFinals) {
   q.x0_target = in.x0t.data();
   q.x0_target_strength = Curve::Scalar(0.25f);
   h.p.Generate(q, out.data());
-  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], 0.75f * C[i] + 0.25f * in.x0t[i], 3e-5);
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_NEAR(out[i], 0.75f * C[i] + 0.25f * in.x0t[i], 3e-5);
   // Latent mask with mask 0: x0 = orig on every step → final = orig.
   SlotRequest m = in.Request(7);
   m.latent_mask.mask = Curve::Scalar(0.f);
@@ -351,11 +359,13 @@ TEST(PipelineCfg, ForwardCountsPerMode) {
   EXPECT_EQ(CallsPerTick(RcfgMode::kFull, 1), (std::vector<int>{2, 2, 2, 2, 2, 2, 2, 2, 2, 2}));
   EXPECT_EQ(CallsPerTick(RcfgMode::kNone, 1), (std::vector<int>{2, 2, 2, 2, 2, 2, 2, 2, 2, 2}));
   // initialize: negative pass at step 0 only (tick 1, and tick 9/10 for the requests started there)
-  EXPECT_EQ(CallsPerTick(RcfgMode::kInitialize, 1), (std::vector<int>{2, 1, 1, 1, 1, 1, 1, 1, 2, 1}));
+  EXPECT_EQ(CallsPerTick(RcfgMode::kInitialize, 1),
+            (std::vector<int>{2, 1, 1, 1, 1, 1, 1, 1, 2, 1}));
   EXPECT_EQ(CallsPerTick(RcfgMode::kSelf, 1), (std::vector<int>(10, 1)));
   // depth 3, slots start at ticks 1..3: initialize needs neg rows only for the slot at step 0.
   std::vector<int> neg_rows;
-  EXPECT_EQ(CallsPerTick(RcfgMode::kInitialize, 3, &neg_rows), (std::vector<int>{2, 2, 2, 1, 1, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(CallsPerTick(RcfgMode::kInitialize, 3, &neg_rows),
+            (std::vector<int>{2, 2, 2, 1, 1, 1, 1, 1, 1, 1}));
   EXPECT_EQ(neg_rows, (std::vector<int>{1, 1, 1, 0, 0, 0, 0, 0, 0, 0}));
   neg_rows.clear();
   CallsPerTick(RcfgMode::kFull, 3, &neg_rows);
@@ -425,7 +435,8 @@ TEST(PipelineHot, SharedSdeCurveOverridesInFlightSlots) {
   h.p.Tick();
   TickResult res = h.p.Tick();
   ASSERT_TRUE(res.emitted);
-  for (size_t i = 0; i < 6 * D; ++i) ASSERT_NEAR(res.latent[i], 0.5f * C[i] + 0.5f * in.src[i], 3e-5);
+  for (size_t i = 0; i < 6 * D; ++i)
+    ASSERT_NEAR(res.latent[i], 0.5f * C[i] + 0.5f * in.src[i], 3e-5);
 }
 
 TEST(PipelineHot, ChannelGainOnlyTouchesDecoderInput) {
@@ -513,8 +524,8 @@ TEST(PipelineHot, TCoherenceDropsOtherLengths) {
   h.p.Submit(a.Request(2));
   h.p.Submit(b.Request(3));  // newest queued has T=8
   TickResult r = h.p.Tick();
-  EXPECT_EQ(h.p.dropped(), 1u);   // queued r2 (T=6)
-  EXPECT_EQ(r.active, 1);         // slot with r1 (T=6) cleared, r3 started
+  EXPECT_EQ(h.p.dropped(), 1u);  // queued r2 (T=6)
+  EXPECT_EQ(r.active, 1);        // slot with r1 (T=6) cleared, r3 started
   EXPECT_EQ(h.p.SlotId(0), 3u);
 }
 
@@ -701,7 +712,8 @@ TEST(PipelineAlloc, ZeroAllocationsPerSteadyStateTick) {
   int emitted = 0, calls = 0;
   for (int k = 0; k < 100; ++k) {
     p.Submit(make(k));
-    if (k % 10 == 0) p.SetSharedCurve(dm::pipe::SharedCurve::kVelocityScale, Curve::Frames(vs.data(), T));
+    if (k % 10 == 0)
+      p.SetSharedCurve(dm::pipe::SharedCurve::kVelocityScale, Curve::Frames(vs.data(), T));
     if (k % 10 == 5) p.SetSharedCurve("velocity_scale", Curve::None());
     if (k % 7 == 0) p.SetChannelGain(gain.data(), T);
     if (k % 7 == 3) p.SetChannelGain(nullptr, 0);

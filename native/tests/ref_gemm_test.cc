@@ -32,7 +32,8 @@ TEST(RefGemm, MatchesNaiveOnOddShapes) {
             }
           std::vector<float> got = C, got2 = C;
           Gemm(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bias.data(), acc);
-          ParallelGemm(pool, M, N, K, A.data(), lda, B.data(), ldb, got2.data(), ldc, bias.data(), acc, 6);
+          ParallelGemm(pool, M, N, K, A.data(), lda, B.data(), ldb, got2.data(), ldc, bias.data(),
+                       acc, 6);
           for (int i = 0; i < M; ++i)
             for (int j = 0; j < N; ++j) {
               ASSERT_NEAR(got[i * ldc + j], want[i * ldc + j], 1e-3) << M << "x" << N << "x" << K;

@@ -12,7 +12,8 @@ namespace {
 
 TEST(RefOracle, ClosedForm) {
   const int B = 2, T = 7, L = 33;
-  std::vector<float> x(B * T * 64), ctx(B * T * 128), enc(static_cast<size_t>(B) * L * 2048), v(x.size());
+  std::vector<float> x(B * T * 64), ctx(B * T * 128), enc(static_cast<size_t>(B) * L * 2048),
+      v(x.size());
   FillNormal(x.data(), static_cast<long>(x.size()), 5, 1);
   FillNormal(ctx.data(), static_cast<long>(ctx.size()), 5, 2);
   FillNormal(enc.data(), static_cast<long>(enc.size()), 5, 3);
@@ -38,7 +39,8 @@ TEST(RefOracle, ClosedForm) {
         const double C = ctx[(b * T + t) * 128 + c] + 0.1 * mean;
         const double want = (x[(b * T + t) * 64 + c] - C) / std::max(ts[b], 1e-4f);
         const double got = v[(b * T + t) * 64 + c];
-        EXPECT_NEAR(got, want, 1e-6 / std::max(ts[b], 1e-4f) + 1e-5 * std::abs(want)) << b << " " << t << " " << c;
+        EXPECT_NEAR(got, want, 1e-6 / std::max(ts[b], 1e-4f) + 1e-5 * std::abs(want))
+            << b << " " << t << " " << c;
         EXPECT_NEAR(OracleDecoder::Target(in, b, t, c), C, 1e-5);
       }
   // One Euler step from the flow path x_t = t n + (1-t) C lands on x_t'.

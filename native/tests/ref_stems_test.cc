@@ -18,8 +18,10 @@ TEST(RefStems, SumsExactlyToInput) {
   FillNormal(a.data(), 2 * S, 4, 4);
   for (long n = 0; n < S; ++n) {  // bass + voice-band tone + noise, plus tiny/huge values
     const double t = static_cast<double>(n) / kSampleRate;
-    a[n] = static_cast<float>(0.4 * std::sin(2 * M_PI * 55 * t) + 0.3 * std::sin(2 * M_PI * 800 * t) + 0.05 * a[n]);
-    a[S + n] = static_cast<float>(0.4 * std::sin(2 * M_PI * 55 * t) + 0.3 * std::sin(2 * M_PI * 800 * t) - 0.05 * a[S + n]);
+    a[n] = static_cast<float>(0.4 * std::sin(2 * M_PI * 55 * t) +
+                              0.3 * std::sin(2 * M_PI * 800 * t) + 0.05 * a[n]);
+    a[S + n] = static_cast<float>(0.4 * std::sin(2 * M_PI * 55 * t) +
+                                  0.3 * std::sin(2 * M_PI * 800 * t) - 0.05 * a[S + n]);
   }
   SeparateStems(a.data(), S, v.data(), i.data());
   for (long n = 0; n < 2 * S; ++n) {

@@ -39,18 +39,23 @@ TEST(RefTextEncoder, DeterministicLengthAndPadding) {
   EXPECT_EQ(a, b);
   for (int l = 0; l < L; ++l) {
     double ss = 0;
-    for (int d = 0; d < kEncoderDim; ++d) ss += a[static_cast<size_t>(l) * kEncoderDim + d] * a[static_cast<size_t>(l) * kEncoderDim + d];
+    for (int d = 0; d < kEncoderDim; ++d)
+      ss +=
+          a[static_cast<size_t>(l) * kEncoderDim + d] * a[static_cast<size_t>(l) * kEncoderDim + d];
     const double rms = std::sqrt(ss / kEncoderDim);
-    if (l < valid) EXPECT_NEAR(rms, 0.02, 0.004) << l;
-    else EXPECT_EQ(rms, 0.0) << l;
+    if (l < valid)
+      EXPECT_NEAR(rms, 0.02, 0.004) << l;
+    else
+      EXPECT_EQ(rms, 0.0) << l;
   }
   // Different prompt → different embedding; negative is shorter than positive.
   TextPrompt q = p;
   q.tags = "bright house";
   std::vector<float> c(static_cast<size_t>(enc.Length(q)) * kEncoderDim);
   enc.Encode(q, c.data());
-  EXPECT_NE(std::vector<float>(c.begin(), c.begin() + static_cast<long>(std::min(a.size(), c.size()))),
-            std::vector<float>(a.begin(), a.begin() + static_cast<long>(std::min(a.size(), c.size()))));
+  EXPECT_NE(
+      std::vector<float>(c.begin(), c.begin() + static_cast<long>(std::min(a.size(), c.size()))),
+      std::vector<float>(a.begin(), a.begin() + static_cast<long>(std::min(a.size(), c.size()))));
   EXPECT_LT(enc.ValidTokens(TextEncoder::Negative(p)), enc.ValidTokens(p));
   // Seed changes values.
   TextEncoder other(42);

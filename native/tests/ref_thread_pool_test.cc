@@ -18,7 +18,8 @@ TEST(RefThreadPool, CoversEveryIndexExactlyOnce) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       for (auto& h : hits) h = 0;
       pool.For(n, [&](int i) { hits[static_cast<size_t>(i)]++; });
-      for (int i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 1) << n << " " << i;
+      for (int i = 0; i < n; ++i)
+        EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 1) << n << " " << i;
     }
   }
 }
@@ -58,8 +59,10 @@ TEST(RefThreadPool, UsesMoreThanOneThread) {
   pool.For(64, [&](int) {
     int c = ++concurrent;
     int p = peak.load();
-    while (c > p && !peak.compare_exchange_weak(p, c)) {}
-    for (volatile int k = 0; k < 200000; ++k) {}
+    while (c > p && !peak.compare_exchange_weak(p, c)) {
+    }
+    for (volatile int k = 0; k < 200000; ++k) {
+    }
     --concurrent;
   });
   EXPECT_GE(peak.load(), 1);  // 2 on an idle machine; not asserted (CI machines may be busy)

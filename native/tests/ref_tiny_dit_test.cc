@@ -80,11 +80,13 @@ std::vector<float> NaiveForward(const TinyDiTWeights& w, const Inputs& x) {
   const int N = x.T / 2, L = x.L;
   auto W = [&w](const std::string& n) { return w.Find(n)->data.data(); };
   auto silu = [](double v) { return v / (1 + std::exp(-v)); };
-  auto linear = [](const float* Wt, const float* b, const std::vector<double>& in, int nin, int nout) {
+  auto linear = [](const float* Wt, const float* b, const std::vector<double>& in, int nin,
+                   int nout) {
     std::vector<double> out(nout);
     for (int o = 0; o < nout; ++o) {
       double s = b ? b[o] : 0.0;
-      for (int i = 0; i < nin; ++i) s += static_cast<double>(Wt[static_cast<size_t>(o) * nin + i]) * in[i];
+      for (int i = 0; i < nin; ++i)
+        s += static_cast<double>(Wt[static_cast<size_t>(o) * nin + i]) * in[i];
       out[o] = s;
     }
     return out;
@@ -137,7 +139,8 @@ std::vector<float> NaiveForward(const TinyDiTWeights& w, const Inputs& x) {
                             x.enc.begin() + (static_cast<long>(b) * L + l + 1) * 2048);
       E[l] = linear(W("condition_embedder.weight"), W("condition_embedder.bias"), e, 2048, H);
     }
-    auto attention = [&](const std::vector<std::vector<double>>& Q, const std::vector<std::vector<double>>& K,
+    auto attention = [&](const std::vector<std::vector<double>>& Q,
+                         const std::vector<std::vector<double>>& K,
                          const std::vector<std::vector<double>>& V, int window) {
       std::vector<std::vector<double>> O(Q.size(), std::vector<double>(NH * hd, 0.0));
       for (size_t i = 0; i < Q.size(); ++i)
@@ -146,7 +149,8 @@ std::vector<float> NaiveForward(const TinyDiTWeights& w, const Inputs& x) {
           std::vector<double> sc(K.size());
           double mx = -1e300;
           for (size_t j = 0; j < K.size(); ++j) {
-            const bool ok = window < 0 || std::abs(static_cast<long>(i) - static_cast<long>(j)) <= window;
+            const bool ok =
+                window < 0 || std::abs(static_cast<long>(i) - static_cast<long>(j)) <= window;
             double s = -1e300;
             if (ok) {
               s = 0;
@@ -238,7 +242,8 @@ std::vector<float> NaiveForward(const TinyDiTWeights& w, const Inputs& x) {
 
 double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
   return m;
 }
 
@@ -342,7 +347,9 @@ TEST(RefTinyDiT, SerializeRoundTripBitExact) {
   for (size_t i = 0; i < w.tensors.size(); ++i) {
     EXPECT_EQ(w2.tensors[i].name, w.tensors[i].name);
     EXPECT_EQ(w2.tensors[i].shape, w.tensors[i].shape);
-    EXPECT_EQ(std::memcmp(w2.tensors[i].data.data(), w.tensors[i].data.data(), w.tensors[i].data.size() * 4), 0);
+    EXPECT_EQ(std::memcmp(w2.tensors[i].data.data(), w.tensors[i].data.data(),
+                          w.tensors[i].data.size() * 4),
+              0);
   }
   EXPECT_EQ(w2.Serialize(), bytes);
   const TinyDiT a(w), b(w2);

@@ -80,7 +80,8 @@ TEST(RefVae, WindowedDecodeEqualsSliceOfFullDecodeBitwise) {
     for (int i = 0; i < F; ++i)
       for (int c = 0; c < 2; ++c)
         ASSERT_EQ(std::memcmp(win.data() + c * W + static_cast<long>(i) * kHop,
-                              full.data() + c * S + static_cast<long>(idx[i]) * kHop, kHop * sizeof(float)),
+                              full.data() + c * S + static_cast<long>(idx[i]) * kHop,
+                              kHop * sizeof(float)),
                   0)
             << "ks=" << ks << " i=" << i << " c=" << c;
   }
@@ -119,8 +120,10 @@ TEST(RefVae, ConstantLatentIsContinuousMusic) {
     double max_within = 0, max_boundary = 0;
     for (long n = 1; n < S; ++n) {
       const double jump = std::fabs(a[n] - a[n - 1]);
-      if (n % kHop == 0) max_boundary = std::max(max_boundary, jump);
-      else max_within = std::max(max_within, jump);
+      if (n % kHop == 0)
+        max_boundary = std::max(max_boundary, jump);
+      else
+        max_within = std::max(max_within, jump);
     }
     EXPECT_GT(max_within, 0.0);
     EXPECT_LE(max_boundary, max_within * 1.0001) << "click at a frame boundary";

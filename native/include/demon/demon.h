@@ -60,8 +60,8 @@ const char* dm_version(void);
  * Spec grammar:  point=action[@N] {, point=action[@N]}
  *   action: "error" (fail with DM_ERR_FAULT_INJECTED), "oom" (fail with
  *   DM_ERR_OUT_OF_MEMORY), "hang" (block the caller until the registry is re-armed or
- *   reset, at most 10 minutes: a stuck call for watchdog tests), or "off" (disarm). Without @N the point fires on every hit;
- *   with @N (N >= 1) only on the Nth hit. An empty spec arms nothing.
+ *   reset, at most 10 minutes: a stuck call for watchdog tests), or "off" (disarm). Without @N the
+ * point fires on every hit; with @N (N >= 1) only on the Nth hit. An empty spec arms nothing.
  * ------------------------------------------------------------------------------------- */
 typedef struct dm_faults dm_faults;
 
@@ -190,10 +190,10 @@ int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out, dm_
 
 /* What dm_device_time_copies measured. GB/s = bytes·iterations / ms / 1e6. */
 typedef struct dm_copy_timing {
-  uint64_t bytes;  /* bytes per copy */
-  int iterations;  /* copies each way */
-  double h2d_ms;   /* total for the host-to-device copies */
-  double d2h_ms;   /* total for the device-to-host copies */
+  uint64_t bytes; /* bytes per copy */
+  int iterations; /* copies each way */
+  double h2d_ms;  /* total for the host-to-device copies */
+  double d2h_ms;  /* total for the device-to-host copies */
 } dm_copy_timing;
 
 /* Measures copy throughput: allocates `bytes` (> 0) of device memory for `owner` (through

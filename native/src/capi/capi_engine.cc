@@ -135,7 +135,8 @@ int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int 
       dm::Fail(dm::Status::kInvalidArgument, "dm_prompt_tokenize: NULL argument");
     }
     if (cap < dm::kMaxCondLen) {
-      dm::Fail(dm::Status::kInvalidArgument, "dm_prompt_tokenize: cap %d < %d", cap, dm::kMaxCondLen);
+      dm::Fail(dm::Status::kInvalidArgument, "dm_prompt_tokenize: cap %d < %d", cap,
+               dm::kMaxCondLen);
     }
     dm::ref::TextPrompt p;
     if (prompt->tags != nullptr) p.tags = prompt->tags;
@@ -150,14 +151,14 @@ int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int 
 
 int dm_engine_file_check(const void* data, size_t size, dm_error* err) {
   return dm::Guard(err, [&] {
-    if (data == nullptr && size > 0) dm::Fail(dm::Status::kInvalidArgument, "engine bytes are NULL");
+    if (data == nullptr && size > 0)
+      dm::Fail(dm::Status::kInvalidArgument, "engine bytes are NULL");
     static const uint8_t kEmpty = 0;
     dm::ParseEngineFile(size == 0 ? &kEmpty : static_cast<const uint8_t*>(data), size);
   });
 }
 
-int dm_reference_engine_write(const dm_reference_options* opts, const char* path,
-                              dm_error* err) {
+int dm_reference_engine_write(const dm_reference_options* opts, const char* path, dm_error* err) {
   return dm::Guard(err, [&] {
     if (opts == nullptr) dm::Fail(dm::Status::kInvalidArgument, "reference options are NULL");
     dm::ReferenceOptions o;

@@ -13,7 +13,8 @@ int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char*
     dm::CheckHandle(window_vae, "dm_stream_create window VAE");
     dm::CheckOut(out, "dm_stream_create");
     dm::CheckOwner(owner);
-    if (opts == nullptr) dm::Fail(dm::Status::kInvalidArgument, "dm_stream_create: options are NULL");
+    if (opts == nullptr)
+      dm::Fail(dm::Status::kInvalidArgument, "dm_stream_create: options are NULL");
     dm::StreamOptions o;
     o.frames = opts->frames;
     o.max_depth = opts->max_depth;
@@ -39,7 +40,8 @@ int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_set_source");
     dm::CheckHandle(moments, "dm_stream_set_source moments");
-    if (frames < 1 || moments->memory.size() < static_cast<uint64_t>(frames) * 128 * sizeof(float)) {
+    if (frames < 1 ||
+        moments->memory.size() < static_cast<uint64_t>(frames) * 128 * sizeof(float)) {
       dm::Fail(dm::Status::kInvalidArgument, "moments buffer too small for %d frames", frames);
     }
     stream->stream->SetSourceMoments(static_cast<const float*>(moments->memory.data()), frames);

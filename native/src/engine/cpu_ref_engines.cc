@@ -61,13 +61,14 @@ class DecoderEngine final : public Engine {
     }
     const int64_t tmax = int64_t{duration_} * kFrameRate;
     const int64_t topt = std::min<int64_t>(tmax, 1500);
-    io_ = {In("hidden_states", DType::kFloat32, {1, 126, 64}, {1, topt, 64}, {max_batch_, tmax, 64}),
-           In("timestep", DType::kFloat32, {1}, {1}, {max_batch_}),
-           In("encoder_hidden_states", DType::kFloat32, {1, kMinCondLen, kEncoderDim},
-              {1, 200, kEncoderDim}, {max_batch_, kMaxCondLen, kEncoderDim}),
-           In("context_latents", DType::kFloat32, {1, 126, 128}, {1, topt, 128},
-              {max_batch_, tmax, 128}),
-           Out("velocity", DType::kFloat32, {1, 126, 64}, {1, topt, 64}, {max_batch_, tmax, 64})};
+    io_ = {
+        In("hidden_states", DType::kFloat32, {1, 126, 64}, {1, topt, 64}, {max_batch_, tmax, 64}),
+        In("timestep", DType::kFloat32, {1}, {1}, {max_batch_}),
+        In("encoder_hidden_states", DType::kFloat32, {1, kMinCondLen, kEncoderDim},
+           {1, 200, kEncoderDim}, {max_batch_, kMaxCondLen, kEncoderDim}),
+        In("context_latents", DType::kFloat32, {1, 126, 128}, {1, topt, 128},
+           {max_batch_, tmax, 128}),
+        Out("velocity", DType::kFloat32, {1, 126, 64}, {1, topt, 64}, {max_batch_, tmax, 64})};
 
     variant_ = f.Get("variant");
     if (variant_ == "tiny-dit") {
@@ -81,7 +82,8 @@ class DecoderEngine final : public Engine {
     }
     // Place the weights: the payload is copied into the engine's resident device block.
     void* resident = ReserveResident(f.payload.size());
-    if (!f.payload.empty()) this->device()->CopyToDevice(resident, f.payload.data(), f.payload.size());
+    if (!f.payload.empty())
+      this->device()->CopyToDevice(resident, f.payload.data(), f.payload.size());
     HitFault(this->device()->faults(), "model.place_decoder");
     pool_ = std::make_unique<ref::ThreadPool>(Workers());
   }
@@ -145,12 +147,14 @@ class VaeEngine final : public Engine, public WindowDecoder {
     const int64_t tmax = d * kFrameRate, topt = std::min<int64_t>(tmax, 1500);
     switch (kind_) {
       case Kind::kEncode:
-        io_ = {In("audio", DType::kFloat32, {1, 2, 240000}, {1, 2, topt * kHop}, {1, 2, tmax * kHop}),
-               Out("moments", DType::kFloat32, {1, 128, 125}, {1, 128, topt}, {1, 128, tmax})};
+        io_ = {
+            In("audio", DType::kFloat32, {1, 2, 240000}, {1, 2, topt * kHop}, {1, 2, tmax * kHop}),
+            Out("moments", DType::kFloat32, {1, 128, 125}, {1, 128, topt}, {1, 128, tmax})};
         break;
       case Kind::kDecode:
         io_ = {In("latents", DType::kFloat32, {1, 64, 125}, {1, 64, topt}, {1, 64, tmax}),
-               Out("audio", DType::kFloat32, {1, 2, 240000}, {1, 2, topt * kHop}, {1, 2, tmax * kHop})};
+               Out("audio", DType::kFloat32, {1, 2, 240000}, {1, 2, topt * kHop},
+                   {1, 2, tmax * kHop})};
         break;
       case Kind::kDecodeWindowed:
         io_ = {In("latents", DType::kFloat32, {1, 64, 25}, {1, 64, 25}, {1, 64, 25}),
@@ -170,8 +174,8 @@ class VaeEngine final : public Engine, public WindowDecoder {
   void DecodeWindow(const float* z, int frames, float* audio) const override {
     const long stride = static_cast<long>(frames) * kHop;
     for (int f = 0; f < frames; ++f) {
-      vae_.DecodeFrame(z + static_cast<long>(f) * kLatentDim, f, audio + static_cast<long>(f) * kHop,
-                       stride);
+      vae_.DecodeFrame(z + static_cast<long>(f) * kLatentDim, f,
+                       audio + static_cast<long>(f) * kHop, stride);
     }
   }
 
@@ -238,7 +242,8 @@ class StemEngine final : public Engine {
     const int64_t sopt = std::min<int64_t>(smax, 60 * kSampleRate);
     for (const char* n : {"audio", "vocals", "instruments"}) {
       bool input = std::strcmp(n, "audio") == 0;
-      io_.push_back(TensorDesc{n, input, DType::kFloat32, {1, 2, 240000}, {1, 2, sopt}, {1, 2, smax}});
+      io_.push_back(
+          TensorDesc{n, input, DType::kFloat32, {1, 2, 240000}, {1, 2, sopt}, {1, 2, smax}});
     }
     ReserveResident(1);
   }
@@ -265,13 +270,17 @@ std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
   const std::string& c = opts.component;
   try {
     if (c == "decoder") return std::make_shared<cpuref_detail::DecoderEngine>(device, opts, file);
-    if (c == "vae_encode") return std::make_shared<VaeEngine>(device, opts, file, VaeEngine::Kind::kEncode);
-    if (c == "vae_decode") return std::make_shared<VaeEngine>(device, opts, file, VaeEngine::Kind::kDecode);
+    if (c == "vae_encode")
+      return std::make_shared<VaeEngine>(device, opts, file, VaeEngine::Kind::kEncode);
+    if (c == "vae_decode")
+      return std::make_shared<VaeEngine>(device, opts, file, VaeEngine::Kind::kDecode);
     if (c == "vae_decode_windowed") {
       return std::make_shared<VaeEngine>(device, opts, file, VaeEngine::Kind::kDecodeWindowed);
     }
-    if (c == "text_encoder") return std::make_shared<cpuref_detail::TextEncoderEngine>(device, opts, file);
-    if (c == "stem_separator") return std::make_shared<cpuref_detail::StemEngine>(device, opts, file);
+    if (c == "text_encoder")
+      return std::make_shared<cpuref_detail::TextEncoderEngine>(device, opts, file);
+    if (c == "stem_separator")
+      return std::make_shared<cpuref_detail::StemEngine>(device, opts, file);
   } catch (const Error& e) {
     if (e.status() == Status::kCorrupt) throw Error(e.status(), opts.path + ": " + e.what());
     throw;
@@ -280,9 +289,9 @@ std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
 }
 
 void WriteReferenceEngine(const ReferenceOptions& opts, const std::string& path) {
-  static const char* const kComponents[] = {"decoder",      "vae_encode",  "vae_decode",
-                                            "vae_decode_windowed", "text_encoder",
-                                            "stem_separator"};
+  static const char* const kComponents[] = {"decoder",      "vae_encode",
+                                            "vae_decode",   "vae_decode_windowed",
+                                            "text_encoder", "stem_separator"};
   bool known = false;
   for (const char* k : kComponents) known = known || opts.component == k;
   if (!known) Fail(Status::kInvalidArgument, "unknown component %s", opts.component.c_str());

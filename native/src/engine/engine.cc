@@ -80,14 +80,14 @@ size_t Context::Index(const std::string& name) const {
   for (size_t i = 0; i < io.size(); ++i) {
     if (io[i].name == name) return i;
   }
-  Fail(Status::kNotFound, "%s engine has no tensor %s", engine_->component().c_str(),
-       name.c_str());
+  Fail(Status::kNotFound, "%s engine has no tensor %s", engine_->component().c_str(), name.c_str());
 }
 
 void Context::SetShape(const std::string& name, const std::vector<int64_t>& dims) {
   size_t i = Index(name);
   const TensorDesc& t = engine_->io()[i];
-  if (!t.input) Fail(Status::kInvalidArgument, "tensor %s is an output; its shape is inferred", name.c_str());
+  if (!t.input)
+    Fail(Status::kInvalidArgument, "tensor %s is an output; its shape is inferred", name.c_str());
   if (dims.size() != t.min.size()) {
     Fail(Status::kInvalidArgument, "tensor %s has rank %zu, got %zu dims", name.c_str(),
          t.min.size(), dims.size());

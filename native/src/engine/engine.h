@@ -44,12 +44,12 @@ class WindowDecoder {
 // What an engine loader is told (from the validated sidecar).
 struct EngineOptions {
   std::string path;
-  std::string component;        // expected component
-  std::string backend;          // "cpu-ref" or "tensorrt"
-  std::string backend_version;  // expected backend version
-  std::string owner;            // ledger owner tag, e.g. "model:decoder"
-  uint64_t footprint_bytes = 0; // declared resident bytes (0 = what the weights need)
-  uint64_t context_bytes = 0;   // declared activation bytes per context (0 = what it needs)
+  std::string component;         // expected component
+  std::string backend;           // "cpu-ref" or "tensorrt"
+  std::string backend_version;   // expected backend version
+  std::string owner;             // ledger owner tag, e.g. "model:decoder"
+  uint64_t footprint_bytes = 0;  // declared resident bytes (0 = what the weights need)
+  uint64_t context_bytes = 0;    // declared activation bytes per context (0 = what it needs)
 };
 
 class Engine : public std::enable_shared_from_this<Engine> {
@@ -132,7 +132,9 @@ class Context {
   // For engine implementations: the memory the engine computes on (a host shadow when
   // the context stages, else the bound pointer / the activation memory).
   template <typename T>
-  T* Input(const std::string& name) { return static_cast<T*>(Binding(name)); }
+  T* Input(const std::string& name) {
+    return static_cast<T*>(Binding(name));
+  }
   void* Binding(const std::string& name) const;
   void* scratch() { return host_scratch_->data(); }
   uint64_t scratch_bytes() const { return host_scratch_->size(); }

@@ -14,8 +14,8 @@ constexpr int D = kLatentDim;
 // Haar closed form, with δ = x − denoised on the pair (a = 2k, b = 2k+1):
 //   x[a] += (s_L·(δa+δb) + s_H·(δa−δb)) / 2;   x[b] += (s_L·(δa+δb) − s_H·(δa−δb)) / 2
 // Odd T: δ[T] = 0 and the extra output sample is dropped.
-void HaarClosedForm(float scale_low, float scale_high, const Curve& low,
-                    const Curve& high, float* x, const float* den, int frames) {
+void HaarClosedForm(float scale_low, float scale_high, const Curve& low, const Curve& high,
+                    float* x, const float* den, int frames) {
   const int bands = (frames + 1) / 2;
   for (int k = 0; k < bands; ++k) {
     const float sl = scale_low == 0.f ? 0.f : scale_low * low.resampled(k, bands);
@@ -92,12 +92,10 @@ void ValidateDcw(const DcwConfig& cfg) {
 bool DcwActive(const DcwConfig& cfg) {
   if (!cfg.enabled) return false;
   switch (cfg.mode) {
-    case DcwMode::kDouble:
-      return cfg.scaler.any_nonzero() || cfg.high_scaler.any_nonzero();
+    case DcwMode::kDouble: return cfg.scaler.any_nonzero() || cfg.high_scaler.any_nonzero();
     case DcwMode::kLow:
     case DcwMode::kHigh:
-    case DcwMode::kPix:
-      return cfg.scaler.any_nonzero();
+    case DcwMode::kPix: return cfg.scaler.any_nonzero();
   }
   return false;
 }

@@ -46,7 +46,8 @@ WindowPlan PlanWindow(int frames_total, double vae_window, double t_start, bool 
   if (cyclic) {
     p.num_frames = F;
     p.pre = left;
-    for (int j = 0; j < F; ++j) p.frames[j] = static_cast<int>(decode_detail::Mod(ks - left + j, T));
+    for (int j = 0; j < F; ++j)
+      p.frames[j] = static_cast<int>(decode_detail::Mod(ks - left + j, T));
   } else {
     // Non-cyclic with T < F: DEMON's fixed 25-frame engine would reject the shape; we decode
     // the T frames that exist (ds = 0).
@@ -62,15 +63,18 @@ void DecodeWindow(const float* latent, int frames_total, const WindowPlan& plan,
                   const FrameDecoder& dec, float* window_audio) {
   for (int j = 0; j < plan.num_frames; ++j) {
     const long f = plan.full ? j : plan.frames[j];
-    if (f < 0 || f >= frames_total) Fail(Status::kInvalidArgument, "decode: frame %ld out of range", f);
-    dec.DecodeFrame(latent + f * kLatentDim, f, window_audio + static_cast<long>(j) * kHop * kChannels);
+    if (f < 0 || f >= frames_total)
+      Fail(Status::kInvalidArgument, "decode: frame %ld out of range", f);
+    dec.DecodeFrame(latent + f * kLatentDim, f,
+                    window_audio + static_cast<long>(j) * kHop * kChannels);
   }
 }
 
 void GatherWindow(const float* latent, int frames_total, const WindowPlan& plan, float* z_out) {
   for (int j = 0; j < plan.num_frames; ++j) {
     const long f = plan.full ? j : plan.frames[j];
-    if (f < 0 || f >= frames_total) Fail(Status::kInvalidArgument, "decode: frame %ld out of range", f);
+    if (f < 0 || f >= frames_total)
+      Fail(Status::kInvalidArgument, "decode: frame %ld out of range", f);
     std::memcpy(z_out + static_cast<long>(j) * kLatentDim, latent + f * kLatentDim,
                 kLatentDim * sizeof(float));
   }
@@ -128,7 +132,7 @@ uint16_t FloatToHalf(float f) {
     return static_cast<uint16_t>(sign | 0x7E00u | ((abs >> 13) & 0x3FFu));  // quiet, keep payload
   }
   if (abs >= 0x477FF000u) return sign | 0x7C00u;  // rounds to >= 65520 → inf
-  if (abs >= 0x38800000u) {  // normal half (>= 2^-14)
+  if (abs >= 0x38800000u) {                       // normal half (>= 2^-14)
     uint32_t mant = abs & 0x7FFFFFu;
     uint32_t e = (abs >> 23) - 127 + 15;
     uint32_t h = (e << 10) | (mant >> 13);
@@ -138,9 +142,9 @@ uint16_t FloatToHalf(float f) {
   }
   if (abs < 0x33000000u) return sign;  // < 2^-25 (half of the smallest subnormal) → ±0
   // Subnormal half: value = m·2^-24, m in [0, 1023]; round abs·2^24 to nearest even.
-  const uint32_t e = abs >> 23;                       // biased float exponent (102..112)
+  const uint32_t e = abs >> 23;                         // biased float exponent (102..112)
   const uint32_t mant = (abs & 0x7FFFFFu) | 0x800000u;  // 24-bit significand
-  const uint32_t shift = 126 - e;                     // value = mant·2^(e−150) → ·2^24 = mant >> (126−e)
+  const uint32_t shift = 126 - e;  // value = mant·2^(e−150) → ·2^24 = mant >> (126−e)
   uint32_t h = mant >> shift;
   const uint32_t rem = mant & ((1u << shift) - 1u);
   const uint32_t half = 1u << (shift - 1);

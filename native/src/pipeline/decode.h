@@ -12,7 +12,7 @@ namespace pipe {
 
 inline constexpr double kMinVaeWindow = 0.04;  // s (paths.py WINDOWED_VAE_*)
 inline constexpr double kMaxVaeWindow = 0.36;
-inline constexpr int kMaxCrossfade = 1200;     // samples (25 ms)
+inline constexpr int kMaxCrossfade = 1200;  // samples (25 ms)
 
 // The VAE seam: decodes latent frame `absolute_frame` (its 64 values at z64) into
 // kHop interleaved stereo samples, out[kHop][2]. A windowed decode is kWindowFrames calls.
@@ -23,14 +23,14 @@ class FrameDecoder {
 };
 
 struct WindowPlan {
-  bool full = false;        // decode the whole latent (vae_window <= 0, or T <= K)
-  int num_frames = 0;       // frames to decode: kWindowFrames, fewer only if non-cyclic T < 25,
-                            // or T when full
+  bool full = false;   // decode the whole latent (vae_window <= 0, or T <= K)
+  int num_frames = 0;  // frames to decode: kWindowFrames, fewer only if non-cyclic T < 25,
+                       // or T when full
   int frames[kWindowFrames] = {};  // absolute latent frame of each decoded frame (unused if full)
-  int pre = 0;              // decoded frames before the kept slice
-  int kept = 0;             // kept frames (ke − ks); T when full
-  int ks = 0, ke = 0;       // kept latent frame range [ks, ke)
-  long start_sample = 0;    // ks·kHop: where the kept slice goes in the playback buffer
+  int pre = 0;                     // decoded frames before the kept slice
+  int kept = 0;                    // kept frames (ke − ks); T when full
+  int ks = 0, ke = 0;              // kept latent frame range [ks, ke)
+  long start_sample = 0;           // ks·kHop: where the kept slice goes in the playback buffer
   long num_samples() const { return static_cast<long>(kept) * kHop; }  // per channel
 };
 

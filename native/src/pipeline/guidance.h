@@ -7,7 +7,7 @@
 namespace dm {
 namespace pipe {
 
-inline constexpr float kApgNormThreshold = 2.5f;   // norm clip of the APG running average
+inline constexpr float kApgNormThreshold = 2.5f;  // norm clip of the APG running average
 inline constexpr float kDefaultApgMomentum = -0.75f;
 
 // out = Σ_i w_i⊙v_i / max(Σ_i w_i, 1e-8) over n velocities [T,64]; an unset weight reads 1.

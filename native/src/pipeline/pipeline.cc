@@ -20,9 +20,9 @@ namespace pipeline_detail {
 constexpr int D = kLatentDim;
 
 // Counter-RNG streams of one request (keyed by its seed).
-constexpr uint64_t kStreamInit = 0;      // initial noise
-constexpr uint64_t kStreamMask = 1;      // latent-mask fixed noise
-constexpr uint64_t kStreamStepBase = 16; // + step: ODE ε / SDE re-noise of that step
+constexpr uint64_t kStreamInit = 0;       // initial noise
+constexpr uint64_t kStreamMask = 1;       // latent-mask fixed noise
+constexpr uint64_t kStreamStepBase = 16;  // + step: ODE ε / SDE re-noise of that step
 
 inline long Idx(int frame, int c) { return static_cast<long>(frame) * D + c; }
 
@@ -75,11 +75,11 @@ struct Pipeline::StoredRequest {
   bool has_cfg = false;
   StepStrengthFn step_fn = nullptr;
 
-  float* ctx = nullptr;        // [T,128]
-  float* src = nullptr;        // [T,64]
-  float* x0t = nullptr;        // [T,64]
-  float* mask_orig = nullptr;  // [T,64]
-  float* mask_noise = nullptr; // [T,64]
+  float* ctx = nullptr;         // [T,128]
+  float* src = nullptr;         // [T,64]
+  float* x0t = nullptr;         // [T,64]
+  float* mask_orig = nullptr;   // [T,64]
+  float* mask_noise = nullptr;  // [T,64]
 
   StoredCurve x0_strength, x0_curve, init_noise, mask, guidance, momentum, rescale, vscale, onc,
       sdc;
@@ -136,7 +136,8 @@ Pipeline::Pipeline(Allocator& alloc, const VelocityModel& model, Parallel& par,
                    const PipelineConfig& cfg)
     : alloc_(alloc), model_(model), par_(par), cfg_(cfg) {
   if (cfg.max_depth < 1 || cfg.max_depth > kMaxDepth)
-    Fail(Status::kInvalidArgument, "pipeline: max_depth %d not in [1,%d]", cfg.max_depth, kMaxDepth);
+    Fail(Status::kInvalidArgument, "pipeline: max_depth %d not in [1,%d]", cfg.max_depth,
+         kMaxDepth);
   if (cfg.depth < 1 || cfg.depth > cfg.max_depth)
     Fail(Status::kInvalidArgument, "pipeline: depth %d not in [1,%d]", cfg.depth, cfg.max_depth);
   if (cfg.max_frames < 1) Fail(Status::kInvalidArgument, "pipeline: max_frames %d", cfg.max_frames);
@@ -283,7 +284,8 @@ void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   const size_t T = static_cast<size_t>(req.frames);
   const size_t TD = T * kLatentDim;
   r.frames = req.frames;
-  r.seed = req.seed >= 0 ? static_cast<uint64_t>(req.seed) : SplitMix64(r.id ^ 0xD1B54A32D192ED03ull);
+  r.seed =
+      req.seed >= 0 ? static_cast<uint64_t>(req.seed) : SplitMix64(r.id ^ 0xD1B54A32D192ED03ull);
   r.denoise = req.denoise;
   r.rcfg = req.rcfg_mode;
   r.x0_gate = req.x0_target_gate;
@@ -322,12 +324,14 @@ void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   for (int i = 0; i < req.num_extra_conditions; ++i) cond(req.extra_conditions[i], r.pos[1 + i]);
   r.n_neg = req.num_neg_conditions;
   for (int i = 0; i < req.num_neg_conditions; ++i) cond(req.neg_conditions[i], r.neg[i]);
-  r.has_cfg = req.guidance.set() && (req.rcfg_mode == RcfgMode::kSelf || req.num_neg_conditions > 0);
+  r.has_cfg =
+      req.guidance.set() && (req.rcfg_mode == RcfgMode::kSelf || req.num_neg_conditions > 0);
 }
 
 void Pipeline::DropQueued(int qi) {
   pool_[static_cast<size_t>(queue_[static_cast<size_t>(qi)])].in_use = false;
-  for (int k = qi; k + 1 < queue_len_; ++k) queue_[static_cast<size_t>(k)] = queue_[static_cast<size_t>(k + 1)];
+  for (int k = qi; k + 1 < queue_len_; ++k)
+    queue_[static_cast<size_t>(k)] = queue_[static_cast<size_t>(k + 1)];
   --queue_len_;
   ++dropped_;
 }
@@ -515,7 +519,10 @@ TickResult Pipeline::Tick() {
   TickResult res;
   // Check the channel gain against the T that will run, before changing anything.
   if (gain_frames_ > 1) {
-    const int target = queue_len_ > 0 ? pool_[static_cast<size_t>(queue_[static_cast<size_t>(queue_len_ - 1)])].frames : -1;
+    const int target =
+        queue_len_ > 0
+            ? pool_[static_cast<size_t>(queue_[static_cast<size_t>(queue_len_ - 1)])].frames
+            : -1;
     auto check = [&](int T) {
       if (gain_frames_ != T)
         Fail(Status::kInvalidArgument, "pipeline: channel gain has %d frames, latent T=%d",
@@ -532,9 +539,11 @@ TickResult Pipeline::Tick() {
 
   // 1. T-coherence: the newest queued request decides T.
   if (queue_len_ > 0) {
-    const int target = pool_[static_cast<size_t>(queue_[static_cast<size_t>(queue_len_ - 1)])].frames;
+    const int target =
+        pool_[static_cast<size_t>(queue_[static_cast<size_t>(queue_len_ - 1)])].frames;
     for (int qi = queue_len_ - 1; qi >= 0; --qi) {
-      if (pool_[static_cast<size_t>(queue_[static_cast<size_t>(qi)])].frames != target) DropQueued(qi);
+      if (pool_[static_cast<size_t>(queue_[static_cast<size_t>(qi)])].frames != target)
+        DropQueued(qi);
     }
     for (int i = 0; i < depth_; ++i) {
       Slot& s = slots_[static_cast<size_t>(i)];
@@ -561,7 +570,8 @@ TickResult Pipeline::Tick() {
     Slot& s = slots_[static_cast<size_t>(i)];
     if (s.req >= 0) continue;
     const int pi = queue_[0];
-    for (int k = 0; k + 1 < queue_len_; ++k) queue_[static_cast<size_t>(k)] = queue_[static_cast<size_t>(k + 1)];
+    for (int k = 0; k + 1 < queue_len_; ++k)
+      queue_[static_cast<size_t>(k)] = queue_[static_cast<size_t>(k + 1)];
     --queue_len_;
     InitSlot(s, pi);
   }
@@ -667,7 +677,8 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
       float* ctx = b_ctx_ + static_cast<size_t>(rows) * te * kContextDim;
       std::memcpy(ctx, r.ctx, static_cast<size_t>(T) * kContextDim * sizeof(float));
       if (te > T) {
-        std::memset(h + static_cast<size_t>(T) * D, 0, static_cast<size_t>(te - T) * D * sizeof(float));
+        std::memset(h + static_cast<size_t>(T) * D, 0,
+                    static_cast<size_t>(te - T) * D * sizeof(float));
         std::memset(ctx + static_cast<size_t>(T) * kContextDim, 0,
                     static_cast<size_t>(te - T) * kContextDim * sizeof(float));
       }
@@ -773,7 +784,8 @@ void Pipeline::FinishSlot(int a) {
   const bool sde_curve = sdc.set() && r.has_src;
   const bool use_sde = sde_curve || cfg_.sde;
   const bool x0_active = strength.any_nonzero();
-  const bool scalar_x0 = r.has_x0t && x0_active && !r.x0_curve.c.set() && step >= total / 2 && t > 0.f;
+  const bool scalar_x0 =
+      r.has_x0t && x0_active && !r.x0_curve.c.set() && step >= total / 2 && t > 0.f;
   const bool curve_x0 = r.has_x0t && r.x0_curve.c.set();
   const bool complex = r.has_mask || r.n_pos > 1 || r.pos[0].weight.c.set() || r.pos[0].has_range ||
                        curve_x0 || r.has_cfg;

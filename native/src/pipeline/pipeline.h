@@ -27,10 +27,10 @@ namespace pipe {
 
 // One conditioning sequence (enc [len, 2048]; no attention mask: the decoder has none, §2.2).
 struct SlotCondition {
-  const float* enc = nullptr;  // [len, kEncoderDim], caller memory (copied by Submit)
-  int len = 0;                 // L, 1..max_cond_len
-  Curve temporal_weight;       // per-frame blend weight; unset = 1
-  bool has_step_range = false; // active while start <= step/total < end
+  const float* enc = nullptr;   // [len, kEncoderDim], caller memory (copied by Submit)
+  int len = 0;                  // L, 1..max_cond_len
+  Curve temporal_weight;        // per-frame blend weight; unset = 1
+  bool has_step_range = false;  // active while start <= step/total < end
   float step_start = 0.f;
   float step_end = 1.f;
 };
@@ -41,42 +41,42 @@ enum class RcfgMode { kNone, kFull, kInitialize, kSelf };
 using StepStrengthFn = float (*)(int step, int total);
 
 struct LatentMask {
-  Curve mask;                            // [T] or scalar; set() == "latent_mask present"
-  const float* original = nullptr;       // [T,64], required when mask is set
+  Curve mask;                       // [T] or scalar; set() == "latent_mask present"
+  const float* original = nullptr;  // [T,64], required when mask is set
   StepStrengthFn step_strength = nullptr;
-  const float* noise = nullptr;          // [T,64] fixed mask noise; null = seeded randn
+  const float* noise = nullptr;  // [T,64] fixed mask noise; null = seeded randn
 };
 
 // §4.1. Every pointer is caller memory that must stay valid only for the Submit() call.
 // Per-frame knobs are Curves (scalar or [T]).
 struct SlotRequest {
-  int frames = 0;                           // T
-  const float* context_latents = nullptr;   // [T, 128], required
-  SlotCondition primary;                    // required; its weight/range = primary_temporal_*
+  int frames = 0;                          // T
+  const float* context_latents = nullptr;  // [T, 128], required
+  SlotCondition primary;                   // required; its weight/range = primary_temporal_*
   const SlotCondition* extra_conditions = nullptr;
   int num_extra_conditions = 0;
   const SlotCondition* neg_conditions = nullptr;
   int num_neg_conditions = 0;
 
-  int64_t seed = -1;         // < 0: none (a seed is derived from the request id)
+  int64_t seed = -1;  // < 0: none (a seed is derived from the request id)
   float denoise = 1.f;
-  const float* source_latents = nullptr;    // [T,64] or null
+  const float* source_latents = nullptr;  // [T,64] or null
 
-  const float* x0_target = nullptr;         // [T,64] or null
-  Curve x0_target_strength;                 // default 0
-  Curve x0_target_curve;                    // gated curve path when set
+  const float* x0_target = nullptr;  // [T,64] or null
+  Curve x0_target_strength;          // default 0
+  Curve x0_target_curve;             // gated curve path when set
   float x0_target_gate = 0.f;
   Curve initial_noise_curve;
   LatentMask latent_mask;
 
-  Curve guidance;                           // CFG scale g; required for any CFG
-  Curve apg_momentum;                       // default −0.75
+  Curve guidance;      // CFG scale g; required for any CFG
+  Curve apg_momentum;  // default −0.75
   RcfgMode rcfg_mode = RcfgMode::kNone;
   Curve cfg_rescale;
 
-  Curve velocity_scale;                     // default 1
-  Curve ode_noise;                          // default 0
-  Curve sde_denoise;                        // default none
+  Curve velocity_scale;  // default 1
+  Curve ode_noise;       // default 0
+  Curve sde_denoise;     // default none
 };
 
 // Knobs that set_shared_curve may override for every in-flight slot (§4.8).
@@ -92,15 +92,15 @@ enum class SharedCurve {
 };
 
 struct PipelineConfig {
-  int max_depth = 8;        // 1..kMaxDepth; sizes every per-slot buffer
-  int depth = 4;            // initial depth, 1..max_depth
-  int max_frames = 1500;    // max T
-  int max_cond_len = 512;   // max L of any condition
-  int max_pos_conds = 2;    // primary + extras, 1..kMaxCondsPerSlot
-  int max_neg_conds = 1;    // 0..kMaxCondsPerSlot
-  int steps = 8;            // fixed for the pipeline's life (§4.8: steps change = rebuild)
+  int max_depth = 8;       // 1..kMaxDepth; sizes every per-slot buffer
+  int depth = 4;           // initial depth, 1..max_depth
+  int max_frames = 1500;   // max T
+  int max_cond_len = 512;  // max L of any condition
+  int max_pos_conds = 2;   // primary + extras, 1..kMaxCondsPerSlot
+  int max_neg_conds = 1;   // 0..kMaxCondsPerSlot
+  int steps = 8;           // fixed for the pipeline's life (§4.8: steps change = rebuild)
   float shift = 3.0f;
-  bool sde = false;         // config.infer_method == "sde"
+  bool sde = false;  // config.infer_method == "sde"
   // Optional: the model's scratch, owned by the caller (a decoder execution context's
   // activation memory). Null: the pipeline allocates it from its allocator.
   void* model_scratch = nullptr;
@@ -120,7 +120,7 @@ struct TickResult {
   int neg_rows = 0;               // batch of the negative call
   int pos_cond_len = 0;           // L the positive call was padded to
   int neg_cond_len = 0;
-  double model_ms = 0;            // time inside the decoder's Forward (engine execution)
+  double model_ms = 0;  // time inside the decoder's Forward (engine execution)
 };
 
 class Pipeline {
@@ -222,7 +222,7 @@ class Pipeline {
   std::vector<Slot> slots_;          // max_depth entries, sized once
   std::vector<int> queue_;           // capacity max_depth + 1, indices into pool_
   int queue_len_ = 0;
-  std::vector<int> active_;          // slot indices active this tick (capacity max_depth)
+  std::vector<int> active_;  // slot indices active this tick (capacity max_depth)
   int num_active_ = 0;
 
   int depth_ = 1;
@@ -245,14 +245,14 @@ class Pipeline {
   float* dcw_high_ = nullptr;
 
   // Decoder batch (shared by the positive and negative calls; outputs separate).
-  float* b_hidden_ = nullptr;    // [rows, T_eff, 64]
-  float* b_timestep_ = nullptr;  // [rows]
-  float* b_enc_ = nullptr;       // [rows, max_L, 2048]
-  float* b_ctx_ = nullptr;       // [rows, T_eff, 128]
-  float* b_vpos_ = nullptr;      // [depth·max_pos, T_eff, 64]
-  float* b_vneg_ = nullptr;      // [depth·max_neg, T_eff, 64]
-  int cur_frames_ = 0;           // T of this tick's batch
-  float* emit_ = nullptr;        // the emitted latent [T,64]
+  float* b_hidden_ = nullptr;           // [rows, T_eff, 64]
+  float* b_timestep_ = nullptr;         // [rows]
+  float* b_enc_ = nullptr;              // [rows, max_L, 2048]
+  float* b_ctx_ = nullptr;              // [rows, T_eff, 128]
+  float* b_vpos_ = nullptr;             // [depth·max_pos, T_eff, 64]
+  float* b_vneg_ = nullptr;             // [depth·max_neg, T_eff, 64]
+  int cur_frames_ = 0;                  // T of this tick's batch
+  float* emit_ = nullptr;               // the emitted latent [T,64]
   std::function<void(int)> finish_fn_;  // [this] only: stored inline, never allocates
 };
 

@@ -14,8 +14,7 @@ void Validate(int steps, float shift, float denoise) {
   if (steps < 1) Fail(Status::kInvalidArgument, "schedule: steps %d < 1", steps);
   if (!(shift > 0.f) || !std::isfinite(shift))
     Fail(Status::kInvalidArgument, "schedule: shift %g must be > 0", static_cast<double>(shift));
-  if (!std::isfinite(denoise))
-    Fail(Status::kInvalidArgument, "schedule: denoise is not finite");
+  if (!std::isfinite(denoise)) Fail(Status::kInvalidArgument, "schedule: denoise is not finite");
 }
 
 // t0 = 1 for denoise >= 1, else S / floor(S / d) (Python float math, i.e. double).

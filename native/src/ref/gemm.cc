@@ -29,44 +29,46 @@ using simd::Splat8;
 using simd::Store8;
 using simd::V8;
 
-constexpr int kMr = 6;     // rows per micro-tile
-constexpr int kKc = 256;   // k-block: a 6x256 A strip and a 256x16 B panel stay in L1/L2
-constexpr int kNc = 256;   // n-block
+constexpr int kMr = 6;    // rows per micro-tile
+constexpr int kKc = 256;  // k-block: a 6x256 A strip and a 256x16 B panel stay in L1/L2
+constexpr int kNc = 256;  // n-block
 
 // MR rows x NV*8 columns, k in [0,K): C tile (+)= A·B (+bias on the first k-block).
 template <int MR, int NV>
-inline __attribute__((always_inline)) void MicroTile(int K, const float* A, long lda, const float* B, long ldb, float* C,
-                             long ldc, const float* bias, bool load_c) {
+inline __attribute__((always_inline)) void MicroTile(int K, const float* A, long lda,
+                                                     const float* B, long ldb, float* C, long ldc,
+                                                     const float* bias, bool load_c) {
   V8 acc[MR][NV];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = load_c ? Load8(C + r * ldc + 8 * v) : Splat8(0.0f);
   for (int k = 0; k < K; ++k) {
     V8 b[NV];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) b[v] = Load8(B + k * ldb + 8 * v);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const V8 a = Splat8(A[r * lda + k]);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
   if (bias != nullptr)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] += Load8(bias + 8 * v);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) Store8(C + r * ldc + 8 * v, acc[r][v]);
 }
 
 // Scalar columns (fewer than 8 left).
-inline __attribute__((always_inline)) void ScalarTile(int mr, int nr, int K, const float* A, long lda, const float* B,
-                              long ldb, float* C, long ldc, const float* bias, bool load_c) {
+inline __attribute__((always_inline)) void ScalarTile(int mr, int nr, int K, const float* A,
+                                                      long lda, const float* B, long ldb, float* C,
+                                                      long ldc, const float* bias, bool load_c) {
   for (int r = 0; r < mr; ++r) {
     for (int c = 0; c < nr; ++c) {
       float s = load_c ? C[r * ldc + c] : 0.0f;
@@ -78,8 +80,9 @@ inline __attribute__((always_inline)) void ScalarTile(int mr, int nr, int K, con
 }
 
 template <int NV>
-inline __attribute__((always_inline)) void RowTile(int mr, int K, const float* A, long lda, const float* B, long ldb,
-                           float* C, long ldc, const float* bias, bool load_c) {
+inline __attribute__((always_inline)) void RowTile(int mr, int K, const float* A, long lda,
+                                                   const float* B, long ldb, float* C, long ldc,
+                                                   const float* bias, bool load_c) {
   switch (mr) {
     case 6: MicroTile<6, NV>(K, A, lda, B, ldb, C, ldc, bias, load_c); break;
     case 5: MicroTile<5, NV>(K, A, lda, B, ldb, C, ldc, bias, load_c); break;
@@ -90,8 +93,9 @@ inline __attribute__((always_inline)) void RowTile(int mr, int K, const float* A
   }
 }
 
-inline __attribute__((always_inline)) void GemmBody(int M, int N, int K, const float* A, long lda, const float* B,
-                            long ldb, float* C, long ldc, const float* bias, bool accumulate) {
+inline __attribute__((always_inline)) void GemmBody(int M, int N, int K, const float* A, long lda,
+                                                    const float* B, long ldb, float* C, long ldc,
+                                                    const float* bias, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int i = 0; i < M; ++i)
@@ -133,8 +137,8 @@ __attribute__((target("avx2,fma"))) void GemmAvx2(int M, int N, int K, const flo
   GemmBody(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
 }
 
-void GemmGeneric(int M, int N, int K, const float* A, long lda, const float* B, long ldb,
-                 float* C, long ldc, const float* bias, bool accumulate) {
+void GemmGeneric(int M, int N, int K, const float* A, long lda, const float* B, long ldb, float* C,
+                 long ldc, const float* bias, bool accumulate) {
   GemmBody(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
 }
 
@@ -168,8 +172,7 @@ void Gemm(int M, int N, int K, const float* A, long lda, const float* B, long ld
 }
 
 void ParallelGemm(Parallel& par, int M, int N, int K, const float* A, long lda, const float* B,
-                  long ldb, float* C, long ldc, const float* bias, bool accumulate,
-                  int row_block) {
+                  long ldb, float* C, long ldc, const float* bias, bool accumulate, int row_block) {
   if (M <= 0) return;
   if (row_block < 1) row_block = 48;
   const gemm_detail::GemmJob job{M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, row_block};

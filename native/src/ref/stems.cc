@@ -35,7 +35,8 @@ inline void ExactSplit(float x, float want, float* v, float* i) {
   }
   // v on the grid of ulp(x), same sign as x and no larger: then x - v is exact.
   const double ulp = std::ldexp(1.0, std::max(std::ilogb(x), -126) - 23);
-  const double lo = std::min(0.0, static_cast<double>(x)), hi = std::max(0.0, static_cast<double>(x));
+  const double lo = std::min(0.0, static_cast<double>(x)),
+               hi = std::max(0.0, static_cast<double>(x));
   const double vq = std::trunc(std::min(hi, std::max(lo, static_cast<double>(want))) / ulp) * ulp;
   const volatile float voc = static_cast<float>(vq);
   const volatile float inst = x - voc;
@@ -54,7 +55,8 @@ void SeparateStems(const float* audio, long samples, float* vocals, float* instr
   if (samples < 0 || (samples > 0 && (!audio || !vocals || !instruments)))
     Fail(Status::kInvalidArgument, "separate stems: bad arguments (S=%ld)", samples);
   const double a_hp = 1.0 / (1.0 + stems_detail::kTwoPi * stems_detail::kHighPassHz / kSampleRate);
-  const double b_lp = 1.0 - std::exp(-stems_detail::kTwoPi * stems_detail::kLowPassHz / kSampleRate);
+  const double b_lp =
+      1.0 - std::exp(-stems_detail::kTwoPi * stems_detail::kLowPassHz / kSampleRate);
   double hp = 0.0, prev = 0.0, lp = 0.0;
   const float* left = audio;
   const float* right = audio + samples;

@@ -13,8 +13,8 @@ namespace ref {
 
 namespace text_detail {
 constexpr float kEmbedScale = 0.02f;
-constexpr uint64_t kLyricSalt = 0x6c797269632d2d2dull;   // "lyric---"
-constexpr uint64_t kCaptionSalt = 0x63617074696f6e2dull; // "caption-"
+constexpr uint64_t kLyricSalt = 0x6c797269632d2d2dull;    // "lyric---"
+constexpr uint64_t kCaptionSalt = 0x63617074696f6e2dull;  // "caption-"
 constexpr uint64_t kTimbreStream = 0x74696d6272652d2dull;
 
 inline bool IsSpace(char c) {
@@ -43,14 +43,15 @@ void ForEachWord(const std::string& s, const F& f) {
 }
 
 inline void EmbedRow(uint64_t seed, uint64_t stream, float* out) {
-  for (int d = 0; d < kEncoderDim; ++d) out[d] = CounterNormal(seed, stream, static_cast<uint64_t>(d)) * kEmbedScale;
+  for (int d = 0; d < kEncoderDim; ++d)
+    out[d] = CounterNormal(seed, stream, static_cast<uint64_t>(d)) * kEmbedScale;
 }
 }  // namespace text_detail
 
 std::string TextEncoder::PromptText(const TextPrompt& p) {
-  return "# Instruction\n" + p.instruction + "\n\n# Caption\n" + p.tags + "\n\n# Metas\n- bpm: " + p.bpm +
-         "\n- timesignature: " + p.timesignature + "\n- keyscale: " + p.keyscale +
-         "\n- duration: " + p.duration + "\n<|endoftext|>\n";
+  return "# Instruction\n" + p.instruction + "\n\n# Caption\n" + p.tags +
+         "\n\n# Metas\n- bpm: " + p.bpm + "\n- timesignature: " + p.timesignature +
+         "\n- keyscale: " + p.keyscale + "\n- duration: " + p.duration + "\n<|endoftext|>\n";
 }
 
 std::string TextEncoder::LyricsText(const TextPrompt& p) {
@@ -74,21 +75,21 @@ int TextEncoder::ValidTokens(const TextPrompt& p) const {
   return static_cast<int>(std::min<long>(n, kMaxCondLen));
 }
 
-int TextEncoder::Length(const TextPrompt& p) const {
-  return std::max(ValidTokens(p), kMinCondLen);
-}
+int TextEncoder::Length(const TextPrompt& p) const { return std::max(ValidTokens(p), kMinCondLen); }
 
 int TextEncoder::Tokenize(const TextPrompt& p, int32_t* ids) const {
   if (ids == nullptr) Fail(Status::kInvalidArgument, "text encoder: null token buffer");
   const int L = Length(p);
   int row = 0;
   auto put = [&](uint64_t h) {
-    if (row < kMaxCondLen) ids[row] = 1 + static_cast<int32_t>(h % static_cast<uint64_t>(kVocab - 1));
+    if (row < kMaxCondLen)
+      ids[row] = 1 + static_cast<int32_t>(h % static_cast<uint64_t>(kVocab - 1));
     ++row;
   };
   text_detail::ForEachWord(LyricsText(p), [&](uint64_t id) { put(id ^ text_detail::kLyricSalt); });
   put(text_detail::kTimbreStream);
-  text_detail::ForEachWord(PromptText(p), [&](uint64_t id) { put(id ^ text_detail::kCaptionSalt); });
+  text_detail::ForEachWord(PromptText(p),
+                           [&](uint64_t id) { put(id ^ text_detail::kCaptionSalt); });
   for (int i = std::min(row, kMaxCondLen); i < L; ++i) ids[i] = 0;
   return L;
 }

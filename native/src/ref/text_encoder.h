@@ -18,9 +18,9 @@ namespace ref {
 struct TextPrompt {
   static constexpr const char* kCoverInstruction =
       "Generate audio semantic tokens based on the given conditions:";
-  std::string tags;                             // caption; "" for the negative prompt
+  std::string tags;  // caption; "" for the negative prompt
   std::string instruction = kCoverInstruction;
-  std::string bpm = "N/A";                      // metas are rendered verbatim
+  std::string bpm = "N/A";  // metas are rendered verbatim
   std::string timesignature = "N/A";
   std::string keyscale = "N/A";
   std::string duration = "N/A";

@@ -13,7 +13,8 @@ inline thread_local bool tls_in_pool_job = false;
 }  // namespace pool_detail
 
 ThreadPool::ThreadPool(int threads) {
-  if (threads < 1) Fail(Status::kInvalidArgument, "ThreadPool: threads must be >= 1 (got %d)", threads);
+  if (threads < 1)
+    Fail(Status::kInvalidArgument, "ThreadPool: threads must be >= 1 (got %d)", threads);
   threads_.reserve(static_cast<size_t>(threads - 1));
   try {
     for (int i = 1; i < threads; ++i) threads_.emplace_back([this] { WorkerLoop(); });

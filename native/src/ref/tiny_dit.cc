@@ -16,18 +16,18 @@ namespace ref {
 
 namespace dit_detail {
 
-constexpr int kInChannels = 192;    // context (128) ‖ hidden states (64)
+constexpr int kInChannels = 192;  // context (128) ‖ hidden states (64)
 constexpr int kCtxChannels = 128;
 constexpr int kLatent = 64;
 constexpr int kEncDim = 2048;
-constexpr int kFreqDim = 256;       // sinusoidal timestep features
+constexpr int kFreqDim = 256;  // sinusoidal timestep features
 constexpr float kNormEps = 1e-6f;
 constexpr double kRopeTheta = 1e6;
 constexpr char kMagic[8] = {'D', 'M', 'T', 'D', 'I', 'T', '0', '1'};
 constexpr uint32_t kVersion = 1;
-constexpr int kQueryBlock = 32;     // query rows per attention task
-constexpr int kKeyBlock = 64;       // keys per online-softmax step
-constexpr int kRowChunk = 64;       // rows per task in element-wise passes
+constexpr int kQueryBlock = 32;  // query rows per attention task
+constexpr int kKeyBlock = 64;    // keys per online-softmax step
+constexpr int kRowChunk = 64;    // rows per task in element-wise passes
 
 inline uint64_t Fnv1a64(const uint8_t* p, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
   for (size_t i = 0; i < n; ++i) {
@@ -75,16 +75,16 @@ using simd::V8;
 using simd::V8i;
 
 struct AttendArgs {
-  int r0, r1;          // query rows [r0, r1) (token indices)
-  const float* q;      // row r at q + r*ldq (pre-scaled by log2(e)/sqrt(hd))
+  int r0, r1;      // query rows [r0, r1) (token indices)
+  const float* q;  // row r at q + r*ldq (pre-scaled by log2(e)/sqrt(hd))
   long ldq;
-  const float* kt;     // keys transposed: kt[d*ldk + j], zero beyond nk up to ldk
+  const float* kt;  // keys transposed: kt[d*ldk + j], zero beyond nk up to ldk
   long ldk;
-  const float* v;      // row j at v + j*ldv
+  const float* v;  // row j at v + j*ldv
   long ldv;
-  int nk;              // number of keys
-  int window;          // < 0: full attention; else |i-j| <= window
-  float* o;            // row r at o + r*ldo
+  int nk;      // number of keys
+  int window;  // < 0: full attention; else |i-j| <= window
+  float* o;    // row r at o + r*ldo
   long ldo;
 };
 
@@ -118,31 +118,31 @@ inline __attribute__((always_inline)) void AttendBody(const AttendArgs& a) {
       if (jb + kKeyBlock <= jlo || jb >= jhi) continue;
       const float* qi = a.q + static_cast<long>(i) * a.ldq;
       V8 s[NG];
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int g = 0; g < NG; ++g) s[g] = Splat8(0.0f);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int d = 0; d < HD; ++d) {
         const V8 qd = Splat8(qi[d]);
         const float* krow = a.kt + d * a.ldk + jb;
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int g = 0; g < NG; ++g) s[g] += qd * Load8(krow + 8 * g);
       }
       if (jb < jlo || jb + kKeyBlock > jhi) {
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int g = 0; g < NG; ++g) {
           const V8i idx = lane + (jb + 8 * g);
           s[g] = (idx >= jlo) & (idx < jhi) ? s[g] : ninf;
         }
       }
       V8 mv = s[0];
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int g = 1; g < NG; ++g) mv = mv > s[g] ? mv : s[g];
       const float m = ms[r];
       const float mn = std::max(m, HMax8(mv));
       const float alpha = m == kNegInf ? 0.0f : std::exp2(m - mn);
       const V8 mnv = Splat8(mn);
       V8 ps = Splat8(0.0f);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int g = 0; g < NG; ++g) {
         const V8 pg = Exp2NonPos8(s[g] - mnv);
         ps += pg;
@@ -154,7 +154,7 @@ inline __attribute__((always_inline)) void AttendBody(const AttendArgs& a) {
       const int j0 = std::max(jb, jlo), j1 = std::min(jb + kKeyBlock, jhi);
       V8 acc0[NV], acc1[NV];
       const V8 av = Splat8(alpha);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) {
         acc0[v] = Load8(accs[r] + 8 * v) * av;
         acc1[v] = Splat8(0.0f);
@@ -164,7 +164,7 @@ inline __attribute__((always_inline)) void AttendBody(const AttendArgs& a) {
         const V8 p0 = Splat8(pbuf[j - jb]), p1 = Splat8(pbuf[j + 1 - jb]);
         const float* v0 = a.v + static_cast<long>(j) * a.ldv;
         const float* v1 = v0 + a.ldv;
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) {
           acc0[v] += p0 * Load8(v0 + 8 * v);
           acc1[v] += p1 * Load8(v1 + 8 * v);
@@ -173,17 +173,17 @@ inline __attribute__((always_inline)) void AttendBody(const AttendArgs& a) {
       if (j < j1) {
         const V8 p0 = Splat8(pbuf[j - jb]);
         const float* v0 = a.v + static_cast<long>(j) * a.ldv;
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) acc0[v] += p0 * Load8(v0 + 8 * v);
       }
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) Store8(accs[r] + 8 * v, acc0[v] + acc1[v]);
     }
   }
   for (int r = 0; r < nrows; ++r) {
     const V8 inv = Splat8(ls[r] > 0.0f ? 1.0f / ls[r] : 0.0f);
     float* oi = a.o + static_cast<long>(a.r0 + r) * a.ldo;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) Store8(oi + 8 * v, Load8(accs[r] + 8 * v) * inv);
   }
 }
@@ -352,8 +352,9 @@ class Reader {
   }
   void Need(size_t n, const char* what) const {
     if (n > n_ - pos_)
-      Fail(Status::kCorrupt, "tiny-dit weights: truncated at %s (need %zu bytes at offset %zu, %zu left)",
-           what, n, pos_, n_ - pos_);
+      Fail(Status::kCorrupt,
+           "tiny-dit weights: truncated at %s (need %zu bytes at offset %zu, %zu left)", what, n,
+           pos_, n_ - pos_);
   }
 
  private:
@@ -385,14 +386,16 @@ void TinyDiTConfig::Validate() const {
          "mlp=%d window=%d",
          why, hidden, layers, heads, head_dim, kv_heads, mlp, window);
   };
-  if (hidden < 8 || hidden > 4096 || hidden % 8 != 0) bad("hidden must be a multiple of 8 in [8,4096]");
+  if (hidden < 8 || hidden > 4096 || hidden % 8 != 0)
+    bad("hidden must be a multiple of 8 in [8,4096]");
   if (layers < 1 || layers > 64) bad("layers must be in [1,64]");
   if (head_dim < 8 || head_dim > 128 || head_dim % 8 != 0 || head_dim == 40 || head_dim == 56 ||
       head_dim == 72 || head_dim == 80 || head_dim == 88 || head_dim == 104 || head_dim == 112 ||
       head_dim == 120)
     bad("head_dim must be one of 8,16,24,32,48,64,96,128");
   if (heads < 1 || heads > 64) bad("heads must be in [1,64]");
-  if (kv_heads < 1 || kv_heads > heads || heads % kv_heads != 0) bad("heads must be a multiple of kv_heads");
+  if (kv_heads < 1 || kv_heads > heads || heads % kv_heads != 0)
+    bad("heads must be a multiple of kv_heads");
   if (mlp < 8 || mlp > 16384 || mlp % 8 != 0) bad("mlp must be a multiple of 8 in [8,16384]");
   if (window < 0 || window > (1 << 20)) bad("window must be in [0,2^20]");
 }
@@ -512,7 +515,8 @@ std::vector<uint8_t> TinyDiTWeights::Serialize() const {
   using dit_detail::PutU32;
   std::vector<uint8_t> out;
   size_t bytes = 64 + 8;
-  for (const auto& t : tensors) bytes += 12 + t.name.size() + 4 * t.shape.size() + 4 * t.data.size();
+  for (const auto& t : tensors)
+    bytes += 12 + t.name.size() + 4 * t.shape.size() + 4 * t.data.size();
   out.reserve(bytes);
   for (char ch : dit_detail::kMagic) out.push_back(static_cast<uint8_t>(ch));
   PutU32(out, dit_detail::kVersion);
@@ -550,11 +554,13 @@ TinyDiTWeights TinyDiTWeights::Deserialize(const uint8_t* data, size_t size) {
   uint32_t cf[7];
   for (auto& v : cf) v = r.U32("config");
   for (uint32_t v : cf)
-    if (v > (1u << 20)) Fail(Status::kCorrupt, "tiny-dit weights: invalid config (field %u out of range)", v);
+    if (v > (1u << 20))
+      Fail(Status::kCorrupt, "tiny-dit weights: invalid config (field %u out of range)", v);
   TinyDiTWeights w;
-  w.config = TinyDiTConfig{static_cast<int>(cf[0]), static_cast<int>(cf[1]), static_cast<int>(cf[2]),
-                           static_cast<int>(cf[3]), static_cast<int>(cf[4]), static_cast<int>(cf[5]),
-                           static_cast<int>(cf[6])};
+  w.config =
+      TinyDiTConfig{static_cast<int>(cf[0]), static_cast<int>(cf[1]), static_cast<int>(cf[2]),
+                    static_cast<int>(cf[3]), static_cast<int>(cf[4]), static_cast<int>(cf[5]),
+                    static_cast<int>(cf[6])};
   try {
     w.config.Validate();
   } catch (const Error& e) {
@@ -574,14 +580,15 @@ TinyDiTWeights TinyDiTWeights::Deserialize(const uint8_t* data, size_t size) {
       Fail(Status::kCorrupt, "tiny-dit weights: unexpected tensor '%s' (len %u), expected '%s'",
            got.c_str(), name_len, want_name.c_str());
     }
-    const std::string name(reinterpret_cast<const char*>(r.Bytes(name_len, "tensor name")), name_len);
+    const std::string name(reinterpret_cast<const char*>(r.Bytes(name_len, "tensor name")),
+                           name_len);
     if (name != want_name)
-      Fail(Status::kCorrupt, "tiny-dit weights: unexpected tensor '%s', expected '%s'", name.c_str(),
-           want_name.c_str());
+      Fail(Status::kCorrupt, "tiny-dit weights: unexpected tensor '%s', expected '%s'",
+           name.c_str(), want_name.c_str());
     const uint32_t ndim = r.U32("tensor rank");
     if (ndim != want_shape.size())
-      Fail(Status::kCorrupt, "tiny-dit weights: tensor '%s' has rank %u, expected %zu", name.c_str(),
-           ndim, want_shape.size());
+      Fail(Status::kCorrupt, "tiny-dit weights: tensor '%s' has rank %u, expected %zu",
+           name.c_str(), ndim, want_shape.size());
     std::vector<int> shape(ndim);
     for (uint32_t i = 0; i < ndim; ++i) {
       const uint32_t d = r.U32("tensor dims");
@@ -599,21 +606,24 @@ TinyDiTWeights TinyDiTWeights::Deserialize(const uint8_t* data, size_t size) {
     t.shape = std::move(shape);
     t.data.resize(n);
     for (size_t i = 0; i < n; ++i) {
-      const uint32_t u = static_cast<uint32_t>(src[4 * i]) | static_cast<uint32_t>(src[4 * i + 1]) << 8 |
-                         static_cast<uint32_t>(src[4 * i + 2]) << 16 |
-                         static_cast<uint32_t>(src[4 * i + 3]) << 24;
+      const uint32_t u =
+          static_cast<uint32_t>(src[4 * i]) | static_cast<uint32_t>(src[4 * i + 1]) << 8 |
+          static_cast<uint32_t>(src[4 * i + 2]) << 16 | static_cast<uint32_t>(src[4 * i + 3]) << 24;
       float f;
       std::memcpy(&f, &u, 4);
       if (!std::isfinite(f))
-        Fail(Status::kCorrupt, "tiny-dit weights: non-finite value in '%s' at index %zu", name.c_str(), i);
+        Fail(Status::kCorrupt, "tiny-dit weights: non-finite value in '%s' at index %zu",
+             name.c_str(), i);
       t.data[i] = f;
     }
     w.tensors.push_back(std::move(t));
   }
   const size_t body = r.pos();
   const uint64_t want = r.U64("checksum");
-  if (r.left() != 0) Fail(Status::kCorrupt, "tiny-dit weights: %zu trailing bytes after checksum", r.left());
-  if (dit_detail::Fnv1a64(data, body) != want) Fail(Status::kCorrupt, "tiny-dit weights: checksum mismatch");
+  if (r.left() != 0)
+    Fail(Status::kCorrupt, "tiny-dit weights: %zu trailing bytes after checksum", r.left());
+  if (dit_detail::Fnv1a64(data, body) != want)
+    Fail(Status::kCorrupt, "tiny-dit weights: checksum mismatch");
   return w;
 }
 
@@ -623,7 +633,8 @@ TinyDiT::TinyDiT(const TinyDiTWeights& w) : cfg_(w.config) {
   cfg_.Validate();
   const auto layout = TinyDiTWeights::Layout(cfg_);
   if (w.tensors.size() != layout.size())
-    Fail(Status::kInvalidArgument, "tiny-dit: %zu tensors, expected %zu", w.tensors.size(), layout.size());
+    Fail(Status::kInvalidArgument, "tiny-dit: %zu tensors, expected %zu", w.tensors.size(),
+         layout.size());
   for (size_t i = 0; i < layout.size(); ++i) {
     const auto& t = w.tensors[i];
     if (t.name != layout[i].first || t.shape != layout[i].second ||
@@ -658,7 +669,8 @@ TinyDiT::TinyDiT(const TinyDiTWeights& w) : cfg_(w.config) {
       const int o_n = t.shape[0];
       for (int o = 0; o < o_n; ++o)
         for (int i = 0; i < l.in; ++i)
-          packed_[l.w + static_cast<size_t>(i) * l.out + col + o] = t.data[static_cast<size_t>(o) * l.in + i];
+          packed_[l.w + static_cast<size_t>(i) * l.out + col + o] =
+              t.data[static_cast<size_t>(o) * l.in + i];
       col += o_n;
     }
     if (bias != nullptr) {
@@ -820,10 +832,12 @@ void TinyDiT::Forward(const DecoderInputs& in, float* velocity, void* scratch,
     for (int r = r0; r < r1; ++r) {
       float* dst = tin + static_cast<long>(r) * kInChannels;
       std::memcpy(dst, in.context_latents + static_cast<long>(r) * kCtxChannels, kCtxChannels * 4);
-      std::memcpy(dst + kCtxChannels, in.hidden_states + static_cast<long>(r) * kLatent, kLatent * 4);
+      std::memcpy(dst + kCtxChannels, in.hidden_states + static_cast<long>(r) * kLatent,
+                  kLatent * 4);
     }
   });
-  ParallelGemm(par, BN, H, proj_in_.in, tin, proj_in_.in, P(proj_in_.w), H, x, H, P(proj_in_.b), false);
+  ParallelGemm(par, BN, H, proj_in_.in, tin, proj_in_.in, P(proj_in_.w), H, x, H, P(proj_in_.b),
+               false);
   ParallelGemm(par, BL, H, kEncDim, in.encoder_hidden_states, kEncDim, P(cond_.w), H, enc, H,
                P(cond_.b), false, 6);
 
@@ -883,15 +897,18 @@ void TinyDiT::Forward(const DecoderInputs& in, float* velocity, void* scratch,
         for (int e = 0; e < H; ++e) y[e] = y[e] * (1.0f + md[H + e]) + md[e];
       }
     });
-    ParallelGemm(par, BN, ly.qkv.out, H, nrm, H, P(ly.qkv.w), ly.qkv.out, qkv, ldqkv, nullptr, false);
+    ParallelGemm(par, BN, ly.qkv.out, H, nrm, H, P(ly.qkv.w), ly.qkv.out, qkv, ldqkv, nullptr,
+                 false);
     ParRows(par, BN, kRowChunk, [&](int r0, int r1) {
       for (int r = r0; r < r1; ++r) {
         const int n = r % N;
         float* row = qkv + static_cast<long>(r) * ldqkv;
         const float* cs = rc + n * (hd / 2);
         const float* sn = rs + n * (hd / 2);
-        for (int h = 0; h < heads; ++h) HeadNormRope(row + h * hd, P(ly.q_norm), hd, cs, sn, qscale);
-        for (int g = 0; g < kvh; ++g) HeadNormRope(row + QD + g * hd, P(ly.k_norm), hd, cs, sn, 1.0f);
+        for (int h = 0; h < heads; ++h)
+          HeadNormRope(row + h * hd, P(ly.q_norm), hd, cs, sn, qscale);
+        for (int g = 0; g < kvh; ++g)
+          HeadNormRope(row + QD + g * hd, P(ly.k_norm), hd, cs, sn, 1.0f);
       }
     });
     transpose_k(KtJob{qkv + QD, ldqkv, N});
@@ -915,11 +932,13 @@ void TinyDiT::Forward(const DecoderInputs& in, float* velocity, void* scratch,
     ParRows(par, BN, kRowChunk, [&](int r0, int r1) {
       for (int r = r0; r < r1; ++r)
         for (int h = 0; h < heads; ++h)
-          HeadNormRope(cq + static_cast<long>(r) * QD + h * hd, P(ly.cq_norm), hd, nullptr, nullptr, qscale);
+          HeadNormRope(cq + static_cast<long>(r) * QD + h * hd, P(ly.cq_norm), hd, nullptr, nullptr,
+                       qscale);
     });
     for (int r = 0; r < BL; ++r)
       for (int g = 0; g < kvh; ++g)
-        HeadNormRope(ckv + static_cast<long>(r) * 2 * KD + g * hd, P(ly.ck_norm), hd, nullptr, nullptr, 1.0f);
+        HeadNormRope(ckv + static_cast<long>(r) * 2 * KD + g * hd, P(ly.ck_norm), hd, nullptr,
+                     nullptr, 1.0f);
     transpose_k(KtJob{ckv, 2L * KD, L});
     attend(cq, QD, ckv + KD, 2L * KD, N, L, -1);
     // x += cross_o(att) (plain residual, accumulate straight into x).

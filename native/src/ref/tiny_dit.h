@@ -5,14 +5,15 @@
 //
 // Per forward (B rows, T frames, N = T/2 tokens, L conditioning tokens):
 //   temb, proj = time_embed(t) + time_embed_r(0)    sinusoid(t·1000, 256: cos‖sin) → linear_1
-//                                                   → SiLU → linear_2 (= temb) → SiLU → time_proj (6H)
+//                                                   → SiLU → linear_2 (= temb) → SiLU → time_proj
+//                                                   (6H)
 //   x   = proj_in(cat(context_latents, hidden_states))      Conv1d(192→H, k=2, s=2)
 //   enc = condition_embedder(encoder_hidden_states)         Linear(2048→H, bias)
 //   per layer l (sliding window |i−j| ≤ window on even l, full attention on odd l):
 //     shift,scale,gate,c_shift,c_scale,c_gate = layers.l.scale_shift_table + proj
-//     x += gate   · self_attn(RMSNorm(x)·(1+scale)+shift)      q/k RMSNorm per head, RoPE θ=1e6, GQA
-//     x +=          cross_attn(RMSNorm(x), enc)                q/k RMSNorm per head, no RoPE
-//     x += c_gate · mlp(RMSNorm(x)·(1+c_scale)+c_shift)        SwiGLU: down(silu(gate)·up)
+//     x += gate   · self_attn(RMSNorm(x)·(1+scale)+shift)      q/k RMSNorm per head, RoPE θ=1e6,
+//     GQA x +=          cross_attn(RMSNorm(x), enc)                q/k RMSNorm per head, no RoPE x
+//     += c_gate · mlp(RMSNorm(x)·(1+c_scale)+c_shift)        SwiGLU: down(silu(gate)·up)
 //   shift,scale = scale_shift_table + temb;  y = RMSNorm(x)·(1+scale)+shift
 //   velocity = proj_out(y)                                     ConvTranspose1d(H→64, k=2, s=2)
 // Attention projections and the MLP have no bias; RMSNorms have a weight, eps 1e-6.

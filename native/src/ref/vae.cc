@@ -11,8 +11,8 @@ namespace ref {
 
 namespace vae_detail {
 // 5-limit multiples of the 25 Hz frame rate (2^a·3^b·5^c): pitch classes C D E G A B.
-constexpr int kBins[RefVae::kPartials] = {3,  4,  5,  6,  8,  9,   10,  12,  15,  16,  18,
-                                          20, 24, 27, 30, 32, 36,  40,  48,  54,  60,  64,
+constexpr int kBins[RefVae::kPartials] = {3,  4,  5,  6,   8,   9,   10,  12,  15,  16, 18,
+                                          20, 24, 27, 30,  32,  36,  40,  48,  54,  60, 64,
                                           72, 80, 96, 108, 120, 128, 144, 160, 192, 216};
 constexpr double kTargetRms = 0.2;  // per channel for N(0,1) latents
 constexpr float kLogVar = -20.0f;
@@ -37,7 +37,8 @@ RefVae::RefVae() : basis_(static_cast<size_t>(kLatentDim) * kHop), basis_t_(basi
   for (int p = 0; p < kPartials; ++p) {
     for (int n = 0; n < kHop; ++n) {
       // Exact phase: (m·n mod 1920) keeps the argument small.
-      const double ph = 2.0 * vae_detail::kPi * static_cast<double>((static_cast<long>(bins_[p]) * n) % kHop) / kHop;
+      const double ph = 2.0 * vae_detail::kPi *
+                        static_cast<double>((static_cast<long>(bins_[p]) * n) % kHop) / kHop;
       const float c = static_cast<float>(std::cos(ph)), s = static_cast<float>(std::sin(ph));
       basis_[static_cast<size_t>(2 * p) * kHop + n] = c;
       basis_[static_cast<size_t>(2 * p + 1) * kHop + n] = s;
@@ -70,7 +71,8 @@ void RefVae::EncodeFrame(const float* audio, long channel_stride, float* z) cons
 }
 
 void RefVae::Decode(const float* latents, int frames, float* audio) const {
-  if (frames < 1 || !latents || !audio) Fail(Status::kInvalidArgument, "ref vae decode: bad arguments (T=%d)", frames);
+  if (frames < 1 || !latents || !audio)
+    Fail(Status::kInvalidArgument, "ref vae decode: bad arguments (T=%d)", frames);
   const long S = static_cast<long>(frames) * kHop;
   float z[kLatentDim];
   for (int k = 0; k < frames; ++k) {
@@ -82,7 +84,8 @@ void RefVae::Decode(const float* latents, int frames, float* audio) const {
 void RefVae::DecodeFrames(const float* latents, int frames, const int* frame_index, int count,
                           float* audio) const {
   if (frames < 1 || count < 1 || !latents || !frame_index || !audio)
-    Fail(Status::kInvalidArgument, "ref vae decode frames: bad arguments (T=%d count=%d)", frames, count);
+    Fail(Status::kInvalidArgument, "ref vae decode frames: bad arguments (T=%d count=%d)", frames,
+         count);
   const long S = static_cast<long>(count) * kHop;
   float z[kLatentDim];
   for (int i = 0; i < count; ++i) {

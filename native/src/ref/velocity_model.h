@@ -30,11 +30,11 @@ class SerialParallel final : public Parallel {
 };
 
 struct DecoderInputs {
-  int batch = 0;                          // B
-  int frames = 0;                         // T (even)
-  int cond_len = 0;                       // L
-  const float* hidden_states = nullptr;   // [B,T,64]
-  const float* timestep = nullptr;        // [B]
+  int batch = 0;                                 // B
+  int frames = 0;                                // T (even)
+  int cond_len = 0;                              // L
+  const float* hidden_states = nullptr;          // [B,T,64]
+  const float* timestep = nullptr;               // [B]
   const float* encoder_hidden_states = nullptr;  // [B,L,2048]
   const float* context_latents = nullptr;        // [B,T,128]
 };

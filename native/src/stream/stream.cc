@@ -40,8 +40,9 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
   }
   const TensorDesc& hs = decoder_->Tensor("hidden_states");
   if (frames_ < hs.min[1] || frames_ > hs.max[1]) {
-    Fail(Status::kInvalidArgument, "stream: %d latent frames outside the decoder profile [%lld, %lld]",
-         frames_, static_cast<long long>(hs.min[1]), static_cast<long long>(hs.max[1]));
+    Fail(Status::kInvalidArgument,
+         "stream: %d latent frames outside the decoder profile [%lld, %lld]", frames_,
+         static_cast<long long>(hs.min[1]), static_cast<long long>(hs.max[1]));
   }
   if (opts_.max_depth < 1 || opts_.max_depth > hs.max[0]) {
     Fail(Status::kInvalidArgument, "stream: max depth %d outside 1..%lld (decoder max batch)",
@@ -204,7 +205,8 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
     shift_ = p.shift;
   }
   bool gain_on = p.channel_gain_active != 0;
-  if (gain_on != gain_active_ || (gain_on && std::memcmp(gain_, p.channel_gain, sizeof gain_) != 0)) {
+  if (gain_on != gain_active_ ||
+      (gain_on && std::memcmp(gain_, p.channel_gain, sizeof gain_) != 0)) {
     std::memcpy(gain_, p.channel_gain, sizeof gain_);
     gain_active_ = gain_on;
     pipeline_->SetChannelGain(gain_on ? gain_ : nullptr, gain_on ? 1 : 0);

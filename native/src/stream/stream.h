@@ -26,32 +26,32 @@
 namespace dm {
 
 struct StreamOptions {
-  int frames = 0;           // T of the source latent
+  int frames = 0;  // T of the source latent
   int max_depth = kMaxDepth;
   int depth = 4;
   int steps = 8;
   float shift = 3.0f;
-  int max_cond_len = 128;   // longest conditioning sequence the stream accepts
-  float vae_window = 0.36f; // kept slice, seconds (clamped to [0.04, 0.36])
-  float lead_s = 0.5f;      // decode this far ahead of the playhead
+  int max_cond_len = 128;    // longest conditioning sequence the stream accepts
+  float vae_window = 0.36f;  // kept slice, seconds (clamped to [0.04, 0.36])
+  float lead_s = 0.5f;       // decode this far ahead of the playhead
 };
 
 enum class ConditionSlot : int { kPromptA = 0, kPromptB = 1, kNegative = 2 };
 
 struct TickParams {
-  int submit = 1;           // submit a request this tick
+  int submit = 1;  // submit a request this tick
   int64_t seed = 0;
   float denoise = 1.0f;
   float prompt_blend = 0.0f;  // 0 = prompt A, 1 = prompt B
   float hint_strength = 1.0f;
-  float guidance = 1.0f;      // CFG scale; > 1 with rcfg_mode != 0 enables guidance
-  int rcfg_mode = 0;          // 0 off, 1 full, 2 initialize, 3 self
+  float guidance = 1.0f;  // CFG scale; > 1 with rcfg_mode != 0 enables guidance
+  int rcfg_mode = 0;      // 0 off, 1 full, 2 initialize, 3 self
   float cfg_rescale = 0.0f;
   float velocity_scale = 1.0f;
   float shift = 3.0f;
   int depth = 4;
-  double playhead_s = 0.0;    // client playback position (seconds into the loop)
-  int decode = 1;             // decode an emitted latent into a slice
+  double playhead_s = 0.0;  // client playback position (seconds into the loop)
+  int decode = 1;           // decode an emitted latent into a slice
   int channel_gain_active = 0;
   float channel_gain[64] = {};
 };
@@ -63,8 +63,8 @@ struct TickResult {
   int num_samples = 0;       // frames in the slice (interleaved stereo floats = 2×)
   float tick_ms = 0;
   float dec_ms = 0;
-  float engine_ms = 0;       // of tick_ms, time inside the decoder engine
-  uint32_t num_gens = 0;     // latents finished so far
+  float engine_ms = 0;    // of tick_ms, time inside the decoder engine
+  uint32_t num_gens = 0;  // latents finished so far
   int active = 0;
   int decoder_calls = 0;
   int depth = 0;
@@ -117,15 +117,15 @@ class Stream {
   std::unique_ptr<pipe::Pipeline> pipeline_;
 
   // Views into buf_.
-  float* source_ = nullptr;    // [T,64]
-  float* hints_ = nullptr;     // [T,64]
-  float* context_ = nullptr;   // [T,128]
-  float* cond_[3] = {};        // [max_L, 2048] each
+  float* source_ = nullptr;   // [T,64]
+  float* hints_ = nullptr;    // [T,64]
+  float* context_ = nullptr;  // [T,128]
+  float* cond_[3] = {};       // [max_L, 2048] each
   int cond_len_[3] = {};
-  float* blended_ = nullptr;   // [max_L, 2048]
+  float* blended_ = nullptr;  // [max_L, 2048]
   int blended_len_ = 0;
-  float* playback_ = nullptr;  // [T·1920, 2]
-  float* window_z_ = nullptr;  // [25, 64]
+  float* playback_ = nullptr;      // [T·1920, 2]
+  float* window_z_ = nullptr;      // [25, 64]
   float* window_audio_ = nullptr;  // [2, 25·1920]
 
   bool have_source_ = false;
