@@ -58,15 +58,7 @@ func (d *Device) StagingTotals() (LedgerTotals, error) {
 		if err := check("staging totals", C.dm_device_staging_totals(h, &ct, &e), &e); err != nil {
 			return err
 		}
-		t = LedgerTotals{
-			CapacityBytes: uint64(ct.capacity_bytes),
-			UsedBytes:     uint64(ct.used_bytes),
-			PeakBytes:     uint64(ct.peak_bytes),
-			Allocations:   uint64(ct.allocations),
-			Frees:         uint64(ct.frees),
-			Failed:        uint64(ct.failed),
-			LiveHandles:   int64(ct.live_handles),
-		}
+		t = totalsFromC(&ct)
 		return nil
 	})
 	return t, err

@@ -60,15 +60,7 @@ func (d *Device) Totals() (LedgerTotals, error) {
 		if err := check("ledger totals", C.dm_ledger_totals_get(h, &ct, &e), &e); err != nil {
 			return err
 		}
-		t = LedgerTotals{
-			CapacityBytes: uint64(ct.capacity_bytes),
-			UsedBytes:     uint64(ct.used_bytes),
-			PeakBytes:     uint64(ct.peak_bytes),
-			Allocations:   uint64(ct.allocations),
-			Frees:         uint64(ct.frees),
-			Failed:        uint64(ct.failed),
-			LiveHandles:   int64(ct.live_handles),
-		}
+		t = totalsFromC(&ct)
 		return nil
 	})
 	return t, err
@@ -129,4 +121,17 @@ func (d *Device) entries(op string, byKind bool) ([]LedgerEntry, error) {
 		}
 	})
 	return out, err
+}
+
+// totalsFromC converts the shim's totals (ledger or staging) in one place.
+func totalsFromC(ct *C.dm_ledger_totals) LedgerTotals {
+	return LedgerTotals{
+		CapacityBytes: uint64(ct.capacity_bytes),
+		UsedBytes:     uint64(ct.used_bytes),
+		PeakBytes:     uint64(ct.peak_bytes),
+		Allocations:   uint64(ct.allocations),
+		Frees:         uint64(ct.frees),
+		Failed:        uint64(ct.failed),
+		LiveHandles:   int64(ct.live_handles),
+	}
 }
