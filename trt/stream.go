@@ -154,6 +154,22 @@ func (s *Stream) SetCondition(slot int, enc *Buffer, length int) error {
 	})
 }
 
+// SetCurve sets a shared-curve override by DEMON field name (velocity_scale,
+// sde_denoise_curve, ode_noise_curve, apg_momentum, x0_target_strength, cfg_rescale_curve,
+// guidance_curve) for every in-flight slot from the next tick: nil clears it, one value is
+// a scalar, T values a per-frame curve.
+func (s *Stream) SetCurve(name string, values []float32) error {
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	var p *C.float
+	if len(values) > 0 {
+		p = (*C.float)(unsafe.Pointer(&values[0]))
+	}
+	return s.do("set curve "+name, func(h *C.dm_stream, e *C.dm_error) C.int {
+		return C.dm_stream_set_curve(h, cn, p, C.int(len(values)), e)
+	})
+}
+
 // SetPlayback sets the looping playback buffer (interleaved stereo).
 func (s *Stream) SetPlayback(interleaved []float32) error {
 	if len(interleaved) == 0 {

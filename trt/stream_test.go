@@ -231,3 +231,42 @@ func benchTick(b *testing.B, variant string) {
 	b.ReportMetric(100*(tickMs-engineMs)/tickMs, "overhead-%")
 	b.ReportMetric(float64(runtime.NumCgoCall()-cgo0)/n, "cgo-calls/tick")
 }
+
+// A shared-curve override changes what in-flight slots produce from the next tick, and
+// clearing it restores the default (spec §4.8).
+func TestStreamSharedCurves(t *testing.T) {
+	trttest.NoLeaks(t)
+	run := func(curve func(s *trt.Stream)) []float32 {
+		r := newStreamRig(t, "oracle", 250, 1)
+		curve(r.stream)
+		p := defaultTick()
+		p.Depth, p.PlayheadS = 1, 2.0
+		slice := make([]float32, trt.MaxSliceFloats)
+		for {
+			res, err := r.stream.Tick(p, slice)
+			require.NoError(t, err)
+			if res.Emitted {
+				return append([]float32(nil), slice[:2*res.NumSamples]...)
+			}
+		}
+	}
+	plain := run(func(*trt.Stream) {})
+	scaled := run(func(s *trt.Stream) { require.NoError(t, s.SetCurve("velocity_scale", []float32{0.5})) })
+	perFrame := make([]float32, 250)
+	for i := range perFrame {
+		perFrame[i] = 0.5
+	}
+	framed := run(func(s *trt.Stream) { require.NoError(t, s.SetCurve("velocity_scale", perFrame)) })
+	cleared := run(func(s *trt.Stream) {
+		require.NoError(t, s.SetCurve("velocity_scale", []float32{0.5}))
+		require.NoError(t, s.SetCurve("velocity_scale", nil))
+	})
+	assert.NotEqual(t, plain, scaled, "velocity scale 0.5 changes the result")
+	assert.Equal(t, scaled, framed, "a constant per-frame curve equals the scalar")
+	assert.Equal(t, plain, cleared, "clearing restores the default")
+
+	r := newStreamRig(t, "oracle", 250, 1)
+	err := r.stream.SetCurve("nope", []float32{1})
+	require.ErrorIs(t, err, trt.ErrNotFound)
+	require.ErrorIs(t, r.stream.SetCurve("velocity_scale", make([]float32, 7)), trt.ErrInvalidArgument)
+}

@@ -402,6 +402,13 @@ int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames
 /* Copies conditioning [1,len,2048] from a device buffer into a slot. */
 int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, int len,
                             dm_error* err);
+/* Shared-curve override by DEMON field name ("velocity_scale", "sde_denoise_curve",
+ * "ode_noise_curve", "apg_momentum", "x0_target_strength", "cfg_rescale_curve",
+ * "guidance_curve"): applies to every in-flight slot from the next tick (spec §4.8).
+ * len 0 clears it, 1 is a scalar, T a per-frame curve; copied. DM_ERR_NOT_FOUND for an
+ * unknown name. */
+int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
+                        dm_error* err);
 /* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920). */
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
                            dm_error* err);

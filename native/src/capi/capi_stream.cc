@@ -61,6 +61,14 @@ int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, i
   });
 }
 
+int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
+                        dm_error* err) {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(stream, "dm_stream_set_curve");
+    stream->stream->SetSharedCurve(name, values, len);
+  });
+}
+
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
                            dm_error* err) {
   return dm::Guard(err, [&] {

@@ -141,6 +141,24 @@ void Stream::SetCondition(ConditionSlot slot, const float* enc, int len) {
   blend_ = -1.0f;  // force the blend rebuild
 }
 
+void Stream::SetSharedCurve(const char* name, const float* values, int len) {
+  if (len < 0 || len > frames_ || (len > 0 && values == nullptr)) {
+    Fail(Status::kInvalidArgument, "stream: curve of %d values (want 0, 1 or %d)", len, frames_);
+  }
+  if (len > 1 && len != frames_) {
+    Fail(Status::kInvalidArgument, "stream: curve of %d values (want 0, 1 or %d)", len, frames_);
+  }
+  pipe::Curve c = len == 0   ? pipe::Curve::None()
+                  : len == 1 ? pipe::Curve::Scalar(values[0])
+                             : pipe::Curve::Frames(values, len);
+  if (!pipeline_->SetSharedCurve(name, c)) {
+    Fail(Status::kNotFound,
+         "stream: unknown shared curve %s (want velocity_scale, sde_denoise_curve, "
+         "ode_noise_curve, apg_momentum, x0_target_strength, cfg_rescale_curve or guidance_curve)",
+         name == nullptr ? "(null)" : name);
+  }
+}
+
 void Stream::SetPlayback(const float* interleaved, int64_t frames) {
   if (frames != static_cast<int64_t>(frames_) * kHop) {
     Fail(Status::kInvalidArgument, "stream: playback buffer of %lld frames, want %lld",

@@ -85,6 +85,10 @@ class Stream {
   void SetPlayback(const float* interleaved, int64_t frames);
   void ReadPlayback(int64_t start, float* dst, int64_t frames) const;
 
+  // Shared-curve override (spec §4.8) by DEMON field name: applies to every in-flight slot
+  // from the next tick. len 0 clears it, 1 is a scalar, T is a per-frame curve. Copied.
+  void SetSharedCurve(const char* name, const float* values, int len);
+
   // One tick: apply knobs, submit, advance the ring buffer, and when a latent finishes,
   // decode the window at playhead + lead into `slice` (interleaved stereo, crossfaded and
   // patched into the playback buffer). slice_cap is in floats.
