@@ -26,6 +26,7 @@ type Config struct {
 	ConfigFile           string        `toml:"-"`
 	Device               string        `toml:"device"`
 	DeviceCapacity       ByteSize      `toml:"device_capacity"`
+	DeviceOrdinal        int           `toml:"device_ordinal"`
 	Failpoints           string        `toml:"failpoints"`
 	LogLevel             string        `toml:"log_level"`
 	LogFormat            string        `toml:"log_format"`
@@ -77,6 +78,15 @@ func options() []option {
 					return errors.New("must be greater than 0")
 				}
 				c.DeviceCapacity = b
+				return nil
+			}},
+		{"device-ordinal", "DEMON_DEVICE_ORDINAL", "device_ordinal", "GPU index for --device cuda",
+			func() string { return "0" }, func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return fmt.Errorf("want a GPU index >= 0, got %q", v)
+				}
+				c.DeviceOrdinal = n
 				return nil
 			}},
 		{"failpoints", "DEMON_FAILPOINTS", "failpoints", "fault points to arm, e.g. model.load.decoder=error,handshake.stem_payload=error@2 (docs/faultpoints.md); off unless set",

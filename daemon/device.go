@@ -48,6 +48,7 @@ func (s *DeviceService) start(context.Context) error {
 	dev, err := trt.NewDevice(trt.DeviceOptions{
 		Kind:          kind,
 		CapacityBytes: uint64(s.cfg.DeviceCapacity),
+		Ordinal:       s.cfg.DeviceOrdinal,
 		Faults:        s.faults.Faults(),
 	})
 	if err != nil {
