@@ -3,8 +3,10 @@ package daemon
 // The control API (protocol.md §9) lets a local agent (the MCP bridge) list sessions and
 // queue commands into them, on a listener separate from the public one
 // (--control-listen, 127.0.0.1:1319 by default, "" to disable). It knows sessions only
-// through SessionDirectory, which the sessions module implements; until then
-// EmptySessionDirectory stands in, so demond runs and the API answers with no sessions.
+// through SessionDirectory (directory.go): the registry lists them, and a command goes to
+// the session's WebSocket connection, where it is applied between the browser's own
+// messages and acked on the browser's socket (params and set_prompt_blend are echoed
+// instead, as DEMON does).
 //
 // When --api-key is set every control request must carry it, as
 // "Authorization: Bearer <key>" or an apiKey query parameter (the form the browser's
@@ -71,19 +73,6 @@ var ErrSessionNotFound = errors.New("session not found")
 // ErrBadCommand is returned (wrapped) by SessionDirectory.Send for a command the session
 // rejects as malformed.
 var ErrBadCommand = errors.New("bad command")
-
-// emptyDirectory is the SessionDirectory of a demond without sessions.
-type emptyDirectory struct{}
-
-func (emptyDirectory) List() []SessionInfo            { return nil }
-func (emptyDirectory) Get(string) (SessionInfo, bool) { return SessionInfo{}, false }
-func (emptyDirectory) Send(id string, _, _ []byte) error {
-	return fmt.Errorf("%q: %w", id, ErrSessionNotFound)
-}
-
-// EmptySessionDirectory provides a SessionDirectory with no sessions. Modules includes it
-// until the sessions module provides the real one; replace it, do not add a second.
-var EmptySessionDirectory = fx.Provide(func() SessionDirectory { return emptyDirectory{} })
 
 // sessionIDPattern is protocol.md §9's session id syntax.
 var sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -274,8 +263,8 @@ func RequireAPIKey(key string, h http.Handler) http.Handler {
 	})
 }
 
-// ControlModule provides the control API listener. It needs a SessionDirectory
-// (EmptySessionDirectory until the sessions module exists).
+// ControlModule provides the control API listener. It needs a SessionDirectory (the web
+// module provides it).
 var ControlModule = fx.Module("control",
 	fx.Provide(NewControl),
 	fx.Invoke(func(*Control) {}),

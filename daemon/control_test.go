@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
@@ -203,4 +204,60 @@ func TestValidSessionID(t *testing.T) {
 	for _, id := range []string{"", "a b", "a/b", "é", "a.b", strings.Repeat("z", 65)} {
 		assert.False(t, ValidSessionID(id), id)
 	}
+}
+
+// The production graph: a command posted to the control API reaches the live session's
+// WebSocket; knob and blend changes come back as echoes, anything else is applied and
+// acked on the browser's socket.
+func TestControlAPIDrivesALiveSession(t *testing.T) {
+	trttest.NoLeaks(t)
+	var srv *Server
+	var ctl *Control
+	app := fxtest.New(t, Modules(serviceConfig(t, "--device-capacity", "2GiB"), slog.New(slog.DiscardHandler)), fx.Populate(&srv, &ctl))
+	app.RequireStart()
+	defer app.RequireStop()
+	addr := strings.TrimSuffix(strings.TrimPrefix(srv.URL(), "http://"), "/")
+	c, _ := wsSession(t, addr)
+	readSlices(t, c, 1)
+
+	resp, body := get(t, ctl.URL()+"sessions")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	var list []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &list))
+	require.Len(t, list, 1)
+	id := list[0]["id"].(string)
+
+	post := func(id, cmd string) (int, string) {
+		resp, err := http.Post(ctl.URL()+"sessions/"+id+"/cmd", "application/octet-stream", bytes.NewReader(commandBody(cmd, nil)))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	// awaitEvent reads the browser's socket until an event of type typ.
+	awaitEvent := func(typ string) map[string]any {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
+		for {
+			kind, msg, err := c.ReadMessage()
+			require.NoError(t, err, "waiting for %s", typ)
+			var ev map[string]any
+			if kind == websocket.TextMessage && json.Unmarshal(msg, &ev) == nil && ev["type"] == typ {
+				return ev
+			}
+		}
+	}
+
+	code, body := post(id, `{"type":"set_depth","value":2}`)
+	require.Equal(t, http.StatusOK, code, body)
+	assert.EqualValues(t, 2, awaitEvent("depth_applied")["value"])
+	code, body = post(id, `{"type":"set_prompt_blend","value":0.25}`)
+	require.Equal(t, http.StatusOK, code, body)
+	assert.InDelta(t, 0.25, awaitEvent("prompt_blend_echo")["value"], 1e-9)
+
+	code, body = post(id, `{"type":"teleport"}`)
+	assert.Equal(t, http.StatusBadRequest, code, body)
+	assert.Contains(t, body, "teleport")
+	code, body = post("ghost", `{"type":"set_depth","value":2}`)
+	assert.Equal(t, http.StatusNotFound, code, body)
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -149,68 +148,7 @@ func (s *SessionsService) stop(ctx context.Context) error {
 	return nil
 }
 
-// directory adapts the manager to the control API.
-type directory struct{ s *SessionsService }
-
-func (d directory) List() []SessionInfo {
-	mgr := d.s.Manager()
-	if mgr == nil {
-		return nil
-	}
-	var out []SessionInfo
-	for _, sess := range mgr.List() {
-		out = append(out, SessionInfo{ID: sess.ID, StartedAt: sess.StartedAt, Snapshot: sess.Snapshot()})
-	}
-	return out
-}
-
-func (d directory) Get(id string) (SessionInfo, bool) {
-	mgr := d.s.Manager()
-	if mgr == nil {
-		return SessionInfo{}, false
-	}
-	sess, ok := mgr.Get(id)
-	if !ok {
-		return SessionInfo{}, false
-	}
-	return SessionInfo{ID: sess.ID, StartedAt: sess.StartedAt, Snapshot: sess.Snapshot()}, true
-}
-
-// Send applies a control-bus command: knob and blend changes are applied; anything else
-// is refused as a bad command (the browser protocol's full command set lives in ws).
-func (d directory) Send(id string, cmd, _ []byte) error {
-	mgr := d.s.Manager()
-	if mgr == nil {
-		return ErrSessionNotFound
-	}
-	sess, ok := mgr.Get(id)
-	if !ok {
-		return ErrSessionNotFound
-	}
-	var msg struct {
-		Type  string   `json:"type"`
-		Value *float64 `json:"value"`
-	}
-	if err := json.Unmarshal(cmd, &msg); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadCommand, err)
-	}
-	switch msg.Type {
-	case "set_prompt_blend":
-		if msg.Value == nil {
-			return fmt.Errorf("%w: set_prompt_blend needs value", ErrBadCommand)
-		}
-		v := float32(min(max(*msg.Value, 0), 1))
-		sess.UpdateControls(func(c *session.Controls) { c.PromptBlend = v })
-		return nil
-	case "stop":
-		sess.Stop()
-		return nil
-	}
-	return fmt.Errorf("%w: unsupported control command %q", ErrBadCommand, msg.Type)
-}
-
-// SessionsModule provides the SessionsService and the control API's session directory.
+// SessionsModule provides the SessionsService.
 var SessionsModule = fx.Module("sessions",
 	fx.Provide(NewSessionsService),
-	fx.Provide(func(s *SessionsService) SessionDirectory { return directory{s} }),
 )

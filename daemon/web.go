@@ -122,9 +122,11 @@ type upgradeRoute struct{ webRoute }
 
 func (upgradeRoute) UpgradeProtocol() string { return "websocket" }
 
-// WebModule provides the protocol server and contributes its routes.
+// WebModule provides the protocol server, contributes its routes, and provides the
+// control API's session directory (sessions live on the server's connections).
 var WebModule = fx.Module("web",
 	fx.Provide(NewWebService),
+	fx.Provide(func(s *SessionsService, w *WebService) SessionDirectory { return directory{s, w} }),
 	fx.Provide(AsRoute(func(s *WebService) Route { return upgradeRoute{webRoute{svc: s, upgrade: true}} })),
 	fx.Provide(
 		AsRoute(func(s *WebService) Route { return webRoute{svc: s, pattern: "/api/fixtures"} }),

@@ -55,6 +55,8 @@ type conn struct {
 	pingStop   chan struct{}
 	pingDone   chan struct{}
 
+	applyMu sync.Mutex // serialises apply: browser messages and control-bus commands
+
 	mu          sync.Mutex
 	knobs       Knobs // merged params.raw
 	lastRaw     Knobs

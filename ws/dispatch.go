@@ -31,7 +31,6 @@ var rcfgModes = map[string]int{"off": 0, "full": 1, "initialize": 2, "self": 3}
 var keystoneChannels = []int{13, 14, 19, 23, 29, 56}
 
 func (c *conn) dispatch(data []byte) {
-	sess := c.sess.Load()
 	msg, err := DecodeClientMessage(data)
 	if err != nil {
 		var ut *UnknownTypeError
@@ -52,6 +51,17 @@ func (c *conn) dispatch(data []byte) {
 			return
 		}
 	}
+	c.apply(msg, follow)
+}
+
+// apply carries out one decoded client message (with its PCM follow-up, if
+// it takes one), from the browser's socket or from the control bus. applyMu
+// serialises the two origins, so a command queued by the control bus runs
+// between two browser messages, never inside one.
+func (c *conn) apply(msg Message, follow []byte) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	sess := c.sess.Load()
 	if sess == nil {
 		c.logger().Info("client message before the session started; ignored", "type", msg.Type())
 		return
