@@ -233,6 +233,8 @@ void Pipeline::Carve(Carver& cv) {
   b_ctx_ = cv.Floats(rows * te * kContextDim);
   b_vpos_ = cv.Floats(pos_rows * te * kLatentDim);
   b_vneg_ = cv.Floats(std::max<size_t>(neg_rows, 1) * te * kLatentDim);
+  enc_rows_.rows.assign(rows, RowSource{});
+  ctx_rows_.rows.assign(rows, RowSource{});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,12 +578,29 @@ TickResult Pipeline::Tick() {
     InitSlot(s, pi);
   }
 
-  // 4. Active slots.
-  num_active_ = 0;
+  // 4. Active slots, in decoder-batch order. A slot keeps its place from the last tick; a
+  // leaving slot's place goes to the last one in the order and newcomers join at the end, so
+  // most batch rows keep their request and BuildBatch need not copy their conditioning and
+  // context again (rows are independent: their order does not change any result).
+  bool active[kMaxDepth] = {};
+  bool placed[kMaxDepth] = {};
   for (int i = 0; i < depth_; ++i) {
     const Slot& s = slots_[static_cast<size_t>(i)];
-    if (s.req >= 0 && s.step < s.sched_len - 1) active_[static_cast<size_t>(num_active_++)] = i;
+    active[i] = s.req >= 0 && s.step < s.sched_len - 1;
   }
+  int n = num_active_;
+  for (int p = 0; p < n;) {
+    const int i = active_[static_cast<size_t>(p)];
+    if (i < depth_ && active[i]) {
+      placed[i] = true;
+      ++p;
+    } else {
+      active_[static_cast<size_t>(p)] = active_[static_cast<size_t>(--n)];
+    }
+  }
+  for (int i = 0; i < depth_; ++i)
+    if (active[i] && !placed[i]) active_[static_cast<size_t>(n++)] = i;
+  num_active_ = n;
   res.active = num_active_;
   if (num_active_ == 0) return res;
 
@@ -655,6 +674,8 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
     }
   }
   const size_t enc_row = static_cast<size_t>(L) * kEncoderDim;
+  enc_rows_.Restride(L);
+  ctx_rows_.Restride(te);
   for (int a = 0; a < num_active_; ++a) {
     Slot& s = slots_[static_cast<size_t>(active_[static_cast<size_t>(a)])];
     const StoredRequest& r = pool_[static_cast<size_t>(s.req)];
@@ -674,19 +695,26 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
           }
         }
       }
-      float* ctx = b_ctx_ + static_cast<size_t>(rows) * te * kContextDim;
-      std::memcpy(ctx, r.ctx, static_cast<size_t>(T) * kContextDim * sizeof(float));
-      if (te > T) {
+      if (te > T)
         std::memset(h + static_cast<size_t>(T) * D, 0,
                     static_cast<size_t>(te - T) * D * sizeof(float));
-        std::memset(ctx + static_cast<size_t>(T) * kContextDim, 0,
-                    static_cast<size_t>(te - T) * kContextDim * sizeof(float));
-      }
       b_timestep_[rows] = s.t;
-      float* e = b_enc_ + static_cast<size_t>(rows) * enc_row;
-      const size_t used = static_cast<size_t>(c.len) * kEncoderDim;
-      std::memcpy(e, c.enc, used * sizeof(float));
-      if (enc_row > used) std::memset(e + used, 0, (enc_row - used) * sizeof(float));
+      if (ctx_rows_.Stale(rows, RowSource{r.id, -1, false})) {
+        float* ctx = b_ctx_ + static_cast<size_t>(rows) * te * kContextDim;
+        std::memcpy(ctx, r.ctx, static_cast<size_t>(T) * kContextDim * sizeof(float));
+        batch_bytes_copied_ += static_cast<uint64_t>(te) * kContextDim * sizeof(float);
+        if (te > T)
+          std::memset(ctx + static_cast<size_t>(T) * kContextDim, 0,
+                      static_cast<size_t>(te - T) * kContextDim * sizeof(float));
+      }
+      if (enc_rows_.Stale(rows,
+                          RowSource{r.id, negative ? s.neg_sel[j] : s.pos_sel[j], negative})) {
+        float* e = b_enc_ + static_cast<size_t>(rows) * enc_row;
+        const size_t used = static_cast<size_t>(c.len) * kEncoderDim;
+        std::memcpy(e, c.enc, used * sizeof(float));
+        batch_bytes_copied_ += enc_row * sizeof(float);
+        if (enc_row > used) std::memset(e + used, 0, (enc_row - used) * sizeof(float));
+      }
     }
   }
   *cond_len = L;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -185,6 +186,15 @@ class Pipeline {
   const float* SlotLatent(int i) const;  // xt [T,64] or null
   size_t bytes_reserved() const { return bytes_reserved_; }
   const PipelineConfig& config() const { return cfg_; }
+  // Bytes of conditioning and context the batch builder copied so far (rows it could not
+  // reuse from the previous call).
+  uint64_t batch_bytes_copied() const { return batch_bytes_copied_; }
+  // Makes the next decoder call copy every batch row again (tests: cached rows must equal
+  // freshly copied ones).
+  void ForgetBatchRows() {
+    enc_rows_.Restride(0);
+    ctx_rows_.Restride(0);
+  }
 
  private:
   struct StoredCurve;
@@ -230,6 +240,7 @@ class Pipeline {
   int t_eff_max_ = 0;
   uint64_t next_id_ = 1;
   uint64_t dropped_ = 0;
+  uint64_t batch_bytes_copied_ = 0;
   uint64_t ticks_ = 0;
 
   // Shared-curve overrides (§4.8).
@@ -243,6 +254,39 @@ class Pipeline {
   DcwConfig dcw_;
   float* dcw_low_ = nullptr;
   float* dcw_high_ = nullptr;
+
+  // What each batch row of b_enc_ / b_ctx_ holds. A request's conditioning and context are
+  // fixed for its life (a pool entry gets a new id when reused), so a row is copied only when
+  // its source changes: in steady state a tick copies hidden_states and the newcomer's rows.
+  // Rows are laid out at a stride (L for b_enc_, T_eff for b_ctx_); a call at another stride
+  // overlaps every row, so it forgets them all.
+  struct RowSource {
+    uint64_t req = 0;  // request id; 0: nothing valid
+    int cond = -1;     // condition index (enc rows)
+    bool negative = false;
+    bool operator==(const RowSource& o) const {
+      return req == o.req && cond == o.cond && negative == o.negative;
+    }
+  };
+  struct BatchRows {
+    int stride = 0;
+    std::vector<RowSource> rows;  // sized at construction
+    // Forgets every row when the stride changes.
+    void Restride(int s) {
+      if (s == stride) return;
+      stride = s;
+      std::fill(rows.begin(), rows.end(), RowSource{});
+    }
+    // True when row i must be written for src (and records it as written).
+    bool Stale(int i, const RowSource& src) {
+      RowSource& held = rows[static_cast<size_t>(i)];
+      if (held == src) return false;
+      held = src;
+      return true;
+    }
+  };
+  BatchRows enc_rows_;
+  BatchRows ctx_rows_;
 
   // Decoder batch (shared by the positive and negative calls; outputs separate).
   float* b_hidden_ = nullptr;           // [rows, T_eff, 64]
