@@ -75,4 +75,6 @@ func TestRemoteTarget(t *testing.T) {
 	md, err := os.ReadFile(filepath.Join(out, "summary.md"))
 	require.NoError(t, err)
 	assert.Contains(t, string(md), target)
+	assert.Contains(t, string(md), "n/a (remote)", "tick readings are not faked as zeros")
+	assert.Contains(t, string(md), "done by the target demond")
 }

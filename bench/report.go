@@ -104,7 +104,8 @@ func Markdown(s *Summary) string {
 		{"profile", fmt.Sprintf("%s (%s decoder, %d s, T=%d latent frames), footprints %s", st.Profile, st.Decoder, st.ProfileS, st.Latents, st.Footprints)},
 		{"pipeline", fmt.Sprintf("depth %d, %d steps, tick interval %.0f ms", st.Depth, st.Steps, st.TickMs)},
 		{"source", st.Fixture},
-		{"one-time setup", fmt.Sprintf("repository build %.2f s, model load %.2f s", st.RepoBuildS, st.ModelLoadS)},
+		{"one-time setup", ternary(st.Target != "", "done by the target demond (not measured here)",
+			fmt.Sprintf("repository build %.2f s, model load %.2f s", st.RepoBuildS, st.ModelLoadS))},
 		{"run wall time", fmt.Sprintf("%.1f s", s.WallS)},
 	})
 
@@ -163,8 +164,13 @@ func Markdown(s *Summary) string {
 			r.Path, r.Criterion, r.CPUSource, r.MaxK, r.MaxKPace, ternary(r.Bounded, " (search bounded by --max-k / --search-budget)", ""), r.SearchS)
 		var rows [][]string
 		for _, t := range r.Trials {
-			rows = append(rows, []string{fmt.Sprint(t.K), ternary(t.Holds, "yes", "no") + ternary(t.HoldsPace, "", " (pace no)"), f2(t.SliceRate), f1(t.TicksPerS), fmt.Sprintf("%d/%d", t.Late, t.Slices), fmt.Sprintf("%d (%.2f s stale)", t.Underruns, t.StaleS),
-				f1(t.LatenessMs.P50) + " / " + f1(t.LatenessMs.P99) + " / " + f1(t.LatenessMs.Max), f1(t.TickMs.P50) + " / " + f1(t.TickMs.P99),
+			// Tick readings come from the run-loop hook, which only an in-process run has.
+			ticksPerS, tickMs := "n/a (remote)", "n/a (remote)"
+			if t.TickMs.N > 0 {
+				ticksPerS, tickMs = f1(t.TicksPerS), f1(t.TickMs.P50)+" / "+f1(t.TickMs.P99)
+			}
+			rows = append(rows, []string{fmt.Sprint(t.K), ternary(t.Holds, "yes", "no") + ternary(t.Holds && !t.HoldsPace, " (pace no)", ""), f2(t.SliceRate), ticksPerS, fmt.Sprintf("%d/%d", t.Late, t.Slices), fmt.Sprintf("%d (%.2f s stale)", t.Underruns, t.StaleS),
+				f1(t.LatenessMs.P50) + " / " + f1(t.LatenessMs.P99) + " / " + f1(t.LatenessMs.Max), tickMs,
 				fmt.Sprintf("%.2f s (%.0f%% of a core)", t.CPUPerSessionS, 100*t.CPUPerSession), t.Reason})
 		}
 		table(&b, []string{"K", "real time", "slices/s/session", "ticks/s/session", "late", "underruns", "lateness ms p50/p99/max", "tick ms p50/p99", "CPU per session", "why not"}, rows)
