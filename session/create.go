@@ -98,7 +98,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	if err != nil {
 		return nil, err
 	}
-	if cost+m.cfg.Headroom > tot.FreeBytes() {
+	if !m.cfg.NoAdmission && cost+m.cfg.Headroom > tot.FreeBytes() {
 		if m.hooks.Refused != nil {
 			m.hooks.Refused()
 		}

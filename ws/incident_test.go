@@ -3,11 +3,11 @@ package ws
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt/trttest"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
@@ -46,11 +46,26 @@ func TestIncidentStemPayloadRetry(t *testing.T) {
 	capacity, model, peak, resident := oneSessionCapacity(t)
 	t.Logf("incident device: model %.2f GB + one session's peak %.2f GB (resident while streaming %.2f GB) = capacity %.2f GB",
 		gb(model), gb(peak), gb(resident), gb(capacity))
-	for _, guard := range []bool{true, false} {
-		for _, way := range []string{"a", "b", "c"} {
-			name := fmt.Sprintf("guard=%v/%s", guard, way)
+	// With the guard, ten rounds per way must all retry successfully, with admission off as
+	// well (the guard alone frees the failed session; admission is not what saves the retry).
+	// Without the guard the retry must fail: with admission off as a real device
+	// out-of-memory (DEMON's incident), with admission on as a 1013 refusal.
+	type variant struct {
+		guard, admission bool
+		ways             []string
+	}
+	for _, v := range []variant{
+		{guard: true, admission: true, ways: []string{"a", "b", "c"}},
+		{guard: true, admission: false, ways: []string{"a", "b", "c"}},
+		{guard: false, admission: false, ways: []string{"a", "b", "c"}},
+		{guard: false, admission: true, ways: []string{"a"}},
+	} {
+		for _, way := range v.ways {
+			guard := v.guard
+			name := fmt.Sprintf("guard=%v/admission=%v/%s", guard, v.admission, way)
 			t.Run(name, func(t *testing.T) {
-				e := newEnv(t, envOptions{realistic: true, capacity: capacity})
+				e := newEnv(t, envOptions{realistic: true, capacity: capacity,
+					cfg: func(c *session.Config) { c.NoAdmission = !v.admission }})
 				e.srv.disableHandshakeGuard = !guard
 				clientClosed := make(chan struct{}, 1)
 				if way == "c" {
@@ -78,7 +93,7 @@ func TestIncidentStemPayloadRetry(t *testing.T) {
 				}
 				start := time.Now()
 				for i := range rounds {
-					incidentRound(t, e, way, guard, clientClosed)
+					incidentRound(t, e, way, guard, v.admission, clientClosed)
 					if t.Failed() {
 						t.Fatalf("round %d failed", i)
 					}
@@ -94,7 +109,7 @@ func TestIncidentStemPayloadRetry(t *testing.T) {
 
 func gb(b uint64) float64 { return float64(b) / 1e9 }
 
-func incidentRound(t *testing.T, e *env, way string, guard bool, clientClosed chan struct{}) {
+func incidentRound(t *testing.T, e *env, way string, guard, admission bool, clientClosed chan struct{}) {
 	t.Helper()
 	cfg := baseConfig(map[string]any{"fixture_name": "incident.wav", "slice_encoding": "raw"})
 	pcm := testPCM(5.4) // the shortest playable source keeps ten rounds fast
@@ -153,8 +168,13 @@ func incidentRound(t *testing.T, e *env, way string, guard bool, clientClosed ch
 		require.NotEmpty(t, evs)
 		msg := fmt.Sprint(evs[len(evs)-1]["message"])
 		t.Logf("retry without the guard: close %d %q, error %v", ce.Code, ce.Text, evs[len(evs)-1])
-		require.Contains(t, []int{websocket.CloseTryAgainLater, websocket.CloseInternalServerErr}, ce.Code)
-		require.True(t, strings.Contains(msg, "GPU full") || strings.Contains(msg, "out of memory"), msg)
+		if admission {
+			require.Equal(t, websocket.CloseTryAgainLater, ce.Code)
+			require.Contains(t, msg, "GPU full")
+		} else {
+			require.Equal(t, websocket.CloseInternalServerErr, ce.Code)
+			require.Contains(t, msg, "out of memory")
+		}
 		return
 	}
 	rb := &client{t: t, c: b}
