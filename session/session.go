@@ -42,14 +42,15 @@ type Config struct {
 	VAEWindow     float32       // kept slice seconds
 	LeadS         float32       // decode lead, seconds
 	Headroom      uint64        // device bytes kept free beyond a session's predicted cost
-	// NoAdmission admits every start whatever its predicted cost, so one that does not fit
-	// fails with the device's out-of-memory error instead of ErrAdmission (diagnostics, and
-	// the incident test: without the handshake guard a retry must then hit a real OOM).
-	NoAdmission bool
 	IdlePause     time.Duration // stop generating after this long without input changes
 	TickInterval  time.Duration // minimum time between ticks (real-time pacing)
 	CloseTimeout  time.Duration // how long Close waits for the run loop to quiesce
 	SliceEncoding string        // unused here; kept for symmetry with the wire config
+
+	// NoAdmission admits every start whatever its predicted cost, so one that does not fit
+	// fails with the device's out-of-memory error instead of ErrAdmission (diagnostics, and
+	// the incident test: without the handshake guard a retry must then hit a real OOM).
+	NoAdmission bool
 }
 
 // DefaultConfig returns the defaults demond uses.
