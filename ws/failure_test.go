@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -159,73 +160,104 @@ func TestClientVanishingAtEveryHandshakeStep(t *testing.T) {
 // with the original window and the close code, and by the time it sees the
 // close the device is at baseline with nothing open or registered (rollback
 // before close, lifecycle §3); goroutines are back; the next session streams.
+// The fault matrix as the client sees it: every session fault point, armed in turn and
+// each run faultRounds times, must end in the right error frame and close code with the
+// device back at its baseline, no registry entry, no goroutine left, the point hit as
+// armed; and the next session must start and stream.
+const faultRounds = 3
+
 func TestHandshakeFaultContract(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	stemCfg := baseConfig(map[string]any{"fixture_name": "faulty.wav"})
 	pcm := testPCM(6)
-	for _, tc := range []struct {
-		spec, point, code, window string
-	}{
-		{"handshake.ready=error", "handshake.ready", CodeSessionStartFailed, "handshake.ready"},
-		{"handshake.initial_buffer=error", "handshake.initial_buffer", CodeSessionStartFailed, "handshake.initial_buffer"},
-		{"handshake.stem_payload=error@1", "handshake.stem_payload", CodeSessionStartFailed, "handshake.stem_payload"},
-		{"handshake.stem_payload=error@2", "handshake.stem_payload", CodeSessionStartFailed, "handshake.stem_payload"},
-		{"handshake.after_register=error", "handshake.after_register", CodeSessionStartFailed, "handshake.after_register"},
-		{"handshake.ready=oom", "handshake.ready", CodeSessionStartFailed, "unknown"},
-		{"create.conditioning=error", "create.conditioning", CodeSessionStartFailed, "create.conditioning"},
-		{"create.stems=error", "create.stems", "stem_failed", ""}, // mode "full": non-fatal
-		{"run.runner_init=error", "run.runner_init", CodeSessionStartFailed, "run.runner_init"},
-		{"run.tick=error", "run.tick", CodePipelineError, ""},
+	for _, tc := range []faultContract{
+		{"create.source_prepare=error", "create.source_prepare", CodeSessionStartFailed, "create.source_prepare", 1},
+		{"session.init.context=error@2", "session.init.context", CodeSessionStartFailed, "", 2},
+		{"create.stems=error", "create.stems", "stem_failed", "", 1}, // mode "full": non-fatal
+		{"create.conditioning=error", "create.conditioning", CodeSessionStartFailed, "create.conditioning", 1},
+		{"create.stream=error", "create.stream", CodeSessionStartFailed, "create.stream", 1},
+		{"create.playback=error", "create.playback", CodeSessionStartFailed, "create.playback", 1},
+		{"create.finalize=error", "create.finalize", CodeSessionStartFailed, "create.finalize", 1},
+		{"device.alloc=oom@1", "device.alloc", "stem_failed", "", 1}, // the stem separator: non-fatal
+		{"device.alloc=oom@6", "device.alloc", CodeSessionStartFailed, "", 6},
+		{"device.alloc=oom@10", "device.alloc", CodeSessionStartFailed, "", 10},
+		{"device.alloc=oom@16", "device.alloc", CodeSessionStartFailed, "", 16},
+		{"handshake.ready=error", "handshake.ready", CodeSessionStartFailed, "handshake.ready", 1},
+		{"handshake.ready=oom", "handshake.ready", CodeSessionStartFailed, "handshake.ready", 1},
+		{"handshake.initial_buffer=error", "handshake.initial_buffer", CodeSessionStartFailed, "handshake.initial_buffer", 1},
+		{"handshake.stem_payload=error@1", "handshake.stem_payload", CodeSessionStartFailed, "handshake.stem_payload", 1},
+		{"handshake.stem_payload=error@2", "handshake.stem_payload", CodeSessionStartFailed, "handshake.stem_payload", 2},
+		{"handshake.after_register=error", "handshake.after_register", CodeSessionStartFailed, "handshake.after_register", 1},
+		{"run.runner_init=error", "run.runner_init", CodeSessionStartFailed, "run.runner_init", 1},
+		{"run.tick=error", "run.tick", CodePipelineError, "", 1},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
-			e.faults.Reset()
-			require.NoError(t, e.faults.Arm(tc.spec))
-			ign := goleak.IgnoreCurrent()
-			c := e.dial(t)
-			defer c.Close()
-			require.NoError(t, c.WriteJSON(stemCfg))
-			require.NoError(t, c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, 2, pcm)))
-			if tc.code == "stem_failed" {
-				cl := &client{t: t, c: c}
-				cl.ready = cl.readJSON()
-				_, _, err := cl.read()
-				require.NoError(t, err)
-				assert.Equal(t, "stem_failed", cl.readJSON()["type"])
-				require.NoError(t, c.UnderlyingConn().Close())
-				e.waitReleased(t)
-				e.faults.Reset()
-				e.requireHealthy(t)
-				return
+			for range faultRounds {
+				faultContractRound(t, e, stemCfg, pcm, tc)
+				if t.Failed() {
+					return
+				}
 			}
-			evs, ce := readClose(t, c)
-			// The close arrived: the rollback is already complete.
-			e.requireReleased(t)
-			require.Positive(t, e.faults.Hits(tc.point), "fault point reached")
-			assert.Equal(t, websocket.CloseInternalServerErr, ce.Code)
-			require.NotEmpty(t, evs)
-			last := evs[len(evs)-1]
-			assert.Equal(t, "error", last["type"])
-			assert.Equal(t, tc.code, last["code"])
-			if tc.window != "" {
-				assert.Equal(t, tc.window, last["window"])
-			}
-			if tc.code == CodePipelineError {
-				assert.Contains(t, last["message"], "Generation stopped: ")
-			}
-			if tc.spec == "handshake.ready=oom" {
-				assert.Contains(t, last["message"], "out of memory")
-			}
-			_ = c.Close()
-			goleak.VerifyNone(t, ign)
-			e.faults.Reset()
-			// The next session starts and streams: ready, buffer, stems, slices.
-			cl := e.startClient(t, stemCfg, pcm)
-			require.Equal(t, "stem_assets", cl.readStems()["type"])
-			cl.readSlices(2)
-			cl.close()
-			e.waitReleased(t)
 		})
 	}
+}
+
+// faultContract is one row of the client-side fault matrix.
+type faultContract struct {
+	spec, point, code, window string // window "" is not checked
+	hits                      int64  // times the point is reached in the failing start
+}
+
+func faultContractRound(t *testing.T, e *env, stemCfg map[string]any, pcm []float32, tc faultContract) {
+	t.Helper()
+	e.faults.Reset()
+	require.NoError(t, e.faults.Arm(tc.spec))
+	ign := goleak.IgnoreCurrent()
+	c := e.dial(t)
+	defer c.Close()
+	require.NoError(t, c.WriteJSON(stemCfg))
+	require.NoError(t, c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, 2, pcm)))
+	if tc.code == "stem_failed" {
+		cl := &client{t: t, c: c}
+		cl.ready = cl.readJSON()
+		_, _, err := cl.read()
+		require.NoError(t, err)
+		assert.Equal(t, "stem_failed", cl.readJSON()["type"])
+		require.NoError(t, c.UnderlyingConn().Close())
+		e.waitReleased(t)
+		e.faults.Reset()
+		e.requireHealthy(t)
+		return
+	}
+	evs, ce := readClose(t, c)
+	// The close arrived: the rollback is already complete.
+	e.requireReleased(t)
+	assert.Zero(t, e.mgr.Open(), "no session left open")
+	assert.Empty(t, e.mgr.List(), "no registry entry")
+	require.Equal(t, tc.hits, e.faults.Hits(tc.point), "fault point reached as armed")
+	assert.Equal(t, websocket.CloseInternalServerErr, ce.Code)
+	require.NotEmpty(t, evs)
+	last := evs[len(evs)-1]
+	assert.Equal(t, "error", last["type"])
+	assert.Equal(t, tc.code, last["code"])
+	if tc.window != "" {
+		assert.Equal(t, tc.window, last["window"])
+	}
+	if tc.code == CodePipelineError {
+		assert.Contains(t, last["message"], "Generation stopped: ")
+	}
+	if strings.Contains(tc.spec, "=oom") {
+		assert.Contains(t, last["message"], "out of memory")
+	}
+	_ = c.Close()
+	goleak.VerifyNone(t, ign)
+	e.faults.Reset()
+	// The next session starts and streams: ready, buffer, stems, slices.
+	cl := e.startClient(t, stemCfg, pcm)
+	require.Equal(t, "stem_assets", cl.readStems()["type"])
+	cl.readSlices(2)
+	cl.close()
+	e.waitReleased(t)
 }
 
 // TestRollbackBeforeClose replays the retry-on-close race many times: a

@@ -136,11 +136,16 @@ func (c *conn) runSession(first []byte) (out outcome) {
 // registers the session.
 func (c *conn) handshake(mgr *session.Manager, sess *session.Session, cfg SessionConfig, stemMode string, registered *bool) error {
 	faults := mgr.Faults()
+	// step passes a handshake fault point; a failure there is reported with the point as
+	// its window, whatever its kind (an injected error or out of memory).
 	step := func(point string) error {
 		if err := c.cause(); err != nil {
 			return err
 		}
-		return faults.Hit(point)
+		if err := faults.Hit(point); err != nil {
+			return &session.StageError{Stage: point, Err: err}
+		}
+		return nil
 	}
 
 	maxDepth := sess.Info.MaxDepth
