@@ -30,7 +30,13 @@ import (
 // rigs, so the realistic footprints fit; untouched fake memory costs nothing).
 func newCUDARig(t *testing.T, spec string) (*rig, uint64) {
 	t.Helper()
-	trttest.FakeCUDA(t, trttest.FakeCUDAOptions{TotalBytes: 24 << 30})
+	return newCUDARigWith(t, spec, trttest.FakeCUDAOptions{})
+}
+
+func newCUDARigWith(t *testing.T, spec string, o trttest.FakeCUDAOptions) (*rig, uint64) {
+	t.Helper()
+	o.TotalBytes = 24 << 30
+	trttest.FakeCUDA(t, o)
 	return newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.CUDADevice(t, f) }, spec)
 }
 
@@ -74,7 +80,22 @@ func requireCUDABaseline(t *testing.T, r *rig, driverFree uint64) {
 }
 
 func TestCUDACreateRunClose(t *testing.T) {
-	r, driverFree := newCUDARig(t, "")
+	// Stream-ordered allocation (memory pools) and plain cuMemAlloc.
+	for _, noPools := range []bool{false, true} {
+		t.Run("no_pools="+strconv.FormatBool(noPools), func(t *testing.T) {
+			cudaCreateRunClose(t, trttest.FakeCUDAOptions{NoPools: noPools})
+		})
+	}
+}
+
+func cudaCreateRunClose(t *testing.T, o trttest.FakeCUDAOptions) {
+	r, driverFree := newCUDARigWith(t, "", o)
+	desc := r.dev.String()
+	if o.NoPools {
+		assert.Contains(t, desc, ", cuMemAlloc, ")
+	} else {
+		assert.Contains(t, desc, "stream-ordered allocation")
+	}
 	host := newRig(t, 24<<30, "") // before any session: its leak check counts from here
 	s, err := r.mgr.Create(t.Context(), request("vocals"))
 	require.NoError(t, err)

@@ -27,8 +27,9 @@ class FakeCuda : public ::testing::Test {
   void SetUp() override {
     setenv("DEMON_CUDA_LIBRARY", DM_FAKE_CUDA_LIBRARY, 1);
     setenv("DEMON_FAKE_CUDA_TOTAL_BYTES", std::to_string(kGiB).c_str(), 1);
-    for (const char* v : {"DEMON_FAKE_CUDA_RESERVED_BYTES", "DEMON_FAKE_CUDA_FAIL_ALLOC",
-                          "DEMON_FAKE_CUDA_FREE_LAG", "DEMON_FAKE_CUDA_NO_DEVICE"}) {
+    for (const char* v :
+         {"DEMON_FAKE_CUDA_RESERVED_BYTES", "DEMON_FAKE_CUDA_FAIL_ALLOC",
+          "DEMON_FAKE_CUDA_FREE_LAG", "DEMON_FAKE_CUDA_NO_DEVICE", "DEMON_FAKE_CUDA_NO_POOLS"}) {
       unsetenv(v);
     }
   }
@@ -64,6 +65,16 @@ class FakeCuda : public ::testing::Test {
     int n = fn != nullptr ? fn(bytes) : -1;
     dlclose(h);
     return n;
+  }
+
+  // Stream-ordered calls the fake driver has seen since cuInit.
+  static void FakeAsyncCalls(long* allocs, long* frees) {
+    *allocs = *frees = -1;
+    void* h = dlopen(DM_FAKE_CUDA_LIBRARY, RTLD_NOW | RTLD_NOLOAD);
+    if (h == nullptr) return;
+    auto fn = reinterpret_cast<void (*)(long*, long*)>(dlsym(h, "demon_fake_cuda_async_calls"));
+    if (fn != nullptr) fn(allocs, frees);
+    dlclose(h);
   }
 
   dm_device* dev_ = nullptr;
@@ -169,7 +180,7 @@ TEST_F(FakeCuda, DriverRefusalIsOutOfMemoryWithTheDriverName) {
   dm_buffer* b = nullptr;
   EXPECT_EQ(dm_buffer_alloc(dev_, 2 << 20, "test:refused", &b, &err), DM_ERR_OUT_OF_MEMORY);
   EXPECT_NE(std::strstr(err.msg,
-                        "cuMemAlloc_v2 of 2097152 bytes (2.00 MiB) on cuda:0: "
+                        "cuMemAllocAsync of 2097152 bytes (2.00 MiB) on cuda:0: "
                         "CUDA_ERROR_OUT_OF_MEMORY (out of memory, code 2); the driver "
                         "reports 1048576 bytes (1.00 MiB) free"),
             nullptr)
@@ -178,6 +189,58 @@ TEST_F(FakeCuda, DriverRefusalIsOutOfMemoryWithTheDriverName) {
   ASSERT_EQ(dm_ledger_totals_get(dev_, &t, &err), DM_OK);
   EXPECT_EQ(t.used_bytes, 0u);
   EXPECT_EQ(t.failed, 1u);
+}
+
+// With memory pools, buffers come from cuMemAllocAsync and go back with cuMemFreeAsync: a
+// free is only queued, and reading the driver's memory synchronises the queue first, so
+// the ledger/driver cross-check stays exact.
+TEST_F(FakeCuda, StreamOrderedAllocationWherePoolsExist) {
+  dm_error err{};
+  ASSERT_EQ(Create(&err), DM_OK) << err.msg;
+  char desc[256];
+  ASSERT_EQ(dm_device_describe(dev_, desc, sizeof desc, &err), DM_OK);
+  EXPECT_NE(std::strstr(desc, "stream-ordered allocation"), nullptr) << desc;
+  dm_buffer *a = nullptr, *b = nullptr;
+  ASSERT_EQ(dm_buffer_alloc(dev_, 3 << 20, "test:pool", &a, &err), DM_OK) << err.msg;
+  ASSERT_EQ(dm_buffer_alloc(dev_, 1000, "test:pool", &b, &err), DM_OK) << err.msg;
+  long allocs = 0, frees = 0;
+  FakeAsyncCalls(&allocs, &frees);
+  EXPECT_EQ(allocs, 2);
+  EXPECT_EQ(frees, 0);
+  std::vector<uint8_t> back(1000, 0xff);
+  ASSERT_EQ(dm_buffer_read(b, 0, back.data(), back.size(), &err), DM_OK) << err.msg;
+  for (uint8_t v : back) ASSERT_EQ(v, 0) << "new memory reads as zeros";
+
+  dm_buffer_free(a);
+  FakeAsyncCalls(&allocs, &frees);
+  EXPECT_EQ(frees, 1);
+  EXPECT_EQ(FakeLive(nullptr), 2) << "the free is queued on the allocation stream";
+  uint64_t free = 0, total = 0;
+  ASSERT_EQ(dm_device_driver_memory(dev_, &free, &total, &err), DM_OK) << err.msg;
+  EXPECT_EQ(total - free, 1000u) << "reading the driver's memory lands the queued frees";
+  EXPECT_EQ(FakeLive(nullptr), 1);
+  dm_buffer_free(b);  // still queued when the device goes: its destructor synchronises
+}
+
+// Without memory pools (old driver or GPU), plain cuMemAlloc / cuMemFree.
+TEST_F(FakeCuda, WithoutMemoryPoolsPlainCuMemAlloc) {
+  setenv("DEMON_FAKE_CUDA_NO_POOLS", "1", 1);
+  setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", std::to_string(kGiB - (1 << 20)).c_str(), 1);
+  dm_error err{};
+  ASSERT_EQ(Create(&err), DM_OK) << err.msg;
+  char desc[256];
+  ASSERT_EQ(dm_device_describe(dev_, desc, sizeof desc, &err), DM_OK);
+  EXPECT_NE(std::strstr(desc, ", cuMemAlloc, "), nullptr) << desc;
+  dm_buffer *a = nullptr, *b = nullptr;
+  ASSERT_EQ(dm_buffer_alloc(dev_, 4096, "test:plain", &a, &err), DM_OK) << err.msg;
+  EXPECT_EQ(dm_buffer_alloc(dev_, 2 << 20, "test:plain", &b, &err), DM_ERR_OUT_OF_MEMORY);
+  EXPECT_NE(std::strstr(err.msg, "cuMemAlloc_v2 of 2097152 bytes"), nullptr) << err.msg;
+  dm_buffer_free(a);
+  EXPECT_EQ(FakeLive(nullptr), 0) << "cuMemFree returns the memory at once";
+  long allocs = 0, frees = 0;
+  FakeAsyncCalls(&allocs, &frees);
+  EXPECT_EQ(allocs, 0);
+  EXPECT_EQ(frees, 0);
 }
 
 TEST_F(FakeCuda, NthDriverAllocationFails) {

@@ -28,6 +28,9 @@ type FakeCUDAOptions struct {
 	// FreeLag delays freed memory in cuMemGetInfo by this many further queries (a real
 	// driver frees asynchronously).
 	FreeLag int
+	// NoPools makes the fake GPU report no memory-pool support, so the cuda device uses
+	// plain cuMemAlloc / cuMemFree instead of stream-ordered allocation.
+	NoPools bool
 }
 
 // FakeCUDASource returns the path of the fake driver's C source.
@@ -70,6 +73,11 @@ func FakeCUDA(t testing.TB, o FakeCUDAOptions) string {
 	t.Setenv("DEMON_FAKE_CUDA_FAIL_ALLOC", o.FailAlloc)
 	t.Setenv("DEMON_FAKE_CUDA_FREE_LAG", strconv.Itoa(o.FreeLag))
 	t.Setenv("DEMON_FAKE_CUDA_NO_DEVICE", "")
+	noPools := ""
+	if o.NoPools {
+		noPools = "1"
+	}
+	t.Setenv("DEMON_FAKE_CUDA_NO_POOLS", noPools)
 	return lib
 }
 

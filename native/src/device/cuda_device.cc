@@ -7,6 +7,17 @@
 // the ledger, and a driver refusal (other processes, the context's own memory) surfaces as
 // a CudaError CUDA_ERROR_OUT_OF_MEMORY with status DM_ERR_OUT_OF_MEMORY.
 //
+// Allocation: where the driver and the GPU support memory pools (CUDA 11.2+,
+// CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED), buffers come from cuMemAllocAsync on a private
+// stream and go back with cuMemFreeAsync: an allocation is synchronised before it is handed
+// out, so every other user sees finished memory; a free is queued without waiting, and the
+// driver reuses or releases the memory once the stream reaches it. A caller must have
+// finished its own GPU work on a buffer before freeing it (demon's copies are synchronous;
+// an engine synchronises its stream before its buffers are released). Elsewhere plain
+// cuMemAlloc / cuMemFree. Reading the driver's memory first synchronises the allocation
+// stream, so queued frees have landed and the pool has trimmed back to the OS (the default
+// pool keeps nothing beyond its release threshold of 0 at a synchronisation).
+//
 // Thread rule: the driver binds a context to the calling OS thread, and the device is
 // called from several threads (the session worker, Go's loaders). Every entry point here
 // therefore makes the primary context current first (cuCtxSetCurrent is a cheap
@@ -87,7 +98,8 @@ class CudaEvent {
 };
 
 // Everything acquired before the Device base can be constructed (its capacity is the
-// GPU's total memory), in acquisition order.
+// GPU's total memory), in acquisition order (so destroyed in reverse: the allocation stream
+// before the context).
 struct CudaState {
   std::shared_ptr<CudaDriver> drv;
   int ordinal = 0;
@@ -97,6 +109,7 @@ struct CudaState {
   int cc_major = 0, cc_minor = 0;
   int driver_version = 0;
   uint64_t total = 0;
+  std::unique_ptr<CudaStream> alloc_stream;  // null: plain cuMemAlloc / cuMemFree
 };
 
 class CudaDevice final : public Device {
@@ -104,10 +117,26 @@ class CudaDevice final : public Device {
   CudaDevice(std::unique_ptr<CudaState> st, FaultRegistry* faults)
       : Device(st->total, faults), st_(std::move(st)), drv_(*st_->drv) {}
 
+  // Queued frees land before the stream and the context go.
+  ~CudaDevice() override {
+    if (st_->alloc_stream == nullptr) return;
+    try {
+      st_->ctx->Bind();
+    } catch (...) {
+      // The synchronisation below reports the same failure.
+    }
+    cu::Result r = drv_.cuStreamSynchronize(st_->alloc_stream->get());
+    if (r != cu::kSuccess) {
+      std::fprintf(stderr, "demon: cuStreamSynchronize (allocation stream): %s\n",
+                   drv_.Describe(r).c_str());
+    }
+  }
+
   std::string Describe() const override {
-    return Format("cuda:%d %s (compute %d.%d, driver %d.%d, %s, %s)", st_->ordinal,
+    return Format("cuda:%d %s (compute %d.%d, driver %d.%d, %s, %s, %s)", st_->ordinal,
                   st_->name.c_str(), st_->cc_major, st_->cc_minor, st_->driver_version / 1000,
                   (st_->driver_version % 1000) / 10, FormatBytes(ledger().capacity()).c_str(),
+                  StreamOrdered() ? "stream-ordered allocation" : "cuMemAlloc",
                   st_->drv->path.c_str());
   }
   bool HostAccessible() const override { return false; }
@@ -115,19 +144,28 @@ class CudaDevice final : public Device {
   void* RawAlloc(size_t bytes) override {
     st_->ctx->Bind();
     cu::DevPtr p = 0;
-    cu::Result r = drv_.cuMemAlloc(&p, bytes);
+    const char* op = StreamOrdered() ? "cuMemAllocAsync" : "cuMemAlloc_v2";
+    cu::Result r = StreamOrdered() ? drv_.cuMemAllocAsync(&p, bytes, st_->alloc_stream->get())
+                                   : drv_.cuMemAlloc(&p, bytes);
     if (r != cu::kSuccess) {
       size_t free = 0, total = 0;
       std::string why = drv_.Describe(r);
       if (drv_.cuMemGetInfo(&free, &total) == cu::kSuccess) {
         why += "; the driver reports " + FormatBytes(free) + " free";
       }
-      throw CudaError(r, Format("cuMemAlloc_v2 of %s on cuda:%d: %s", FormatBytes(bytes).c_str(),
+      throw CudaError(r, Format("%s of %s on cuda:%d: %s", op, FormatBytes(bytes).c_str(),
                                 st_->ordinal, why.c_str()));
+    }
+    if (StreamOrdered()) {
+      r = drv_.cuStreamSynchronize(st_->alloc_stream->get());
+      if (r != cu::kSuccess) {
+        ReleaseDev(p);
+        drv_.Check(r, "cuStreamSynchronize (a new stream-ordered allocation)");
+      }
     }
     r = drv_.cuMemsetD8(p, 0, bytes);
     if (r != cu::kSuccess) {
-      drv_.cuMemFree(p);
+      ReleaseDev(p);
       drv_.Check(r, "cuMemsetD8_v2 (zero-filling a new allocation)");
     }
     return reinterpret_cast<void*>(static_cast<uintptr_t>(p));
@@ -138,12 +176,9 @@ class CudaDevice final : public Device {
     try {
       st_->ctx->Bind();
     } catch (...) {
-      // Fall through: cuMemFree reports the same failure below.
+      // Fall through: the free reports the same failure below.
     }
-    cu::Result r = drv_.cuMemFree(Dev(ptr));
-    if (r != cu::kSuccess) {
-      std::fprintf(stderr, "demon: cuMemFree_v2: %s\n", drv_.Describe(r).c_str());
-    }
+    ReleaseDev(Dev(ptr));
   }
 
   void CopyToDevice(void* dst, const void* src, size_t n) override {
@@ -158,6 +193,10 @@ class CudaDevice final : public Device {
 
   DriverMemory QueryDriverMemory() const override {
     st_->ctx->Bind();
+    if (StreamOrdered()) {
+      drv_.Check(drv_.cuStreamSynchronize(st_->alloc_stream->get()),
+                 "cuStreamSynchronize (allocation stream, before cuMemGetInfo)");
+    }
     size_t free = 0, total = 0;
     drv_.Check(drv_.cuMemGetInfo(&free, &total), "cuMemGetInfo_v2");
     return DriverMemory{free, total};
@@ -217,6 +256,18 @@ class CudaDevice final : public Device {
   static cu::DevPtr Dev(const void* p) {
     return static_cast<cu::DevPtr>(reinterpret_cast<uintptr_t>(p));
   }
+  bool StreamOrdered() const { return st_->alloc_stream != nullptr; }
+
+  // Gives p back to the driver (queued on the allocation stream where stream-ordered);
+  // failures are logged: a release never throws.
+  void ReleaseDev(cu::DevPtr p) const noexcept {
+    cu::Result r =
+        StreamOrdered() ? drv_.cuMemFreeAsync(p, st_->alloc_stream->get()) : drv_.cuMemFree(p);
+    if (r != cu::kSuccess) {
+      std::fprintf(stderr, "demon: %s: %s\n", StreamOrdered() ? "cuMemFreeAsync" : "cuMemFree_v2",
+                   drv_.Describe(r).c_str());
+    }
+  }
 
   std::unique_ptr<CudaState> st_;
   const CudaDriver& drv_;  // *st_->drv, alive as long as st_
@@ -255,6 +306,12 @@ std::shared_ptr<Device> CreateCudaDevice(int ordinal, FaultRegistry* faults) {
   d.Check(d.cuMemGetInfo(&free, &total), "cuMemGetInfo_v2");
   if (total == 0) Fail(Status::kCuda, "cuda device %d reports 0 bytes of memory", ordinal);
   st->total = total;
+  int pools = 0;
+  if (d.cuMemAllocAsync != nullptr && d.cuMemFreeAsync != nullptr &&
+      d.cuDeviceGetAttribute(&pools, cu::kAttrMemoryPoolsSupported, st->dev) == cu::kSuccess &&
+      pools != 0) {
+    st->alloc_stream = std::make_unique<cuda_detail::CudaStream>(d);
+  }
   return std::make_shared<cuda_detail::CudaDevice>(std::move(st), faults);
 }
 

@@ -27,6 +27,12 @@ void Resolve(void* lib, const std::string& path, Fn* fn, std::initializer_list<c
        *names.begin());
 }
 
+// Resolves an optional entry point: *fn stays null when the library does not export it.
+template <typename Fn>
+void ResolveOptional(void* lib, Fn* fn, const char* name) {
+  if (void* p = dlsym(lib, name)) *fn = reinterpret_cast<Fn>(p);
+}
+
 }  // namespace cuda_detail
 
 std::shared_ptr<CudaDriver> CudaDriver::Load() {
@@ -57,6 +63,8 @@ std::shared_ptr<CudaDriver> CudaDriver::Load() {
   Resolve(l, path, &d->cuMemGetInfo, {"cuMemGetInfo_v2"});
   Resolve(l, path, &d->cuMemAlloc, {"cuMemAlloc_v2"});
   Resolve(l, path, &d->cuMemFree, {"cuMemFree_v2"});
+  cuda_detail::ResolveOptional(l, &d->cuMemAllocAsync, "cuMemAllocAsync");
+  cuda_detail::ResolveOptional(l, &d->cuMemFreeAsync, "cuMemFreeAsync");
   Resolve(l, path, &d->cuMemAllocHost, {"cuMemAllocHost_v2"});
   Resolve(l, path, &d->cuMemFreeHost, {"cuMemFreeHost"});
   Resolve(l, path, &d->cuMemsetD8, {"cuMemsetD8_v2"});

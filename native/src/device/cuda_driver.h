@@ -29,6 +29,7 @@ constexpr Result kSuccess = 0;                   // CUDA_SUCCESS
 constexpr Result kErrorOutOfMemory = 2;          // CUDA_ERROR_OUT_OF_MEMORY
 constexpr int kAttrComputeCapabilityMajor = 75;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 constexpr int kAttrComputeCapabilityMinor = 76;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+constexpr int kAttrMemoryPoolsSupported = 115;   // CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED
 constexpr unsigned kStreamNonBlocking = 1;       // CU_STREAM_NON_BLOCKING
 constexpr unsigned kEventDefault = 0;            // CU_EVENT_DEFAULT
 
@@ -83,6 +84,9 @@ struct CudaDriver {
   cu::Result (*cuMemGetInfo)(size_t* free, size_t* total) = nullptr;
   cu::Result (*cuMemAlloc)(cu::DevPtr* ptr, size_t bytes) = nullptr;
   cu::Result (*cuMemFree)(cu::DevPtr ptr) = nullptr;
+  // Stream-ordered allocation (CUDA 11.2+). Optional: null when the driver lacks them.
+  cu::Result (*cuMemAllocAsync)(cu::DevPtr* ptr, size_t bytes, cu::StreamHandle s) = nullptr;
+  cu::Result (*cuMemFreeAsync)(cu::DevPtr ptr, cu::StreamHandle s) = nullptr;
   cu::Result (*cuMemAllocHost)(void** ptr, size_t bytes) = nullptr;
   cu::Result (*cuMemFreeHost)(void* ptr) = nullptr;
   cu::Result (*cuMemsetD8)(cu::DevPtr dst, unsigned char value, size_t n) = nullptr;

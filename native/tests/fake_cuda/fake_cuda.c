@@ -26,6 +26,13 @@
  *  DEMON_FAKE_CUDA_FREE_LAG        freed memory shows in cuMemGetInfo only after this many
  *                                  further cuMemGetInfo calls (the driver frees async)
  *  DEMON_FAKE_CUDA_NO_DEVICE       "1": cuInit fails with CUDA_ERROR_NO_DEVICE
+ *  DEMON_FAKE_CUDA_NO_POOLS        "1": the device reports no memory-pool support
+ *                                  (CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED = 0)
+ *
+ * cuMemAllocAsync allocates at once (as if the stream were idle); cuMemFreeAsync only
+ * queues the free on its stream: the memory stays in use, in cuMemGetInfo and in
+ * demon_fake_cuda_live, until that stream is synchronised or destroyed — so a caller that
+ * reads the driver's memory without synchronising sees its frees still pending.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -64,6 +71,8 @@ struct fake_ctx {
 };
 struct fake_stream {
   int magic;
+  CUdeviceptr* pending; /* cuMemFreeAsync queue, run at synchronisation */
+  size_t npending, cap;
 };
 struct fake_event {
   int magic;
@@ -86,6 +95,8 @@ static long fail_nth = 0; /* 0 none, -1 all */
 static long alloc_calls;
 static int free_lag, lag_left;
 static CUdeviceptr next_addr = FAKE_BASE;
+static int no_pools;
+static long async_allocs, async_frees; /* stream-ordered calls, for tests */
 static struct alloc* allocs;
 static struct fake_ctx primary;
 static __thread CUcontext current;
@@ -113,6 +124,9 @@ EXPORT CUresult cuInit(unsigned flags) {
   fail_nth = (f == NULL || f[0] == '\0') ? 0 : strcmp(f, "all") == 0 ? -1 : strtol(f, NULL, 10);
   alloc_calls = 0;
   free_lag = (int)env_u64("DEMON_FAKE_CUDA_FREE_LAG", 0);
+  const char* np = getenv("DEMON_FAKE_CUDA_NO_POOLS");
+  no_pools = np != NULL && strcmp(np, "1") == 0;
+  async_allocs = async_frees = 0;
   initialized = 1;
   pthread_mutex_unlock(&mu);
   return kSuccess;
@@ -152,6 +166,7 @@ EXPORT CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
   switch (attr) {
     case 75: *v = 9; return kSuccess; /* compute capability 9.0 */
     case 76: *v = 0; return kSuccess;
+    case 115: *v = !no_pools; return kSuccess; /* memory pools (cuMemAllocAsync) */
     default: return kInvalidValue;
   }
 }
@@ -269,6 +284,61 @@ EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
   return kInvalidValue;
 }
 
+static int valid_stream(CUstream s) { return s == NULL || s->magic == 0x57; }
+
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, CUstream s) {
+  if (!valid_stream(s)) return kInvalidHandle;
+  CUresult r = cuMemAlloc_v2(p, n);
+  if (r == kSuccess) {
+    pthread_mutex_lock(&mu);
+    async_allocs++;
+    pthread_mutex_unlock(&mu);
+  }
+  return r;
+}
+
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
+  if (need_ctx() != kSuccess) return kInvalidContext;
+  if (s == NULL || s->magic != 0x57) return kInvalidHandle; /* demon always passes its stream */
+  pthread_mutex_lock(&mu);
+  if (find(p, 1) == NULL || find(p, 1)->addr != p) {
+    pthread_mutex_unlock(&mu);
+    return kInvalidValue;
+  }
+  if (s->npending == s->cap) {
+    size_t cap = s->cap ? 2 * s->cap : 16;
+    CUdeviceptr* q = realloc(s->pending, cap * sizeof *q);
+    if (q == NULL) {
+      pthread_mutex_unlock(&mu);
+      return kOutOfMemory;
+    }
+    s->pending = q;
+    s->cap = cap;
+  }
+  s->pending[s->npending++] = p;
+  async_frees++;
+  pthread_mutex_unlock(&mu);
+  return kSuccess;
+}
+
+/* Runs a stream's queued frees (synchronisation, destruction). */
+static CUresult drain(CUstream s) {
+  if (s == NULL) return kSuccess;
+  pthread_mutex_lock(&mu);
+  size_t n = s->npending;
+  CUdeviceptr* q = s->pending;
+  s->pending = NULL;
+  s->npending = s->cap = 0;
+  pthread_mutex_unlock(&mu);
+  CUresult r = kSuccess;
+  for (size_t i = 0; i < n; i++) {
+    CUresult f = cuMemFree_v2(q[i]);
+    if (f != kSuccess) r = f;
+  }
+  free(q);
+  return r;
+}
+
 EXPORT CUresult cuMemAllocHost_v2(void** p, size_t n) {
   if (need_ctx() != kSuccess) return kInvalidContext;
   if (p == NULL || n == 0) return kInvalidValue;
@@ -323,8 +393,6 @@ EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
 }
 EXPORT CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) { return copy(dst, src, n, 0); }
 
-static int valid_stream(CUstream s) { return s == NULL || s->magic == 0x57; }
-
 EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
   if (!valid_stream(s)) return kInvalidHandle;
   return copy((void*)src, dst, n, 1); /* "async": done before it returns */
@@ -345,11 +413,20 @@ EXPORT CUresult cuStreamCreate(CUstream* s, unsigned flags) {
 }
 EXPORT CUresult cuStreamDestroy_v2(CUstream s) {
   if (s == NULL || s->magic != 0x57) return kInvalidHandle;
+  /* The real driver finishes a destroyed stream's work in the background; here at once. A
+     context is needed for the queued frees: bind the primary one for the duration. */
+  CUcontext saved = current;
+  if (primary.refs > 0) current = &primary;
+  CUresult r = drain(s);
+  current = saved;
   s->magic = 0;
   free(s);
-  return kSuccess;
+  return r;
 }
-EXPORT CUresult cuStreamSynchronize(CUstream s) { return valid_stream(s) ? kSuccess : kInvalidHandle; }
+EXPORT CUresult cuStreamSynchronize(CUstream s) {
+  if (!valid_stream(s)) return kInvalidHandle;
+  return drain(s);
+}
 
 EXPORT CUresult cuEventCreate(CUevent* e, unsigned flags) {
   (void)flags;
@@ -414,6 +491,14 @@ EXPORT CUresult cuGetErrorString(CUresult r, const char** s) {
     default: *s = NULL; return kInvalidValue;
   }
   return kSuccess;
+}
+
+/* Test introspection (not a driver entry point): stream-ordered calls since cuInit. */
+EXPORT void demon_fake_cuda_async_calls(long* allocs_out, long* frees_out) {
+  pthread_mutex_lock(&mu);
+  if (allocs_out != NULL) *allocs_out = async_allocs;
+  if (frees_out != NULL) *frees_out = async_frees;
+  pthread_mutex_unlock(&mu);
 }
 
 /* Test introspection (not a driver entry point): live device allocations and bytes. */
