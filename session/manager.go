@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/demon-audio/demon/internal/zerowait"
 	"github.com/demon-audio/demon/models"
 	"github.com/demon-audio/demon/trt"
 )
@@ -29,7 +30,7 @@ type Manager struct {
 	sessions map[string]*Session
 	open     map[*Session]struct{} // created and not yet closed (registered or not)
 	draining bool
-	idle     chan struct{} // closed and replaced whenever open drops to zero
+	idle     zerowait.Signal // fired whenever open drops to zero
 }
 
 // NewManager makes a manager for sessions on dev running model. It allocates nothing.
@@ -39,7 +40,7 @@ func NewManager(cfg Config, dev *trt.Device, model *models.Model, faults *trt.Fa
 	}
 	return &Manager{
 		cfg: cfg, dev: dev, model: model, faults: faults, log: log, hooks: hooks,
-		sessions: map[string]*Session{}, open: map[*Session]struct{}{}, idle: make(chan struct{}),
+		sessions: map[string]*Session{}, open: map[*Session]struct{}{},
 	}
 }
 
@@ -119,19 +120,11 @@ func (m *Manager) Drain() []*Session {
 
 // WaitIdle blocks until no session is open or ctx ends.
 func (m *Manager) WaitIdle(ctx context.Context) error {
-	for {
+	return zerowait.Wait(ctx, func() (int, <-chan struct{}) {
 		m.mu.Lock()
-		n, ch := len(m.open), m.idle
-		m.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		defer m.mu.Unlock()
+		return len(m.open), m.idle.C()
+	})
 }
 
 func (m *Manager) track(s *Session) {
@@ -145,8 +138,7 @@ func (m *Manager) untrack(s *Session) {
 	defer m.mu.Unlock()
 	delete(m.open, s)
 	if len(m.open) == 0 {
-		close(m.idle)
-		m.idle = make(chan struct{})
+		m.idle.Fire()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/demon-audio/demon/internal/zerowait"
 	"github.com/demon-audio/demon/session"
 	"github.com/gorilla/websocket"
 )
@@ -121,10 +122,10 @@ type Server struct {
 	perIP        map[string]int
 	draining     bool
 	shutdownCode int
-	drainCh      chan struct{} // closed when draining starts
-	idle         chan struct{} // closed and replaced whenever conns drops to zero
-	dying        int           // sessions whose client is gone, not yet closed
-	dyingCh      chan struct{} // closed and replaced whenever dying drops to zero
+	drainCh      chan struct{}   // closed when draining starts
+	idle         zerowait.Signal // fired whenever conns drops to zero
+	dying        int             // sessions whose client is gone, not yet closed
+	dyingDone    zerowait.Signal // fired whenever dying drops to zero
 
 	// disableHandshakeGuard turns the handshake guard off (lifecycle L4): a
 	// session that fails between Create and Run is then left open, as DEMON
@@ -194,7 +195,7 @@ func NewServer(opts Options) (*Server, error) {
 		opts: opts, log: opts.Log, mgr: opts.Manager, fixtures: opts.Fixtures,
 		uploads: &uploadStore{dir: opts.UploadsDir}, page: webPage(),
 		conns: map[*conn]struct{}{}, perIP: map[string]int{},
-		drainCh: make(chan struct{}), idle: make(chan struct{}), dyingCh: make(chan struct{}),
+		drainCh: make(chan struct{}),
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize: 32 << 10, WriteBufferSize: 64 << 10,
@@ -303,8 +304,7 @@ func (s *Server) removeConn(c *conn) {
 	defer s.mu.Unlock()
 	delete(s.conns, c)
 	if len(s.conns) == 0 {
-		close(s.idle)
-		s.idle = make(chan struct{})
+		s.idle.Fire()
 	}
 }
 
@@ -339,8 +339,7 @@ func (s *Server) markDead() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dying--; s.dying == 0 {
-		close(s.dyingCh)
-		s.dyingCh = make(chan struct{})
+		s.dyingDone.Fire()
 	}
 }
 
@@ -348,23 +347,17 @@ func (s *Server) markDead() {
 // "closed", ctx ends, or TeardownWait passes (then it proceeds; admission
 // decides).
 func (s *Server) waitTeardowns(ctx context.Context) {
-	deadline := time.NewTimer(s.opts.TeardownWait)
-	defer deadline.Stop()
-	for {
+	wctx, cancel := context.WithTimeout(ctx, s.opts.TeardownWait)
+	defer cancel()
+	var n int
+	err := zerowait.Wait(wctx, func() (int, <-chan struct{}) {
 		s.mu.Lock()
-		n, ch := s.dying, s.dyingCh
-		s.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
-		case <-deadline.C:
-			s.log.Warn("session start proceeding while earlier sessions are still closing", "closing", n)
-			return
-		}
+		defer s.mu.Unlock()
+		n = s.dying
+		return n, s.dyingDone.C()
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("session start proceeding while earlier sessions are still closing", "closing", n)
 	}
 }
 
@@ -401,19 +394,11 @@ func (s *Server) Shutdown(ctx context.Context, code int) error {
 	for _, c := range conns {
 		c.shutdown(code)
 	}
-	for {
+	return zerowait.Wait(ctx, func() (int, <-chan struct{}) {
 		s.mu.Lock()
-		n, ch := len(s.conns), s.idle
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		defer s.mu.Unlock()
+		return len(s.conns), s.idle.C()
+	})
 }
 
 // CloseAll is Shutdown with close code 1001 and no deadline beyond ctx.
