@@ -13,8 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/demon-audio/demon/models"
-	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt"
 	"github.com/demon-audio/demon/trt/trttest"
 )
@@ -37,32 +35,8 @@ func newCUDARigWith(t *testing.T, spec string, o trttest.FakeCUDAOptions) (*rig,
 	t.Helper()
 	o.TotalBytes = 24 << 30
 	trttest.FakeCUDA(t, o)
-	return newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.CUDADevice(t, f) }, spec)
-}
-
-// newRigOn is newRig on the device mkDev creates (with the rig's fault registry); it also
-// returns the driver's free memory at the baseline.
-func newRigOn(t *testing.T, mkDev func(*trt.Faults) *trt.Device, spec string) (*rig, uint64) {
-	t.Helper()
-	trttest.NoLeaks(t)
-	r := &rig{faults: trttest.Faults(t, "")}
-	r.dev = mkDev(r.faults)
-	rp := repo(t)
-	p, err := rp.Profile("ref-10s")
-	require.NoError(t, err)
-	r.model, err = models.LoadModel(r.dev, rp, p, models.LoadOptions{})
-	require.NoError(t, err)
-	t.Cleanup(r.model.Release)
-	cfg := session.DefaultConfig()
-	cfg.TickInterval = 0
-	cfg.MaxCondLen = 128
-	r.mgr = session.NewManager(cfg, r.dev, r.model, r.faults, nil, session.Hooks{})
-	r.faults.Reset()
-	require.NoError(t, r.faults.Arm(spec))
-	r.base = trttest.Snapshot(t, r.dev)
-	free, _, err := r.dev.DriverMemory()
-	require.NoError(t, err)
-	return r, free
+	r := newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.CUDADevice(t, f) }, spec)
+	return r, driverFree(t, r)
 }
 
 // requireCUDABaseline: the ledger at its baseline, no staging left, and the fake driver's

@@ -27,7 +27,8 @@ const gpuTolerance = 64 << 20 // driver free memory may differ this much from ba
 
 func newGPURig(t *testing.T, spec string) (*rig, uint64) {
 	t.Helper()
-	return newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.RequireGPU(t, f) }, spec)
+	r := newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.RequireGPU(t, f) }, spec)
+	return r, driverFree(t, r)
 }
 
 func gpuCheckN() int {

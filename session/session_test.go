@@ -56,9 +56,15 @@ func repo(t testing.TB) *models.Repository {
 
 func newRig(t testing.TB, capacity uint64, spec string) *rig {
 	t.Helper()
+	return newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.HostDevice(t, capacity, f) }, spec)
+}
+
+// newRigOn is newRig on the device mkDev creates (with the rig's fault registry).
+func newRigOn(t testing.TB, mkDev func(*trt.Faults) *trt.Device, spec string) *rig {
+	t.Helper()
 	trttest.NoLeaks(t)
 	r := &rig{faults: trttest.Faults(t, "")}
-	r.dev = trttest.HostDevice(t, capacity, r.faults)
+	r.dev = mkDev(r.faults)
 	rp := repo(t)
 	p, err := rp.Profile("ref-10s")
 	require.NoError(t, err)
@@ -73,6 +79,14 @@ func newRig(t testing.TB, capacity uint64, spec string) *rig {
 	require.NoError(t, r.faults.Arm(spec))
 	r.base = trttest.Snapshot(t, r.dev)
 	return r
+}
+
+// driverFree is the device driver's free memory now (for rigs on the cuda device).
+func driverFree(t testing.TB, r *rig) uint64 {
+	t.Helper()
+	free, _, err := r.dev.DriverMemory()
+	require.NoError(t, err)
+	return free
 }
 
 // source is 6 s of a two-tone stereo signal (above the 5.04 s minimum).
