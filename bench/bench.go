@@ -15,6 +15,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -86,60 +87,26 @@ func (c Config) ProfileName() string { return fmt.Sprintf("bench-%ds-%s", c.Prof
 
 // Defaults fills zero fields with the `make bench` profile.
 func (c *Config) Defaults() {
-	if c.Out == "" {
-		c.Out = "bench-out"
-	}
 	if len(c.Scenarios) == 0 {
 		c.Scenarios = slices.Clone(Scenarios)
 	}
-	if c.ProfileSeconds == 0 {
-		c.ProfileSeconds = 60
-	}
-	if c.Decoder == "" {
-		c.Decoder = "tiny-dit"
-	}
-	if c.CapacityBytes == 0 {
-		c.CapacityBytes = 24 << 30
-	}
-	if c.Sessions == 0 {
-		c.Sessions = 12
-	}
-	if c.WarmSessions == 0 {
-		c.WarmSessions = 1
-	}
-	if c.Cycles == 0 {
-		c.Cycles = 60
-	}
-	if c.ChurnSlices == 0 {
-		c.ChurnSlices = 1
-	}
-	if c.FaultRounds == 0 {
-		c.FaultRounds = 2
-	}
-	if c.OOMPoints == 0 {
-		c.OOMPoints = 4
-	}
-	if c.Duration == 0 {
-		c.Duration = 10 * time.Second
-	}
-	if c.MaxK == 0 {
-		c.MaxK = 16
-	}
-	if c.SearchBudget == 0 {
-		c.SearchBudget = 90 * time.Second
-	}
-	if c.TickInterval == 0 {
-		c.TickInterval = 40 * time.Millisecond
-	}
-	if c.TickIters == 0 {
-		c.TickIters = 100
-	}
-	if c.Depth == 0 {
-		c.Depth = 4
-	}
-	if c.Steps == 0 {
-		c.Steps = 8
-	}
+	c.Out = cmp.Or(c.Out, "bench-out")
+	c.ProfileSeconds = cmp.Or(c.ProfileSeconds, 60)
+	c.Decoder = cmp.Or(c.Decoder, "tiny-dit")
+	c.CapacityBytes = cmp.Or(c.CapacityBytes, 24<<30)
+	c.Sessions = cmp.Or(c.Sessions, 12)
+	c.WarmSessions = cmp.Or(c.WarmSessions, 1)
+	c.Cycles = cmp.Or(c.Cycles, 60)
+	c.ChurnSlices = cmp.Or(c.ChurnSlices, 1)
+	c.FaultRounds = cmp.Or(c.FaultRounds, 2)
+	c.OOMPoints = cmp.Or(c.OOMPoints, 4)
+	c.Duration = cmp.Or(c.Duration, 10*time.Second)
+	c.MaxK = cmp.Or(c.MaxK, 16)
+	c.SearchBudget = cmp.Or(c.SearchBudget, 90*time.Second)
+	c.TickInterval = cmp.Or(c.TickInterval, 40*time.Millisecond)
+	c.TickIters = cmp.Or(c.TickIters, 100)
+	c.Depth = cmp.Or(c.Depth, 4)
+	c.Steps = cmp.Or(c.Steps, 8)
 }
 
 // Validate checks the configuration.
