@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/ws"
 )
 
@@ -22,7 +23,7 @@ func (d directory) List() []SessionInfo {
 	}
 	var out []SessionInfo
 	for _, sess := range mgr.List() {
-		out = append(out, SessionInfo{ID: sess.ID, StartedAt: sess.StartedAt, Snapshot: sess.Snapshot()})
+		out = append(out, infoOf(sess))
 	}
 	return out
 }
@@ -36,7 +37,11 @@ func (d directory) Get(id string) (SessionInfo, bool) {
 	if !ok {
 		return SessionInfo{}, false
 	}
-	return SessionInfo{ID: sess.ID, StartedAt: sess.StartedAt, Snapshot: sess.Snapshot()}, true
+	return infoOf(sess), true
+}
+
+func infoOf(sess *session.Session) SessionInfo {
+	return SessionInfo{ID: sess.ID, StartedAt: sess.StartedAt, Snapshot: sess.Snapshot()}
 }
 
 // Send queues the command into the session's connection (ws.Server.Command): params and

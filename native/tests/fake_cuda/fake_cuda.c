@@ -301,7 +301,8 @@ EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
   if (need_ctx() != kSuccess) return kInvalidContext;
   if (s == NULL || s->magic != 0x57) return kInvalidHandle; /* demon always passes its stream */
   pthread_mutex_lock(&mu);
-  if (find(p, 1) == NULL || find(p, 1)->addr != p) {
+  struct alloc* a = find(p, 1);
+  if (a == NULL || a->addr != p) {
     pthread_mutex_unlock(&mu);
     return kInvalidValue;
   }
