@@ -215,18 +215,6 @@ func stereo(pcm []float32, channels int) ([]float32, error) {
 		return nil, fmt.Errorf("%w: %d channels", ErrBadRequest, channels)
 	case len(pcm)%channels != 0:
 		return nil, fmt.Errorf("%w: %d samples is not a whole number of %d-channel frames", ErrBadRequest, len(pcm), channels)
-	case channels == 2:
-		return pcm, nil
 	}
-	frames := len(pcm) / channels
-	out := make([]float32, 2*frames)
-	for i := range frames {
-		l := pcm[i*channels]
-		r := l
-		if channels > 1 {
-			r = pcm[i*channels+1]
-		}
-		out[2*i], out[2*i+1] = l, r
-	}
-	return out, nil
+	return audio.Clip{SampleRate: audio.SampleRate, Channels: channels, Samples: pcm}.Stereo().Samples, nil
 }

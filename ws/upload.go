@@ -68,15 +68,7 @@ func (c *conn) serveUpload(first []byte) {
 			float64(max(n, 0))/audio.SampleRate, float64(audio.MinSourceFrames)/audio.SampleRate), websocket.CloseNormalClosure)
 		return
 	}
-	stereo := make([]float32, 2*n)
-	for i := range n {
-		l := pcm[i*ch]
-		rr := l
-		if ch > 1 {
-			rr = pcm[i*ch+1]
-		}
-		stereo[2*i], stereo[2*i+1] = l, rr
-	}
+	stereo := audio.Clip{SampleRate: audio.SampleRate, Channels: ch, Samples: pcm[:n*ch]}.Stereo().Samples
 	meter := "4"
 	if m.TimeSignature != nil {
 		meter = *m.TimeSignature
