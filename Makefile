@@ -74,7 +74,7 @@ gpu-check:
 ## session.Manager (reference engines); installs Debian's chromium when missing.
 test-browser:
 	@scripts/deps.sh chromium
-	$(GO) test -tags browser -count=1 ./web/
+	DEMON_REQUIRE_BROWSER=1 $(GO) test -tags browser -count=1 ./web/
 
 ## check: formatting, vet, a clean go mod tidy, clang-format.
 check:

@@ -104,6 +104,11 @@ func browser(t *testing.T) (context.Context, context.CancelFunc) {
 		path, _ = exec.LookPath(name)
 	}
 	if path == "" {
+		// make test installs chromium and sets DEMON_REQUIRE_BROWSER, so there a missing
+		// browser is a failure, not a quiet skip.
+		if os.Getenv("DEMON_REQUIRE_BROWSER") != "" {
+			t.Fatal("no chromium found (set CHROMIUM) and DEMON_REQUIRE_BROWSER is set")
+		}
 		t.Skip("no chromium (set CHROMIUM)")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path),
