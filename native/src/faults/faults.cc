@@ -15,24 +15,15 @@ std::string Trim(const std::string& s) {
 
 }  // namespace faults_detail
 
-const std::vector<const char*>& FaultRegistry::Declared() {
-  static const std::vector<const char*> points = {
-#define DM_FAULT_POINT(name, where) name,
-#include "faults/points.def"
-#undef DM_FAULT_POINT
-  };
-  return points;
-}
-
 bool FaultRegistry::IsDeclared(const std::string& point) {
-  for (const char* p : Declared()) {
+  for (const char* p : kFaultPoints) {
     if (point == p) return true;
   }
   return false;
 }
 
 FaultRegistry::FaultRegistry(const std::string& spec) {
-  for (const char* p : Declared()) points_.emplace(p, State{});
+  for (const char* p : kFaultPoints) points_.emplace(p, State{});
   Arm(spec);
 }
 
