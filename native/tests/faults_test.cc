@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 
 namespace dm {
@@ -61,6 +62,23 @@ TEST(Faults, MalformedSpecsChangeNothing) {
   EXPECT_EQ(StatusOf(f, "device.alloc"), Status::kOk);
   EXPECT_NO_THROW(f.Arm(""));
   EXPECT_NO_THROW(f.Arm(",,"));
+}
+
+// Both grammar errors list every action the parser accepts, hang included.
+TEST(Faults, SpecErrorsListEveryAction) {
+  FaultRegistry f;
+  for (const char* spec : {"device.alloc", "device.alloc=boom"}) {
+    try {
+      f.Arm(spec);
+      ADD_FAILURE() << spec << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::kInvalidArgument) << spec;
+      EXPECT_NE(std::string(e.what()).find("error, oom, hang or off"), std::string::npos)
+          << spec << ": " << e.what();
+    }
+  }
+  EXPECT_NO_THROW(f.Arm("device.alloc=hang@3")) << "hang is a real action";
+  f.Reset();
 }
 
 TEST(Faults, UnknownPointHitThrowsNotFound) {

@@ -43,7 +43,8 @@ std::vector<std::pair<std::string, FaultRegistry::Arming>> FaultRegistry::Parse(
     size_t eq = item.find('=');
     if (eq == std::string::npos) {
       Fail(Status::kInvalidArgument,
-           "fault spec item %s: want point=action[@N] with action error, oom or off", item.c_str());
+           "fault spec item %s: want point=action[@N] with action error, oom, hang or off",
+           item.c_str());
     }
     std::string name = faults_detail::Trim(item.substr(0, eq));
     std::string action = faults_detail::Trim(item.substr(eq + 1));
