@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "demon/demon.h"
 
@@ -71,6 +72,32 @@ TEST_F(EngineLoad, TensorRTIsUnsupportedAndNamesNoBuildSwitch) {
   EXPECT_NE(std::strstr(err_.msg, path_.c_str()), nullptr) << "names the file: " << err_.msg;
   EXPECT_EQ(std::strstr(err_.msg, "-tags"), nullptr) << err_.msg;
   EXPECT_EQ(std::strstr(err_.msg, "DEMON_WITH_TENSORRT"), nullptr) << err_.msg;
+}
+
+// The component is checked before model.load.<component> is hit: with a registry
+// attached, an unknown component used to surface as NOT_FOUND "unknown fault point
+// model.load.x". Nothing is read, allocated or counted.
+TEST_F(EngineLoad, UnknownComponentIsAComponentErrorBeforeTheFaultPoint) {
+  ASSERT_EQ(dm_faults_arm(faults_, "model.load.vae_encode=error", &err_), DM_OK) << err_.msg;
+  std::vector<int64_t> before;
+  for (int i = 0; i < dm_faults_point_count(); ++i) {
+    before.push_back(dm_faults_hits(faults_, dm_faults_point_name(i)));
+  }
+  dm_engine_options o = Options();
+  o.component = "lora";
+  dm_engine* e = nullptr;
+  EXPECT_EQ(dm_engine_load(dev_, &o, &e, &err_), DM_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(e, nullptr);
+  EXPECT_NE(std::strstr(err_.msg, "unknown component lora"), nullptr) << err_.msg;
+  EXPECT_EQ(std::strstr(err_.msg, "fault point"), nullptr) << err_.msg;
+  for (int i = 0; i < dm_faults_point_count(); ++i) {
+    EXPECT_EQ(dm_faults_hits(faults_, dm_faults_point_name(i)), before[static_cast<size_t>(i)])
+        << dm_faults_point_name(i) << " was hit";
+  }
+  // A known component still reaches its (armed) point first.
+  o.component = "vae_encode";
+  EXPECT_EQ(dm_engine_load(dev_, &o, &e, &err_), DM_ERR_FAULT_INJECTED);
+  EXPECT_NE(std::strstr(err_.msg, "model.load.vae_encode"), nullptr) << err_.msg;
 }
 
 }  // namespace

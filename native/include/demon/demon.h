@@ -290,6 +290,7 @@ typedef struct dm_engine_options {
 /* Loads an engine. Validates the file (container, checksum, component, backend, version)
  * before allocating. DM_ERR_UNSUPPORTED for a TensorRT engine: that backend is a seam no
  * build implements yet (native/src/engine/engine.h, "The TensorRT seam").
+ * An unknown component is DM_ERR_INVALID_ARGUMENT, checked before any fault point.
  * Fault points: model.load.<component> first; model.place_decoder once the decoder's
  * weights are resident. On error nothing stays allocated. */
 int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,

@@ -187,8 +187,24 @@ std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
 #error "DM_WITH_TENSORRT is set, but the TensorRT backend is not implemented (see engine.h)"
 #endif
 
+void CheckComponent(const std::string& component) {
+  static const char* const kComponents[] = {"decoder",      "vae_encode",
+                                            "vae_decode",   "vae_decode_windowed",
+                                            "text_encoder", "stem_separator"};
+  for (const char* k : kComponents) {
+    if (component == k) return;
+  }
+  Fail(Status::kInvalidArgument,
+       "unknown component %s (want decoder, vae_encode, vae_decode, vae_decode_windowed, "
+       "text_encoder or stem_separator)",
+       component.c_str());
+}
+
 std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts) {
   CheckOwner(opts.owner.c_str());
+  // Before the fault point, whose name is built from the component: an unknown component
+  // must read as one, not as "unknown fault point model.load.<name>".
+  CheckComponent(opts.component);
   HitFault(device->faults(), ("model.load." + opts.component).c_str());
   if (opts.backend == "tensorrt") {
     // No build switch turns this on: the backend is a seam (engine.h), so say so rather

@@ -163,6 +163,10 @@ class Context {
   std::vector<std::unique_ptr<StagingBuffer>> shadows_;  // per tensor; only when staged_
 };
 
+// Throws kInvalidArgument, naming the known components, unless `component` is one of
+// decoder, vae_encode, vae_decode, vae_decode_windowed, text_encoder, stem_separator.
+void CheckComponent(const std::string& component);
+
 // The TensorRT seam. Only the cpu-ref backend exists; a "tensorrt" engine is refused with
 // kUnsupported, and CMake's DEMON_WITH_TENSORRT=ON stops at configure time (no machine
 // this project builds on has the SDK, and an untested backend would be a fake one). The
@@ -187,8 +191,10 @@ class Context {
 
 // Loads an engine file of any backend this build has. Validates the container and that it
 // is the expected component, backend and version before allocating anything.
-// Fault points: model.load.<component> (before anything), model.place_<component> after the
-// weights are resident (declared for the decoder).
+// Fault points: model.load.<component> once the owner and component name are checked (so an
+// unknown component is a component error, not an undeclared fault point) and before anything
+// is read or allocated; model.place_<component> after the weights are resident (declared for
+// the decoder).
 std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts);
 
 // Writes a reference (cpu-ref) engine file for a component.
