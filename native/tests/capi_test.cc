@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 
 #include "demon/demon.h"
@@ -260,6 +262,61 @@ TEST_F(CApi, BadAllocInsideValueAndListFunctionsIsAStatus) {
   EXPECT_EQ(dm_faults_hits(f, point), 1);
   dm_faults_free(f);
   dm_buffer_free(b);
+}
+
+// A device shares its fault registry: freeing the dm_faults handle first leaves the device
+// a live, disarmed registry rather than a dangling pointer (ASan would flag the next hit).
+TEST_F(CApi, FaultsFreedBeforeTheirDevice) {
+  dm_faults* f = nullptr;
+  ASSERT_EQ(dm_faults_create("device.alloc=error@2", &f, &err_), DM_OK);
+  dm_device_options o{};
+  o.kind = DM_DEVICE_HOST;
+  o.capacity_bytes = 4096;
+  o.faults = f;
+  dm_device* d = nullptr;
+  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  dm_buffer* b[3] = {};
+  ASSERT_EQ(dm_buffer_alloc(d, 8, "x", &b[0], &err_), DM_OK) << err_.msg;
+  dm_faults_free(f);
+  // Hit 2 was armed to fail; the free disarmed it, and the hit lands on live memory.
+  EXPECT_EQ(dm_buffer_alloc(d, 8, "x", &b[1], &err_), DM_OK) << err_.msg;
+  EXPECT_EQ(dm_buffer_alloc(d, 8, "x", &b[2], &err_), DM_OK) << err_.msg;
+  for (auto* p : b) dm_buffer_free(p);
+  dm_device_free(d);
+}
+
+// Freeing the handle releases a hit hung on the registry (nobody could re-arm it).
+TEST_F(CApi, FreeingFaultsReleasesAHungHit) {
+  dm_faults* f = nullptr;
+  ASSERT_EQ(dm_faults_create("device.alloc=hang", &f, &err_), DM_OK);
+  dm_device_options o{};
+  o.kind = DM_DEVICE_HOST;
+  o.capacity_bytes = 4096;
+  o.faults = f;
+  dm_device* d = nullptr;
+  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  std::atomic<int> rc{-1};
+  dm_buffer* b = nullptr;
+  std::thread t([&] {
+    dm_error e{};
+    rc = dm_buffer_alloc(d, 8, "x", &b, &e);
+  });
+  // Hits are counted under the registry's lock, which the hung hit releases only while it
+  // waits: one recorded hit means the allocation is parked in the hang.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (dm_faults_hits(f, "device.alloc") < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(dm_faults_hits(f, "device.alloc"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(rc.load(), -1) << "the allocation hangs";
+  auto freed = std::chrono::steady_clock::now();
+  dm_faults_free(f);
+  t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - freed, std::chrono::seconds(5));
+  EXPECT_EQ(rc.load(), DM_OK);
+  dm_buffer_free(b);
+  dm_device_free(d);
 }
 
 TEST_F(CApi, FaultedAllocationLeavesNothing) {

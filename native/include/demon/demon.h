@@ -80,7 +80,9 @@ const char* dm_version(void) DM_NOEXCEPT;
 typedef struct dm_faults dm_faults;
 
 /* Creates a registry armed with `spec` (NULL or "" = nothing armed). On success the caller
- * owns *out and frees it with dm_faults_free after every device created with it is freed. */
+ * owns *out and frees it with dm_faults_free. Devices created with it share the registry:
+ * freeing the handle first is safe. It disarms every point (nobody could re-arm them) and
+ * releases hung hits; those devices keep counting hits but nothing fires any more. */
 int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) DM_NOEXCEPT;
 void dm_faults_free(dm_faults* faults) DM_NOEXCEPT;
 
@@ -129,7 +131,8 @@ typedef struct dm_device_options {
   uint64_t capacity_bytes; /* host device: bytes it may hand out (> 0). Ignored by cuda,
                               whose capacity is the GPU's total memory (cuMemGetInfo). */
   int ordinal;             /* cuda: device index */
-  dm_faults* faults;       /* optional; borrowed: must outlive the device */
+  dm_faults* faults;       /* optional; the device keeps its own reference to the registry,
+                              so the handle may be freed before the device */
 } dm_device_options;
 
 /* Creates a device. The host device reserves address space lazily: allocations of 1 MiB

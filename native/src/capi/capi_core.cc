@@ -14,12 +14,19 @@ int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) noexcept 
   return dm::Guard(err, [&] {
     dm::CheckOut(out, "dm_faults_create");
     auto f = std::make_unique<dm_faults>();
-    f->registry = std::make_unique<dm::FaultRegistry>(spec == nullptr ? "" : spec);
+    f->registry = std::make_shared<dm::FaultRegistry>(spec == nullptr ? "" : spec);
     *out = f.release();
   });
 }
 
-void dm_faults_free(dm_faults* faults) noexcept { delete faults; }
+void dm_faults_free(dm_faults* faults) noexcept {
+  if (faults == nullptr) return;
+  // Devices may still hold the registry. Nobody can re-arm it once the handle is gone, so
+  // disarm it: nothing fires any more, and hung hits are released rather than left to
+  // their ten-minute limit.
+  dm::GuardVoid([&] { faults->registry->DisarmAll(); });
+  delete faults;
+}
 
 int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
@@ -78,7 +85,7 @@ int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* e
       dm::Fail(dm::Status::kInvalidArgument, "dm_device_create: options are NULL");
     auto d = std::make_unique<dm_device>();
     d->device = dm::CreateDevice(opts->kind, opts->capacity_bytes, opts->ordinal,
-                                 opts->faults == nullptr ? nullptr : opts->faults->registry.get());
+                                 opts->faults == nullptr ? nullptr : opts->faults->registry);
     *out = d.release();
   });
 }

@@ -97,6 +97,13 @@ void FaultRegistry::Reset() {
   rearmed_.notify_all();
 }
 
+void FaultRegistry::DisarmAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [name, state] : points_) state.arming = Arming{};
+  generation_++;
+  rearmed_.notify_all();
+}
+
 void FaultRegistry::Hit(const char* point) {
   std::unique_lock<std::mutex> lock(mu_);
   auto it = points_.find(point);

@@ -37,6 +37,9 @@ class FaultRegistry {
   explicit FaultRegistry(const std::string& spec = "");
   void Arm(const std::string& spec);
   void Reset();
+  // Disarms every point and releases hung hits; hit counters are kept. For the handle's
+  // free: devices that share the registry keep counting but nothing fires any more.
+  void DisarmAll();
 
   // Records a hit; throws the injected error when the point fires.
   void Hit(const char* point);
