@@ -54,7 +54,9 @@ type DeviceOptions struct {
 	CapacityBytes uint64
 	// Ordinal is the GPU index for DeviceCUDA.
 	Ordinal int
-	// Faults, if set, arms native fault points on this device. It must outlive the device.
+	// Faults, if set, arms native fault points on this device. The native device keeps its
+	// own reference to the registry, so Faults may be closed first: that disarms every
+	// point (see Faults.Close) and the device goes on without firing any.
 	Faults *Faults
 }
 

@@ -43,7 +43,8 @@ type goPoint struct {
 }
 
 // NewFaults creates a registry armed with spec ("point=action[@N],..."; "" arms nothing).
-// The caller must Close it after every device that uses it.
+// The caller must Close it; devices created with it share the native registry, so the
+// order of closing does not matter.
 func NewFaults(spec string) (*Faults, error) {
 	cs := C.CString(spec)
 	defer C.free(unsafe.Pointer(cs))
@@ -78,7 +79,9 @@ func (f *Faults) syncArmingLocked() {
 	f.rearmed = make(chan struct{})
 }
 
-// Close frees the registry. It is idempotent.
+// Close frees the registry handle. It is idempotent. Devices created with it keep the
+// native registry alive, disarmed: nothing can re-arm it, so nothing fires any more, and
+// hits hung on it (native or Go-side) are released.
 func (f *Faults) Close() error {
 	if f == nil {
 		return nil

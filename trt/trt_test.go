@@ -400,3 +400,58 @@ func TestHangReleasedByRearm(t *testing.T) {
 	require.NoError(t, f.Arm("run.tick=off"))
 	require.NoError(t, <-done)
 }
+
+// A device shares the native registry, so closing Faults before the Device is safe (under
+// -asan the next native hit would otherwise read freed memory): the registry is disarmed,
+// hits land on live memory, and nothing fires.
+func TestClosingFaultsBeforeTheirDevice(t *testing.T) {
+	trttest.NoLeaks(t)
+	f, err := trt.NewFaults("device.alloc=error@2")
+	require.NoError(t, err)
+	d := trttest.HostDevice(t, mib, f)
+	b1, err := d.Alloc(8, "x")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	b2, err := d.Alloc(8, "x")
+	require.NoError(t, err, "hit 2 was armed to fail; closing the registry disarmed it")
+	b3, err := d.Alloc(8, "x")
+	require.NoError(t, err)
+	assert.Same(t, f, d.Faults())
+	assert.Equal(t, int64(-1), f.Hits("device.alloc"), "a closed registry reports nothing")
+	for _, b := range []*trt.Buffer{b1, b2, b3} {
+		require.NoError(t, b.Close())
+	}
+}
+
+// Closing Faults releases a native hit hung on it: nobody could re-arm it any more.
+func TestClosingFaultsReleasesAHungNativeHit(t *testing.T) {
+	trttest.NoLeaks(t)
+	f, err := trt.NewFaults("device.alloc=hang")
+	require.NoError(t, err)
+	d := trttest.HostDevice(t, mib, f)
+	type result struct {
+		b   *trt.Buffer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := d.Alloc(8, "x")
+		done <- result{b, err}
+	}()
+	// The hit is counted under the registry's lock, which a hung hit gives up only while it
+	// waits: one hit recorded means the allocation is parked in the hang.
+	require.Eventually(t, func() bool { return f.Hits("device.alloc") == 1 }, 10*time.Second, time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("the allocation should hang")
+	case <-time.After(20 * time.Millisecond):
+	}
+	require.NoError(t, f.Close())
+	select {
+	case r := <-done:
+		require.NoError(t, r.err)
+		require.NoError(t, r.b.Close())
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the registry did not release the hung allocation")
+	}
+}

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 
 namespace dm {
@@ -63,15 +64,32 @@ TEST(Faults, MalformedSpecsChangeNothing) {
   EXPECT_NO_THROW(f.Arm(",,"));
 }
 
+// Both grammar errors list every action the parser accepts, hang included.
+TEST(Faults, SpecErrorsListEveryAction) {
+  FaultRegistry f;
+  for (const char* spec : {"device.alloc", "device.alloc=boom"}) {
+    try {
+      f.Arm(spec);
+      ADD_FAILURE() << spec << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::kInvalidArgument) << spec;
+      EXPECT_NE(std::string(e.what()).find("error, oom, hang or off"), std::string::npos)
+          << spec << ": " << e.what();
+    }
+  }
+  EXPECT_NO_THROW(f.Arm("device.alloc=hang@3")) << "hang is a real action";
+  f.Reset();
+}
+
 TEST(Faults, UnknownPointHitThrowsNotFound) {
   FaultRegistry f;
   EXPECT_EQ(StatusOf(f, "made.up"), Status::kNotFound);
 }
 
 TEST(Faults, DeclaredListHasNoDuplicates) {
-  const auto& d = FaultRegistry::Declared();
-  for (size_t i = 0; i < d.size(); ++i) {
-    for (size_t j = i + 1; j < d.size(); ++j) EXPECT_STRNE(d[i], d[j]);
+  const auto& d = kFaultPoints;
+  for (size_t i = 0; i < kFaultPointCount; ++i) {
+    for (size_t j = i + 1; j < kFaultPointCount; ++j) EXPECT_STRNE(d[i], d[j]);
   }
 }
 

@@ -7,9 +7,16 @@
  *  - Functions that can fail return a dm_status (DM_OK == 0) and fill the caller-owned
  *    `dm_error` with the same code and a NUL-terminated message. `err` may be NULL when the
  *    caller does not want the message. No exception ever crosses this boundary: C++
- *    exceptions, including std::bad_alloc, are mapped to status codes.
- *  - *_free functions are NULL-safe and never fail. Each handle must be freed exactly once;
- *    the Go binding makes its Close idempotent so double frees cannot reach the shim.
+ *    exceptions, including std::bad_alloc, are mapped to status codes. Every function is
+ *    declared DM_NOEXCEPT (noexcept when compiled as C++), so a C++ caller's compiler knows
+ *    it, and native/tests/capi_test.cc checks every declaration at compile time. The few
+ *    functions that return a value instead of a dm_status return their documented
+ *    "nothing" value (0, -1 or NULL) should the shim fail inside them.
+ *  - *_free functions are NULL-safe and never fail. Each handle must be freed exactly once:
+ *    a handle is a plain pointer to memory the shim owns, and freeing it releases that
+ *    memory, so a second free is a double free the shim cannot detect (it has nothing left
+ *    to look at). The Go binding makes its Close idempotent (it clears the pointer under a
+ *    lock), so double frees cannot reach the shim from Go.
  *  - Pointers to caller memory (strings, byte ranges) are only read or written during the
  *    call; the shim never keeps them.
  *  - Thread rules: a dm_device and its ledger are safe to use from several threads; a
@@ -21,6 +28,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* The exception barrier, in the type system: C++ callers see every function as noexcept. */
+#ifdef __cplusplus
+#define DM_NOEXCEPT noexcept
+#else
+#define DM_NOEXCEPT
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,7 +64,7 @@ typedef struct dm_error {
 } dm_error;
 
 /* Library version, e.g. "0.1.0". Static storage; never NULL. */
-const char* dm_version(void);
+const char* dm_version(void) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Fault points: a registry of named points where the shim (and Go, through the same
@@ -66,35 +80,37 @@ const char* dm_version(void);
 typedef struct dm_faults dm_faults;
 
 /* Creates a registry armed with `spec` (NULL or "" = nothing armed). On success the caller
- * owns *out and frees it with dm_faults_free after every device created with it is freed. */
-int dm_faults_create(const char* spec, dm_faults** out, dm_error* err);
-void dm_faults_free(dm_faults* faults);
+ * owns *out and frees it with dm_faults_free. Devices created with it share the registry:
+ * freeing the handle first is safe. It disarms every point (nobody could re-arm them) and
+ * releases hung hits; those devices keep counting hits but nothing fires any more. */
+int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) DM_NOEXCEPT;
+void dm_faults_free(dm_faults* faults) DM_NOEXCEPT;
 
 /* Arms (or disarms, with "off") the points named in `spec`. Validates the whole spec
  * first: on error nothing changes. Hit counters are not reset. */
-int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err);
+int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err) DM_NOEXCEPT;
 
 /* Disarms every point and resets every hit counter to zero. */
-void dm_faults_reset(dm_faults* faults);
+void dm_faults_reset(dm_faults* faults) DM_NOEXCEPT;
 
 /* Records one hit of `point`. Returns DM_OK when the point does not fire, its injected
  * status when it does (message names the point and the hit), DM_ERR_NOT_FOUND for an
  * undeclared point. Used by Go-side points; native points call the registry directly. */
-int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err);
+int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err) DM_NOEXCEPT;
 
 /* The arming of `point`: writes its action (0 off, 1 error, 2 oom, 3 hang) and N (0 = every
  * hit). Lets the Go twin of the registry mirror the arming of Go-side points, so hitting
  * them costs no cgo call. Returns DM_ERR_NOT_FOUND for an undeclared point. */
 int dm_faults_arming(const dm_faults* faults, const char* point, int* action, int64_t* nth,
-                     dm_error* err);
+                     dm_error* err) DM_NOEXCEPT;
 
 /* Hits recorded for `point` since creation or the last reset; -1 if undeclared. */
-int64_t dm_faults_hits(const dm_faults* faults, const char* point);
+int64_t dm_faults_hits(const dm_faults* faults, const char* point) DM_NOEXCEPT;
 
 /* The declared points, in declaration order: index 0..dm_faults_point_count()-1.
  * Returns static strings; NULL for an index out of range. */
-int dm_faults_point_count(void);
-const char* dm_faults_point_name(int index);
+int dm_faults_point_count(void) DM_NOEXCEPT;
+const char* dm_faults_point_name(int index) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Devices and the ledger.
@@ -115,7 +131,8 @@ typedef struct dm_device_options {
   uint64_t capacity_bytes; /* host device: bytes it may hand out (> 0). Ignored by cuda,
                               whose capacity is the GPU's total memory (cuMemGetInfo). */
   int ordinal;             /* cuda: device index */
-  dm_faults* faults;       /* optional; borrowed: must outlive the device */
+  dm_faults* faults;       /* optional; the device keeps its own reference to the registry,
+                              so the handle may be freed before the device */
 } dm_device_options;
 
 /* Creates a device. The host device reserves address space lazily: allocations of 1 MiB
@@ -130,14 +147,14 @@ typedef struct dm_device_options {
  * memory: read and write them with dm_buffer_read/dm_buffer_write. A driver refusal to
  * allocate (CUDA_ERROR_OUT_OF_MEMORY) is DM_ERR_OUT_OF_MEMORY, like a ledger refusal.
  * Fault point: device.create, before the driver is loaded. */
-int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err);
+int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err) DM_NOEXCEPT;
 
 /* Frees the device handle. Objects still alive on it keep the device's internals alive
  * until they are freed (their bytes stay on the ledger: a leak a test can see). */
-void dm_device_free(dm_device* device);
+void dm_device_free(dm_device* device) DM_NOEXCEPT;
 
 /* Writes a one-line human description, e.g. "host device (capacity 24.00 GiB)". */
-int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err);
+int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err) DM_NOEXCEPT;
 
 typedef struct dm_ledger_totals {
   uint64_t capacity_bytes; /* what the device may hand out */
@@ -156,18 +173,18 @@ typedef struct dm_ledger_entry {
   int64_t live_handles; /* live handles attributed to it */
 } dm_ledger_entry;
 
-int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_error* err);
+int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_error* err) DM_NOEXCEPT;
 
 /* Copies up to `cap` entries, sorted by name, into `entries` and writes the total number
  * of entries into *count (which may exceed cap: call again with a bigger array). Entries
  * whose bytes and handles are both back to zero are omitted. */
 int dm_ledger_by_kind(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
-                      dm_error* err);
+                      dm_error* err) DM_NOEXCEPT;
 int dm_ledger_by_owner(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
-                       dm_error* err);
+                       dm_error* err) DM_NOEXCEPT;
 
 /* Resets peak_bytes (totals and entries) to the current use. */
-void dm_ledger_reset_peak(dm_device* device);
+void dm_ledger_reset_peak(dm_device* device) DM_NOEXCEPT;
 
 /* The driver's view of the device's memory, for cross-checking the ledger.
  * cuda: cuMemGetInfo for the device's GPU. Free memory counts every process and the CUDA
@@ -176,7 +193,7 @@ void dm_ledger_reset_peak(dm_device* device);
  * trt.WaitDriverMemory polls). host: *free_bytes = capacity − used and *total_bytes =
  * capacity, from the ledger. Both out-pointers must be non-NULL. Thread-safe. */
 int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint64_t* total_bytes,
-                            dm_error* err);
+                            dm_error* err) DM_NOEXCEPT;
 
 /* Host staging memory. On a device the CPU cannot address (cuda), the CPU reference
  * engines and streams compute on host shadows of their device memory: pinned host memory
@@ -186,7 +203,8 @@ int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint6
  * live_handles see it) while its bytes are accounted on a separate staging ledger whose
  * totals this returns (capacity_bytes = UINT64_MAX: no limit of its own; a refused pinned
  * allocation fails in the driver). The host device never stages: all zero. Thread-safe. */
-int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out, dm_error* err);
+int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out,
+                             dm_error* err) DM_NOEXCEPT;
 
 /* What dm_device_time_copies measured. GB/s = bytes·iterations / ms / 1e6. */
 typedef struct dm_copy_timing {
@@ -203,7 +221,7 @@ typedef struct dm_copy_timing {
  * frees both before returning, on success and on error. For the GPU check; not for the hot
  * path. Thread rule: like any allocation, safe from any thread. */
 int dm_device_time_copies(dm_device* device, uint64_t bytes, int iterations, const char* owner,
-                          dm_copy_timing* out, dm_error* err);
+                          dm_copy_timing* out, dm_error* err) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Device buffers.
@@ -214,14 +232,16 @@ typedef struct dm_buffer dm_buffer;
  * most 95 bytes). Fails with DM_ERR_OUT_OF_MEMORY when `bytes` exceeds the free capacity;
  * the message names the bytes requested and the bytes free. Fault point: device.alloc. */
 int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buffer** out,
-                    dm_error* err);
-void dm_buffer_free(dm_buffer* buffer);
-uint64_t dm_buffer_size(const dm_buffer* buffer); /* 0 for NULL */
+                    dm_error* err) DM_NOEXCEPT;
+void dm_buffer_free(dm_buffer* buffer) DM_NOEXCEPT;
+uint64_t dm_buffer_size(const dm_buffer* buffer) DM_NOEXCEPT; /* 0 for NULL */
 
 /* Copies n bytes from host memory into the buffer at `offset` (host-to-device). */
-int dm_buffer_write(dm_buffer* buffer, uint64_t offset, const void* src, uint64_t n, dm_error* err);
+int dm_buffer_write(dm_buffer* buffer, uint64_t offset, const void* src, uint64_t n,
+                    dm_error* err) DM_NOEXCEPT;
 /* Copies n bytes from the buffer at `offset` into host memory (device-to-host). */
-int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n, dm_error* err);
+int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n,
+                   dm_error* err) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Engines and execution contexts (the shape of TensorRT's API, kept by every backend).
@@ -271,36 +291,41 @@ typedef struct dm_engine_options {
 } dm_engine_options;
 
 /* Loads an engine. Validates the file (container, checksum, component, backend, version)
- * before allocating. DM_ERR_UNSUPPORTED for a TensorRT engine in a build without TensorRT.
+ * before allocating. DM_ERR_UNSUPPORTED for a TensorRT engine: that backend is a seam no
+ * build implements yet (native/src/engine/engine.h, "The TensorRT seam").
+ * An unknown component is DM_ERR_INVALID_ARGUMENT, checked before any fault point.
  * Fault points: model.load.<component> first; model.place_decoder once the decoder's
  * weights are resident. On error nothing stays allocated. */
 int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,
-                   dm_error* err);
-void dm_engine_free(dm_engine* engine);
+                   dm_error* err) DM_NOEXCEPT;
+void dm_engine_free(dm_engine* engine) DM_NOEXCEPT;
 
 /* Number of inputs and outputs; 0 for NULL. */
-int dm_engine_io_count(const dm_engine* engine);
-int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_error* err);
+int dm_engine_io_count(const dm_engine* engine) DM_NOEXCEPT;
+int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out,
+                 dm_error* err) DM_NOEXCEPT;
 /* Activation bytes one context allocates; 0 for NULL. */
-uint64_t dm_engine_context_bytes(const dm_engine* engine);
+uint64_t dm_engine_context_bytes(const dm_engine* engine) DM_NOEXCEPT;
 
 /* Creates a context; its activation memory is accounted to `owner`.
  * Fault point: session.init.context. */
-int dm_context_create(dm_engine* engine, const char* owner, dm_context** out, dm_error* err);
-void dm_context_free(dm_context* context);
+int dm_context_create(dm_engine* engine, const char* owner, dm_context** out,
+                      dm_error* err) DM_NOEXCEPT;
+void dm_context_free(dm_context* context) DM_NOEXCEPT;
 
 /* Sets an input's shape; each dimension must lie in the engine's profile. */
 int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
-                         dm_error* err);
+                         dm_error* err) DM_NOEXCEPT;
 /* Binds a tensor to a device buffer (borrowed: it must outlive every execute using it). */
-int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer, dm_error* err);
+int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer,
+                    dm_error* err) DM_NOEXCEPT;
 /* Runs the engine synchronously. Fails with the tensor named if a shape is unset, a binding
  * is missing or too small, or shapes disagree. */
-int dm_context_execute(dm_context* context, dm_error* err);
+int dm_context_execute(dm_context* context, dm_error* err) DM_NOEXCEPT;
 /* Writes a tensor's current shape (inputs: as set; outputs: as inferred by the last
  * execute) into dims[DM_MAX_RANK] and its rank into *rank (0 if unset). */
 int dm_context_shape(const dm_context* context, const char* name, int64_t* dims, int* rank,
-                     dm_error* err);
+                     dm_error* err) DM_NOEXCEPT;
 
 /* A text prompt for the reference tokenizer (DEMON's prompt template, spec/engine.md §2.6).
  * NULL fields take the template's defaults ("N/A"; instrumental lyrics). */
@@ -316,11 +341,11 @@ typedef struct dm_prompt {
  * input; writes the sequence length L (32..512, zero-padded) into *len. `negative` selects
  * the unconditional prompt (empty tags). */
 int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int cap, int* len,
-                       dm_error* err);
+                       dm_error* err) DM_NOEXCEPT;
 
 /* Validates an engine file held in memory (container, version, checksum) without loading
  * it. For tools and the fuzz target of the parser. */
-int dm_engine_file_check(const void* data, size_t size, dm_error* err);
+int dm_engine_file_check(const void* data, size_t size, dm_error* err) DM_NOEXCEPT;
 
 /* Writes a reference (cpu-ref) engine file: the model repository builder uses it. */
 typedef struct dm_reference_options {
@@ -329,7 +354,8 @@ typedef struct dm_reference_options {
   uint64_t seed;       /* deterministic weights/embeddings (< 2^63) */
   int duration_s;      /* profile: longest source in seconds, 1..240 */
 } dm_reference_options;
-int dm_reference_engine_write(const dm_reference_options* opts, const char* path, dm_error* err);
+int dm_reference_engine_write(const dm_reference_options* opts, const char* path,
+                              dm_error* err) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Streams: a live session's ring buffer of in-flight generations, its source and
@@ -393,31 +419,32 @@ typedef struct dm_tick_result {
  * uses; the memory stays alive while the stream lives) and decodes with the windowed VAE
  * engine. Memory is accounted to `owner`. */
 int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char* owner,
-                     const dm_stream_options* opts, dm_stream** out, dm_error* err);
-void dm_stream_free(dm_stream* stream);
+                     const dm_stream_options* opts, dm_stream** out, dm_error* err) DM_NOEXCEPT;
+void dm_stream_free(dm_stream* stream) DM_NOEXCEPT;
 /* Bytes the stream allocated (buffers and pipeline). */
-uint64_t dm_stream_bytes(const dm_stream* stream);
+uint64_t dm_stream_bytes(const dm_stream* stream) DM_NOEXCEPT;
 /* Sets the source from VAE-encode moments [1,128,T] in a device buffer. */
-int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames, dm_error* err);
+int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames,
+                         dm_error* err) DM_NOEXCEPT;
 /* Copies conditioning [1,len,2048] from a device buffer into a slot. */
 int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, int len,
-                            dm_error* err);
+                            dm_error* err) DM_NOEXCEPT;
 /* Shared-curve override by DEMON field name ("velocity_scale", "sde_denoise_curve",
  * "ode_noise_curve", "apg_momentum", "x0_target_strength", "cfg_rescale_curve",
  * "guidance_curve"): applies to every in-flight slot from the next tick (spec §4.8).
  * len 0 clears it, 1 is a scalar, T a per-frame curve; copied. DM_ERR_NOT_FOUND for an
  * unknown name. */
 int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
-                        dm_error* err);
+                        dm_error* err) DM_NOEXCEPT;
 /* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920). */
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
-                           dm_error* err);
+                           dm_error* err) DM_NOEXCEPT;
 int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, int64_t frames,
-                            dm_error* err);
+                            dm_error* err) DM_NOEXCEPT;
 /* One tick. When a latent is decoded, the slice (interleaved stereo float32) is written to
  * `slice` (capacity `slice_cap` floats; 2·17280 is always enough). */
 int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
-                   float* slice, int64_t slice_cap, dm_error* err);
+                   float* slice, int64_t slice_cap, dm_error* err) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Diagnostics for tests of the exception barrier.
@@ -431,7 +458,7 @@ typedef enum dm_debug_throw_kind {
 
 /* Throws the requested exception inside the shim's exception barrier and returns the
  * status it maps to. Never returns DM_OK (an unknown kind is DM_ERR_INVALID_ARGUMENT). */
-int dm_debug_throw(int kind, dm_error* err);
+int dm_debug_throw(int kind, dm_error* err) DM_NOEXCEPT;
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -8,31 +8,40 @@
 
 extern "C" {
 
-const char* dm_version(void) { return DM_SHIM_VERSION; }
+const char* dm_version(void) noexcept { return DM_SHIM_VERSION; }
 
-int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) {
+int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckOut(out, "dm_faults_create");
     auto f = std::make_unique<dm_faults>();
-    f->registry = std::make_unique<dm::FaultRegistry>(spec == nullptr ? "" : spec);
+    f->registry = std::make_shared<dm::FaultRegistry>(spec == nullptr ? "" : spec);
     *out = f.release();
   });
 }
 
-void dm_faults_free(dm_faults* faults) { delete faults; }
+void dm_faults_free(dm_faults* faults) noexcept {
+  if (faults == nullptr) return;
+  // Devices may still hold the registry. Nobody can re-arm it once the handle is gone, so
+  // disarm it: nothing fires any more, and hung hits are released rather than left to
+  // their ten-minute limit.
+  dm::GuardVoid([&] { faults->registry->DisarmAll(); });
+  delete faults;
+}
 
-int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err) {
+int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(faults, "dm_faults_arm");
     faults->registry->Arm(spec == nullptr ? "" : spec);
   });
 }
 
-void dm_faults_reset(dm_faults* faults) {
-  if (faults != nullptr) faults->registry->Reset();
+void dm_faults_reset(dm_faults* faults) noexcept {
+  dm::GuardVoid([&] {
+    if (faults != nullptr) faults->registry->Reset();
+  });
 }
 
-int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err) {
+int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(faults, "dm_faults_hit");
     if (point == nullptr) dm::Fail(dm::Status::kInvalidArgument, "dm_faults_hit: point is NULL");
@@ -41,7 +50,7 @@ int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err) {
 }
 
 int dm_faults_arming(const dm_faults* faults, const char* point, int* action, int64_t* nth,
-                     dm_error* err) {
+                     dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(faults, "dm_faults_arming");
     if (point == nullptr || action == nullptr || nth == nullptr) {
@@ -53,34 +62,37 @@ int dm_faults_arming(const dm_faults* faults, const char* point, int* action, in
   });
 }
 
-int64_t dm_faults_hits(const dm_faults* faults, const char* point) {
-  if (faults == nullptr || point == nullptr) return -1;
-  return faults->registry->Hits(point);
+int64_t dm_faults_hits(const dm_faults* faults, const char* point) noexcept {
+  // The lookup builds a std::string key (bad_alloc) and takes a mutex.
+  return dm::GuardValue<int64_t>(-1, [&]() -> int64_t {
+    if (faults == nullptr || point == nullptr) return -1;
+    return faults->registry->Hits(point);
+  });
 }
 
-int dm_faults_point_count(void) { return static_cast<int>(dm::FaultRegistry::Declared().size()); }
+// Both read a constant array: nothing here can throw.
+int dm_faults_point_count(void) noexcept { return static_cast<int>(dm::kFaultPointCount); }
 
-const char* dm_faults_point_name(int index) {
-  const auto& d = dm::FaultRegistry::Declared();
-  if (index < 0 || index >= static_cast<int>(d.size())) return nullptr;
-  return d[static_cast<size_t>(index)];
+const char* dm_faults_point_name(int index) noexcept {
+  if (index < 0 || static_cast<size_t>(index) >= dm::kFaultPointCount) return nullptr;
+  return dm::kFaultPoints[index];
 }
 
-int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err) {
+int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckOut(out, "dm_device_create");
     if (opts == nullptr)
       dm::Fail(dm::Status::kInvalidArgument, "dm_device_create: options are NULL");
     auto d = std::make_unique<dm_device>();
     d->device = dm::CreateDevice(opts->kind, opts->capacity_bytes, opts->ordinal,
-                                 opts->faults == nullptr ? nullptr : opts->faults->registry.get());
+                                 opts->faults == nullptr ? nullptr : opts->faults->registry);
     *out = d.release();
   });
 }
 
-void dm_device_free(dm_device* device) { delete device; }
+void dm_device_free(dm_device* device) noexcept { delete device; }
 
-int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err) {
+int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(device, "dm_device_describe");
     if (buf == nullptr || len == 0) {
@@ -92,7 +104,7 @@ int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error*
   });
 }
 
-int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_error* err) {
+int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(device, "dm_ledger_totals_get");
     if (out == nullptr) dm::Fail(dm::Status::kInvalidArgument, "dm_ledger_totals_get: out is NULL");
@@ -112,23 +124,27 @@ int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_erro
 namespace dm {
 namespace capi_detail {
 
-int CopyEntries(const std::vector<LedgerEntry>& src, dm_ledger_entry* entries, int cap, int* count,
-                dm_error* err) {
-  return Guard(err, [&] {
-    if (count == nullptr) Fail(Status::kInvalidArgument, "ledger entries: count is NULL");
-    if (cap > 0 && entries == nullptr)
-      Fail(Status::kInvalidArgument, "ledger entries: array is NULL");
-    *count = static_cast<int>(src.size());
-    int n = std::min(cap, *count);
-    for (int i = 0; i < n; ++i) {
-      const LedgerEntry& e = src[static_cast<size_t>(i)];
-      std::memset(entries[i].name, 0, sizeof entries[i].name);
-      std::strncpy(entries[i].name, e.name.c_str(), sizeof entries[i].name - 1);
-      entries[i].used_bytes = e.used_bytes;
-      entries[i].peak_bytes = e.peak_bytes;
-      entries[i].live_handles = e.live_handles;
-    }
-  });
+// Runs inside the caller's Guard: building `src` (ByKind/ByOwner) allocates too.
+void CopyEntries(const std::vector<LedgerEntry>& src, dm_ledger_entry* entries, int cap,
+                 int* count) {
+  *count = static_cast<int>(src.size());
+  int n = std::min(cap, *count);
+  for (int i = 0; i < n; ++i) {
+    const LedgerEntry& e = src[static_cast<size_t>(i)];
+    std::memset(entries[i].name, 0, sizeof entries[i].name);
+    std::strncpy(entries[i].name, e.name.c_str(), sizeof entries[i].name - 1);
+    entries[i].used_bytes = e.used_bytes;
+    entries[i].peak_bytes = e.peak_bytes;
+    entries[i].live_handles = e.live_handles;
+  }
+}
+
+// The argument checks of dm_ledger_by_kind/by_owner, before the entries are built.
+void CheckEntriesArgs(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
+                      const char* what) {
+  CheckHandle(device, what);
+  if (count == nullptr) Fail(Status::kInvalidArgument, "%s: count is NULL", what);
+  if (cap > 0 && entries == nullptr) Fail(Status::kInvalidArgument, "%s: array is NULL", what);
 }
 
 }  // namespace capi_detail
@@ -137,27 +153,29 @@ int CopyEntries(const std::vector<LedgerEntry>& src, dm_ledger_entry* entries, i
 extern "C" {
 
 int dm_ledger_by_kind(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
-                      dm_error* err) {
-  if (device == nullptr) {
-    return dm::SetError(err, dm::Status::kInvalidArgument, "dm_ledger_by_kind: handle is NULL");
-  }
-  return dm::capi_detail::CopyEntries(device->device->ledger().ByKind(), entries, cap, count, err);
+                      dm_error* err) noexcept {
+  return dm::Guard(err, [&] {
+    dm::capi_detail::CheckEntriesArgs(device, entries, cap, count, "dm_ledger_by_kind");
+    dm::capi_detail::CopyEntries(device->device->ledger().ByKind(), entries, cap, count);
+  });
 }
 
 int dm_ledger_by_owner(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
-                       dm_error* err) {
-  if (device == nullptr) {
-    return dm::SetError(err, dm::Status::kInvalidArgument, "dm_ledger_by_owner: handle is NULL");
-  }
-  return dm::capi_detail::CopyEntries(device->device->ledger().ByOwner(), entries, cap, count, err);
+                       dm_error* err) noexcept {
+  return dm::Guard(err, [&] {
+    dm::capi_detail::CheckEntriesArgs(device, entries, cap, count, "dm_ledger_by_owner");
+    dm::capi_detail::CopyEntries(device->device->ledger().ByOwner(), entries, cap, count);
+  });
 }
 
-void dm_ledger_reset_peak(dm_device* device) {
-  if (device != nullptr) device->device->ledger().ResetPeak();
+void dm_ledger_reset_peak(dm_device* device) noexcept {
+  dm::GuardVoid([&] {
+    if (device != nullptr) device->device->ledger().ResetPeak();
+  });
 }
 
 int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buffer** out,
-                    dm_error* err) {
+                    dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(device, "dm_buffer_alloc");
     dm::CheckOut(out, "dm_buffer_alloc");
@@ -169,28 +187,29 @@ int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buf
   });
 }
 
-void dm_buffer_free(dm_buffer* buffer) { delete buffer; }
+void dm_buffer_free(dm_buffer* buffer) noexcept { delete buffer; }
 
-uint64_t dm_buffer_size(const dm_buffer* buffer) {
+uint64_t dm_buffer_size(const dm_buffer* buffer) noexcept {
   return buffer == nullptr ? 0 : buffer->memory.size();
 }
 
 int dm_buffer_write(dm_buffer* buffer, uint64_t offset, const void* src, uint64_t n,
-                    dm_error* err) {
+                    dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(buffer, "dm_buffer_write");
     buffer->memory.Write(offset, src, n);
   });
 }
 
-int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n, dm_error* err) {
+int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n,
+                   dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(buffer, "dm_buffer_read");
     buffer->memory.Read(offset, dst, n);
   });
 }
 
-int dm_debug_throw(int kind, dm_error* err) {
+int dm_debug_throw(int kind, dm_error* err) noexcept {
   int rc = dm::Guard(err, [&] {
     switch (kind) {
       case DM_DEBUG_THROW_STD: throw std::runtime_error("debug: std exception");
@@ -208,8 +227,9 @@ int dm_debug_throw(int kind, dm_error* err) {
 #ifdef DM_LEAK_PROBE
 // Test-only (built with -tags leakprobe): leaks 4 KiB so that LeakSanitizer has something
 // to report. See trt/leakprobe.go.
-extern "C" int dm_debug_leak(void) {
-  char* volatile leaked = new char[4096];
+extern "C" int dm_debug_leak(void) noexcept {
+  char* volatile leaked = new (std::nothrow) char[4096];
+  if (leaked == nullptr) return 0;
   leaked[0] = 1;
   return leaked[0];
 }

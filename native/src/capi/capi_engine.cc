@@ -21,7 +21,7 @@ const char* Str(const char* s, const char* what) {
 extern "C" {
 
 int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,
-                   dm_error* err) {
+                   dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     using dm::capi_detail::Str;
     dm::CheckHandle(device, "dm_engine_load");
@@ -41,13 +41,14 @@ int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine**
   });
 }
 
-void dm_engine_free(dm_engine* engine) { delete engine; }
+void dm_engine_free(dm_engine* engine) noexcept { delete engine; }
 
-int dm_engine_io_count(const dm_engine* engine) {
-  return engine == nullptr ? 0 : static_cast<int>(engine->engine->io().size());
+int dm_engine_io_count(const dm_engine* engine) noexcept {
+  return dm::GuardValue(
+      0, [&] { return engine == nullptr ? 0 : static_cast<int>(engine->engine->io().size()); });
 }
 
-int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_error* err) {
+int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(engine, "dm_engine_io");
     if (out == nullptr) dm::Fail(dm::Status::kInvalidArgument, "dm_engine_io: out is NULL");
@@ -69,11 +70,14 @@ int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_err
   });
 }
 
-uint64_t dm_engine_context_bytes(const dm_engine* engine) {
-  return engine == nullptr ? 0 : engine->engine->ContextBytes();
+uint64_t dm_engine_context_bytes(const dm_engine* engine) noexcept {
+  // ContextBytes asks the backend (a virtual call): guarded like any other.
+  return dm::GuardValue<uint64_t>(
+      0, [&]() -> uint64_t { return engine == nullptr ? 0 : engine->engine->ContextBytes(); });
 }
 
-int dm_context_create(dm_engine* engine, const char* owner, dm_context** out, dm_error* err) {
+int dm_context_create(dm_engine* engine, const char* owner, dm_context** out,
+                      dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(engine, "dm_context_create");
     dm::CheckOut(out, "dm_context_create");
@@ -84,10 +88,10 @@ int dm_context_create(dm_engine* engine, const char* owner, dm_context** out, dm
   });
 }
 
-void dm_context_free(dm_context* context) { delete context; }
+void dm_context_free(dm_context* context) noexcept { delete context; }
 
 int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
-                         dm_error* err) {
+                         dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(context, "dm_context_set_shape");
     if (rank < 1 || rank > DM_MAX_RANK || dims == nullptr) {
@@ -99,7 +103,8 @@ int dm_context_set_shape(dm_context* context, const char* name, const int64_t* d
   });
 }
 
-int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer, dm_error* err) {
+int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer,
+                    dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(context, "dm_context_bind");
     dm::CheckHandle(buffer, "dm_context_bind buffer");
@@ -108,7 +113,7 @@ int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer, dm
   });
 }
 
-int dm_context_execute(dm_context* context, dm_error* err) {
+int dm_context_execute(dm_context* context, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(context, "dm_context_execute");
     context->context->Execute();
@@ -116,7 +121,7 @@ int dm_context_execute(dm_context* context, dm_error* err) {
 }
 
 int dm_context_shape(const dm_context* context, const char* name, int64_t* dims, int* rank,
-                     dm_error* err) {
+                     dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(context, "dm_context_shape");
     if (dims == nullptr || rank == nullptr) {
@@ -129,7 +134,7 @@ int dm_context_shape(const dm_context* context, const char* name, int64_t* dims,
 }
 
 int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int cap, int* len,
-                       dm_error* err) {
+                       dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     if (prompt == nullptr || ids == nullptr || len == nullptr) {
       dm::Fail(dm::Status::kInvalidArgument, "dm_prompt_tokenize: NULL argument");
@@ -149,7 +154,7 @@ int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int 
   });
 }
 
-int dm_engine_file_check(const void* data, size_t size, dm_error* err) {
+int dm_engine_file_check(const void* data, size_t size, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     if (data == nullptr && size > 0)
       dm::Fail(dm::Status::kInvalidArgument, "engine bytes are NULL");
@@ -158,7 +163,8 @@ int dm_engine_file_check(const void* data, size_t size, dm_error* err) {
   });
 }
 
-int dm_reference_engine_write(const dm_reference_options* opts, const char* path, dm_error* err) {
+int dm_reference_engine_write(const dm_reference_options* opts, const char* path,
+                              dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     if (opts == nullptr) dm::Fail(dm::Status::kInvalidArgument, "reference options are NULL");
     dm::ReferenceOptions o;

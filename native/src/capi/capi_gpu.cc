@@ -10,7 +10,7 @@
 extern "C" {
 
 int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint64_t* total_bytes,
-                            dm_error* err) {
+                            dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(device, "dm_device_driver_memory");
     if (free_bytes == nullptr || total_bytes == nullptr) {
@@ -22,7 +22,8 @@ int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint6
   });
 }
 
-int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out, dm_error* err) {
+int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out,
+                             dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(device, "dm_device_staging_totals");
     if (out == nullptr)
@@ -44,7 +45,7 @@ int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out, dm_
 }
 
 int dm_device_time_copies(dm_device* device, uint64_t bytes, int iterations, const char* owner,
-                          dm_copy_timing* out, dm_error* err) {
+                          dm_copy_timing* out, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(device, "dm_device_time_copies");
     if (out == nullptr)

@@ -7,7 +7,7 @@
 extern "C" {
 
 int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char* owner,
-                     const dm_stream_options* opts, dm_stream** out, dm_error* err) {
+                     const dm_stream_options* opts, dm_stream** out, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(decoder_ctx, "dm_stream_create decoder context");
     dm::CheckHandle(window_vae, "dm_stream_create window VAE");
@@ -30,13 +30,15 @@ int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char*
   });
 }
 
-void dm_stream_free(dm_stream* stream) { delete stream; }
+void dm_stream_free(dm_stream* stream) noexcept { delete stream; }
 
-uint64_t dm_stream_bytes(const dm_stream* stream) {
-  return stream == nullptr ? 0 : stream->stream->bytes();
+uint64_t dm_stream_bytes(const dm_stream* stream) noexcept {
+  return dm::GuardValue<uint64_t>(
+      0, [&]() -> uint64_t { return stream == nullptr ? 0 : stream->stream->bytes(); });
 }
 
-int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames, dm_error* err) {
+int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames,
+                         dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_set_source");
     dm::CheckHandle(moments, "dm_stream_set_source moments");
@@ -49,7 +51,7 @@ int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames
 }
 
 int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, int len,
-                            dm_error* err) {
+                            dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_set_condition");
     dm::CheckHandle(enc, "dm_stream_set_condition buffer");
@@ -62,7 +64,7 @@ int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, i
 }
 
 int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
-                        dm_error* err) {
+                        dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_set_curve");
     stream->stream->SetSharedCurve(name, values, len);
@@ -70,7 +72,7 @@ int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values
 }
 
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
-                           dm_error* err) {
+                           dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_set_playback");
     if (interleaved == nullptr) dm::Fail(dm::Status::kInvalidArgument, "playback source is NULL");
@@ -79,7 +81,7 @@ int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t 
 }
 
 int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, int64_t frames,
-                            dm_error* err) {
+                            dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_read_playback");
     if (dst == nullptr && frames > 0) dm::Fail(dm::Status::kInvalidArgument, "destination is NULL");
@@ -88,7 +90,7 @@ int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, 
 }
 
 int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
-                   float* slice, int64_t slice_cap, dm_error* err) {
+                   float* slice, int64_t slice_cap, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_tick");
     if (params == nullptr) dm::Fail(dm::Status::kInvalidArgument, "tick params are NULL");

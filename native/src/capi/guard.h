@@ -1,6 +1,7 @@
 // The exception barrier every extern "C" function goes through (STYLE item 3).
 #pragma once
 
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -43,9 +44,39 @@ int Guard(dm_error* err, Fn&& fn) noexcept {
   } catch (const std::bad_alloc&) {
     return SetError(err, Status::kOutOfMemory, "out of memory: host allocation failed (bad_alloc)");
   } catch (const std::exception& e) {
-    return SetError(err, Status::kInternal, (std::string("internal error: ") + e.what()).c_str());
+    // Formatted in place: building a std::string here could throw out of a noexcept
+    // function when host memory is what ran out.
+    if (err != nullptr) {
+      err->code = static_cast<int>(Status::kInternal);
+      std::snprintf(err->msg, sizeof err->msg, "internal error: %s", e.what());
+    }
+    return static_cast<int>(Status::kInternal);
   } catch (...) {
     return SetError(err, Status::kInternal, "internal error: unknown exception");
+  }
+}
+
+// The barrier for the few entry points that return a value instead of a dm_status (sizes,
+// counts, hit counters): runs fn and returns what it returns, or `on_error` if it throws,
+// because such a function has no dm_error to report through. demon.h documents each
+// function's `on_error` as its "nothing" value.
+template <typename T, typename Fn>
+T GuardValue(T on_error, Fn&& fn) noexcept {
+  try {
+    return std::forward<Fn>(fn)();
+  } catch (...) {
+    return on_error;
+  }
+}
+
+// The barrier for void entry points that "never fail" (resets): what they call can throw
+// only on a broken invariant (std::mutex::lock's std::system_error), and there is nothing
+// to report it through, so it is swallowed rather than let cross into C.
+template <typename Fn>
+void GuardVoid(Fn&& fn) noexcept {
+  try {
+    std::forward<Fn>(fn)();
+  } catch (...) {
   }
 }
 

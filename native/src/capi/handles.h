@@ -12,8 +12,10 @@
 
 #define DM_SHIM_VERSION "0.1.0"
 
+// Shared: every device created with the registry holds a reference, so dm_faults_free
+// before dm_device_free only drops the handle's (demon.h, dm_device_options.faults).
 struct dm_faults {
-  std::unique_ptr<dm::FaultRegistry> registry;
+  std::shared_ptr<dm::FaultRegistry> registry;
 };
 
 struct dm_device {

@@ -114,8 +114,8 @@ struct CudaState {
 
 class CudaDevice final : public Device {
  public:
-  CudaDevice(std::unique_ptr<CudaState> st, FaultRegistry* faults)
-      : Device(st->total, faults), st_(std::move(st)), drv_(*st_->drv) {}
+  CudaDevice(std::unique_ptr<CudaState> st, std::shared_ptr<FaultRegistry> faults)
+      : Device(st->total, std::move(faults)), st_(std::move(st)), drv_(*st_->drv) {}
 
   // Queued frees land before the stream and the context go.
   ~CudaDevice() override {
@@ -278,7 +278,7 @@ class CudaDevice final : public Device {
 // Creates the cuda device for `ordinal`: loads the driver, initialises it, retains the
 // primary context and reads the memory totals. Throws Error(kCuda) with the driver's
 // message on any failure; everything acquired so far is released by the RAII members.
-std::shared_ptr<Device> CreateCudaDevice(int ordinal, FaultRegistry* faults) {
+std::shared_ptr<Device> CreateCudaDevice(int ordinal, std::shared_ptr<FaultRegistry> faults) {
   using cuda_detail::CudaState;
   auto st = std::make_unique<CudaState>();
   st->drv = CudaDriver::Load();
@@ -312,7 +312,7 @@ std::shared_ptr<Device> CreateCudaDevice(int ordinal, FaultRegistry* faults) {
       pools != 0) {
     st->alloc_stream = std::make_unique<cuda_detail::CudaStream>(d);
   }
-  return std::make_shared<cuda_detail::CudaDevice>(std::move(st), faults);
+  return std::make_shared<cuda_detail::CudaDevice>(std::move(st), std::move(faults));
 }
 
 }  // namespace dm

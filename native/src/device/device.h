@@ -40,8 +40,10 @@ struct CopyTiming {
 
 class Device {
  public:
-  Device(uint64_t capacity, FaultRegistry* faults)
-      : ledger_(capacity), staging_(std::numeric_limits<uint64_t>::max()), faults_(faults) {}
+  Device(uint64_t capacity, std::shared_ptr<FaultRegistry> faults)
+      : ledger_(capacity),
+        staging_(std::numeric_limits<uint64_t>::max()),
+        faults_(std::move(faults)) {}
   virtual ~Device() = default;
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
@@ -75,17 +77,19 @@ class Device {
   // Bytes of host staging memory, per owner, with no capacity of its own.
   Ledger& staging_ledger() { return staging_; }
   const Ledger& staging_ledger() const { return staging_; }
-  FaultRegistry* faults() const { return faults_; }
+  FaultRegistry* faults() const { return faults_.get(); }
 
  private:
   Ledger ledger_;
   Ledger staging_;
-  FaultRegistry* faults_;  // borrowed; outlives the device (demon.h contract)
+  // Shared with the dm_faults handle (and every other device given it), so freeing the
+  // handle first leaves the device a live registry, not a dangling pointer.
+  std::shared_ptr<FaultRegistry> faults_;
 };
 
 // Creates a device of the given dm_device_kind. Throws on failure.
 std::shared_ptr<Device> CreateDevice(int kind, uint64_t capacity, int ordinal,
-                                     FaultRegistry* faults);
+                                     std::shared_ptr<FaultRegistry> faults);
 
 // Device memory owned by one object: reserved on the ledger, allocated, and released in
 // reverse on destruction. Copy is deleted; the memory moves only with the owning pointer.

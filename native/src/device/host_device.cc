@@ -18,7 +18,8 @@ constexpr size_t kMapThreshold = 1 << 20;
 
 class HostDevice final : public Device {
  public:
-  HostDevice(uint64_t capacity, FaultRegistry* faults) : Device(capacity, faults) {}
+  HostDevice(uint64_t capacity, std::shared_ptr<FaultRegistry> faults)
+      : Device(capacity, std::move(faults)) {}
 
   std::string Describe() const override {
     return "host device (capacity " + FormatBytes(ledger().capacity()) + ")";
@@ -57,20 +58,20 @@ class HostDevice final : public Device {
 
 }  // namespace host_detail
 
-std::shared_ptr<Device> CreateCudaDevice(int ordinal, FaultRegistry* faults);
+std::shared_ptr<Device> CreateCudaDevice(int ordinal, std::shared_ptr<FaultRegistry> faults);
 
 std::shared_ptr<Device> CreateDevice(int kind, uint64_t capacity, int ordinal,
-                                     FaultRegistry* faults) {
+                                     std::shared_ptr<FaultRegistry> faults) {
   switch (kind) {
     case 0:  // DM_DEVICE_HOST
       if (capacity == 0) {
         Fail(Status::kInvalidArgument, "host device capacity must be greater than 0 bytes");
       }
-      HitFault(faults, "device.create");
-      return std::make_shared<host_detail::HostDevice>(capacity, faults);
+      HitFault(faults.get(), "device.create");
+      return std::make_shared<host_detail::HostDevice>(capacity, std::move(faults));
     case 1:  // DM_DEVICE_CUDA
-      HitFault(faults, "device.create");
-      return CreateCudaDevice(ordinal, faults);
+      HitFault(faults.get(), "device.create");
+      return CreateCudaDevice(ordinal, std::move(faults));
     default: Fail(Status::kInvalidArgument, "unknown device kind %d (want 0 host or 1 cuda)", kind);
   }
 }

@@ -289,12 +289,7 @@ std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
 }
 
 void WriteReferenceEngine(const ReferenceOptions& opts, const std::string& path) {
-  static const char* const kComponents[] = {"decoder",      "vae_encode",
-                                            "vae_decode",   "vae_decode_windowed",
-                                            "text_encoder", "stem_separator"};
-  bool known = false;
-  for (const char* k : kComponents) known = known || opts.component == k;
-  if (!known) Fail(Status::kInvalidArgument, "unknown component %s", opts.component.c_str());
+  CheckComponent(opts.component);
   if (opts.duration_s < 1 || opts.duration_s > 240) {
     Fail(Status::kInvalidArgument, "duration %d s outside 1..240", opts.duration_s);
   }

@@ -180,23 +180,39 @@ void Context::Execute() {
 
 std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
                                            const EngineOptions& opts, const EngineFile& file);
+
+// The TensorRT backend is a seam (engine.h, "The TensorRT seam"), not an implementation:
+// a build that defines DM_WITH_TENSORRT would otherwise compile and then fail to link.
 #ifdef DM_WITH_TENSORRT
-std::shared_ptr<Engine> LoadTensorRTEngine(std::shared_ptr<Device> device,
-                                           const EngineOptions& opts);
+#error "DM_WITH_TENSORRT is set, but the TensorRT backend is not implemented (see engine.h)"
 #endif
+
+void CheckComponent(const std::string& component) {
+  static const char* const kComponents[] = {"decoder",      "vae_encode",
+                                            "vae_decode",   "vae_decode_windowed",
+                                            "text_encoder", "stem_separator"};
+  for (const char* k : kComponents) {
+    if (component == k) return;
+  }
+  Fail(Status::kInvalidArgument,
+       "unknown component %s (want decoder, vae_encode, vae_decode, vae_decode_windowed, "
+       "text_encoder or stem_separator)",
+       component.c_str());
+}
 
 std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts) {
   CheckOwner(opts.owner.c_str());
+  // Before the fault point, whose name is built from the component: an unknown component
+  // must read as one, not as "unknown fault point model.load.<name>".
+  CheckComponent(opts.component);
   HitFault(device->faults(), ("model.load." + opts.component).c_str());
   if (opts.backend == "tensorrt") {
-#ifdef DM_WITH_TENSORRT
-    return LoadTensorRTEngine(std::move(device), opts);
-#else
+    // No build switch turns this on: the backend is a seam (engine.h), so say so rather
+    // than point at an option that would not help.
     Fail(Status::kUnsupported,
-         "%s: a TensorRT engine, and this build has no TensorRT backend (build with the "
-         "TensorRT SDK: cmake -DDEMON_WITH_TENSORRT=ON / go build -tags tensorrt)",
+         "%s: a TensorRT engine, and this build has no TensorRT backend (the backend is not "
+         "implemented yet; load a cpu-ref engine)",
          opts.path.c_str());
-#endif
   }
   if (opts.backend != "cpu-ref") {
     Fail(Status::kUnsupported, "%s: unknown engine backend %s", opts.path.c_str(),

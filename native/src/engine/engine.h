@@ -163,10 +163,38 @@ class Context {
   std::vector<std::unique_ptr<StagingBuffer>> shadows_;  // per tensor; only when staged_
 };
 
+// Throws kInvalidArgument, naming the known components, unless `component` is one of
+// decoder, vae_encode, vae_decode, vae_decode_windowed, text_encoder, stem_separator.
+void CheckComponent(const std::string& component);
+
+// The TensorRT seam. Only the cpu-ref backend exists; a "tensorrt" engine is refused with
+// kUnsupported, and CMake's DEMON_WITH_TENSORRT=ON stops at configure time (no machine
+// this project builds on has the SDK, and an untested backend would be a fake one). The
+// interfaces above are shaped so a backend can be added without changing its callers:
+//  - LoadEngine dispatches on opts.backend; a TensorRT loader validates the sidecar's
+//    component, backend and version like the cpu-ref path, deserializes the plan
+//    (IRuntime::deserializeCudaEngine), fills io_ from the engine's I/O tensors
+//    (getNbIOTensors, getIOTensorName, getTensorIOMode, getTensorDataType, and
+//    getProfileShape for min/opt/max of profile 0), and calls ReserveResident with the
+//    engine's weight footprint so the ledger sees it.
+//  - NeededContextBytes is the engine's activation size (getDeviceMemorySizeV2): Context
+//    allocates it through the ledger, and the backend hands that block to a context created
+//    with ExecutionContextAllocationStrategy::kUSER_MANAGED (setDeviceMemoryV2) — the
+//    "ask the size, allocate it ourselves" rule of the class comment above.
+//  - RunsOnHost() returns false, so contexts bind device pointers with no host shadows;
+//    InferShapes forwards input shapes (setInputShape) and reads outputs back
+//    (getTensorShape); Run sets every tensor address (setTensorAddress) and enqueues
+//    (enqueueV3) on the device's stream, then synchronizes, keeping Execute synchronous.
+//  - The per-context IExecutionContext needs a place on Context (a backend-state member),
+//    which is the one interface change the backend brings.
+// Until then, DM_WITH_TENSORRT is an #error in engine.cc, so no build half-enables it.
+
 // Loads an engine file of any backend this build has. Validates the container and that it
 // is the expected component, backend and version before allocating anything.
-// Fault points: model.load.<component> (before anything), model.place_<component> after the
-// weights are resident (declared for the decoder).
+// Fault points: model.load.<component> once the owner and component name are checked (so an
+// unknown component is a component error, not an undeclared fault point) and before anything
+// is read or allocated; model.place_<component> after the weights are resident (declared for
+// the decoder).
 std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts);
 
 // Writes a reference (cpu-ref) engine file for a component.

@@ -15,24 +15,15 @@ std::string Trim(const std::string& s) {
 
 }  // namespace faults_detail
 
-const std::vector<const char*>& FaultRegistry::Declared() {
-  static const std::vector<const char*> points = {
-#define DM_FAULT_POINT(name, where) name,
-#include "faults/points.def"
-#undef DM_FAULT_POINT
-  };
-  return points;
-}
-
 bool FaultRegistry::IsDeclared(const std::string& point) {
-  for (const char* p : Declared()) {
+  for (const char* p : kFaultPoints) {
     if (point == p) return true;
   }
   return false;
 }
 
 FaultRegistry::FaultRegistry(const std::string& spec) {
-  for (const char* p : Declared()) points_.emplace(p, State{});
+  for (const char* p : kFaultPoints) points_.emplace(p, State{});
   Arm(spec);
 }
 
@@ -52,7 +43,8 @@ std::vector<std::pair<std::string, FaultRegistry::Arming>> FaultRegistry::Parse(
     size_t eq = item.find('=');
     if (eq == std::string::npos) {
       Fail(Status::kInvalidArgument,
-           "fault spec item %s: want point=action[@N] with action error, oom or off", item.c_str());
+           "fault spec item %s: want point=action[@N] with action error, oom, hang or off",
+           item.c_str());
     }
     std::string name = faults_detail::Trim(item.substr(0, eq));
     std::string action = faults_detail::Trim(item.substr(eq + 1));
@@ -101,6 +93,13 @@ void FaultRegistry::Arm(const std::string& spec) {
 void FaultRegistry::Reset() {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [name, state] : points_) state = State{};
+  generation_++;
+  rearmed_.notify_all();
+}
+
+void FaultRegistry::DisarmAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [name, state] : points_) state.arming = Arming{};
   generation_++;
   rearmed_.notify_all();
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -17,6 +18,16 @@
 
 namespace dm {
 
+// Every declared point, in points.def order. A constant array rather than a lazily built
+// container, so listing the points can neither allocate nor throw (the C API's
+// dm_faults_point_count and dm_faults_point_name read it directly).
+inline constexpr const char* kFaultPoints[] = {
+#define DM_FAULT_POINT(name, where) name,
+#include "faults/points.def"
+#undef DM_FAULT_POINT
+};
+inline constexpr size_t kFaultPointCount = sizeof kFaultPoints / sizeof kFaultPoints[0];
+
 class FaultRegistry {
  public:
   enum class Action { kOff, kError, kOom, kHang };
@@ -26,6 +37,9 @@ class FaultRegistry {
   explicit FaultRegistry(const std::string& spec = "");
   void Arm(const std::string& spec);
   void Reset();
+  // Disarms every point and releases hung hits; hit counters are kept. For the handle's
+  // free: devices that share the registry keep counting but nothing fires any more.
+  void DisarmAll();
 
   // Records a hit; throws the injected error when the point fires.
   void Hit(const char* point);
@@ -34,7 +48,6 @@ class FaultRegistry {
   // The point's arming (throws kNotFound for an undeclared point).
   void ArmingOf(const char* point, Action* action, int64_t* nth) const;
 
-  static const std::vector<const char*>& Declared();
   static bool IsDeclared(const std::string& point);
 
  private:
