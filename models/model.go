@@ -29,7 +29,7 @@ func BackendSupport(backend string) error {
 	case BackendCPURef:
 		return nil
 	case BackendTensorRT:
-		return fmt.Errorf("%w: a TensorRT engine, and this build has no TensorRT backend (build with the TensorRT SDK and -tags tensorrt)", ErrUnsupported)
+		return fmt.Errorf("%w: a TensorRT engine, and this build has no TensorRT backend (it is a seam, not yet implemented: see README, \"Building the shim\")", ErrUnsupported)
 	}
 	return fmt.Errorf("%w: unknown backend %q", ErrUnsupported, backend)
 }
