@@ -2,7 +2,9 @@ package trt_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -293,6 +295,77 @@ func FuzzEngineFile(f *testing.F) {
 		err := trt.CheckEngineFile(data)
 		if err != nil && !(errorsIs(err, trt.ErrCorrupt) || errorsIs(err, trt.ErrMismatch)) {
 			t.Fatalf("unexpected error class: %v", err)
+		}
+	})
+}
+
+// tickBudgetMs is the real-time tick budget at the realtime app's defaults (depth 4, steps
+// 8, 0.36 s slices): fresh audio at >= 1 s/s needs >= 2.8 finished latents/s, and a tick
+// finishes depth/steps = 0.5 of one, so a tick may take at most ~180 ms (spec/engine.md §7.3).
+const tickBudgetMs = 180.0
+
+// BenchmarkTinyDiTDecoder times one forward of the reference tiny-DiT decoder engine through
+// the Go binding at the shape one depth-4 tick batches: B=4 rows, T=1500 frames (60 s) and
+// L = the engine profile's optimum conditioning length (what the reference profile is built
+// for). The forward is the bulk of a tick, so budget-x (tick budget / ms per forward) must stay
+// well above 1; the target is under 90 ms, i.e. budget-x >= 2.
+func BenchmarkTinyDiTDecoder(b *testing.B) {
+	d := trttest.HostDevice(b, 8<<30, nil)
+	eng := loadRef(b, d, "decoder", "tiny-dit", 60)
+	var L int64
+	for _, io := range eng.IO() {
+		if io.Name == "encoder_hidden_states" {
+			L = io.Opt[1]
+		}
+	}
+	require.Positive(b, L, "the decoder declares an encoder_hidden_states profile")
+	const B, T = 4, 1500
+	b.Run(fmt.Sprintf("B=%d/T=%d/L=%d", B, T, L), func(b *testing.B) {
+		ctx, err := eng.NewContext("session:bench")
+		require.NoError(b, err)
+		defer ctx.Close()
+		rng := rand.New(rand.NewPCG(1, 2))
+		fill := func(n int64, scale float32) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = scale * float32(rng.NormFloat64())
+			}
+			return v
+		}
+		ts := make([]float32, B)
+		for i := range ts {
+			ts[i] = 0.2 + 0.2*float32(i) // four slots at different steps, as in a tick
+		}
+		out := buffer(b, d, make([]float32, B*T*64))
+		bufs := map[string]*trt.Buffer{
+			"hidden_states": buffer(b, d, fill(B*T*64, 1)), "timestep": buffer(b, d, ts),
+			"encoder_hidden_states": buffer(b, d, fill(B*L*2048, 0.02)),
+			"context_latents":       buffer(b, d, fill(B*T*128, 1)), "velocity": out,
+		}
+		require.NoError(b, ctx.SetShape("hidden_states", B, T, 64))
+		require.NoError(b, ctx.SetShape("timestep", B))
+		require.NoError(b, ctx.SetShape("encoder_hidden_states", B, L, 2048))
+		require.NoError(b, ctx.SetShape("context_latents", B, T, 128))
+		for n, buf := range bufs {
+			require.NoError(b, ctx.Bind(n, buf))
+		}
+		require.NoError(b, ctx.Execute()) // warm the pool and the scratch pages
+		b.ResetTimer()
+		for b.Loop() {
+			if err := ctx.Execute(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ms := float64(b.Elapsed().Microseconds()) / 1e3 / float64(b.N)
+		b.ReportMetric(ms, "ms/forward")
+		b.ReportMetric(tickBudgetMs/ms, "budget-x")
+		b.StopTimer()
+		v := make([]float32, B*T*64)
+		require.NoError(b, out.ReadFloat32(0, v))
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				b.Fatalf("velocity[%d] = %v: the forward is not finite", i, x)
+			}
 		}
 	})
 }
