@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -368,4 +370,89 @@ func BenchmarkTinyDiTDecoder(b *testing.B) {
 			}
 		}
 	})
+}
+
+// oracleContext is a decoder context with every tensor bound to its own fresh buffer at a
+// small valid shape; it returns the context and the buffers by tensor name.
+func oracleContext(t *testing.T, d *trt.Device, eng *trt.Engine) (*trt.Context, map[string]*trt.Buffer) {
+	t.Helper()
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ctx.Close() })
+	const B, T, L = 1, 126, 32
+	require.NoError(t, ctx.SetShape("hidden_states", B, T, 64))
+	require.NoError(t, ctx.SetShape("timestep", B))
+	require.NoError(t, ctx.SetShape("encoder_hidden_states", B, L, 2048))
+	require.NoError(t, ctx.SetShape("context_latents", B, T, 128))
+	bufs := map[string]*trt.Buffer{
+		"hidden_states": buffer(t, d, make([]float32, B*T*64)), "timestep": buffer(t, d, []float32{0.5}),
+		"encoder_hidden_states": buffer(t, d, make([]float32, B*L*2048)),
+		"context_latents":       buffer(t, d, make([]float32, B*T*128)), "velocity": buffer(t, d, make([]float32, B*T*64)),
+	}
+	for n, b := range bufs {
+		require.NoError(t, ctx.Bind(n, b))
+	}
+	return ctx, bufs
+}
+
+// The native context keeps bound buffers' raw addresses: closing a bound buffer must make
+// Execute fail cleanly instead of running the engine on freed memory (under -asan a
+// use-after-free here would abort the test), and rebinding recovers.
+func TestExecuteRefusesAClosedBoundBuffer(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	eng := loadRef(t, d, "decoder", "oracle", 10)
+	ctx, bufs := oracleContext(t, d, eng)
+	require.NoError(t, ctx.Execute())
+
+	before := trttest.Snapshot(t, d).Owner("test:io")
+	require.NoError(t, bufs["velocity"].Close(), "closing a bound buffer is allowed")
+	after := trttest.Snapshot(t, d).Owner("test:io")
+	assert.Equal(t, before.UsedBytes-bufs["velocity"].Size(), after.UsedBytes, "and frees it at once")
+
+	err := ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "tensor velocity is bound to a closed buffer")
+	err = ctx.Bind("velocity", bufs["velocity"])
+	require.ErrorIs(t, err, trt.ErrState, "a closed buffer cannot be bound")
+	require.ErrorIs(t, ctx.Bind("velocity", nil), trt.ErrInvalidArgument)
+
+	fresh := buffer(t, d, make([]float32, 126*64))
+	require.NoError(t, ctx.Bind("velocity", fresh))
+	require.NoError(t, ctx.Execute(), "rebinding the tensor recovers")
+
+	// A buffer bound to two tensors is checked (and held) once per Execute, not deadlocked.
+	require.NoError(t, ctx.Bind("velocity", bufs["hidden_states"]))
+	require.NoError(t, ctx.Execute())
+	require.NoError(t, bufs["hidden_states"].Close())
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "is bound to a closed buffer")
+}
+
+// A buffer closed while another goroutine executes with it: Close waits for the run, and
+// every Execute either runs on live memory or fails with ErrState (run with -race/-asan).
+func TestBufferCloseRacingExecute(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	eng := loadRef(t, d, "decoder", "oracle", 10)
+	ctx, bufs := oracleContext(t, d, eng)
+	var runs atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := ctx.Execute(); err != nil {
+				done <- err
+				return
+			}
+			runs.Add(1)
+		}
+	}()
+	for runs.Load() < 3 {
+		runtime.Gosched()
+	}
+	require.NoError(t, bufs["encoder_hidden_states"].Close())
+	err := <-done
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "tensor encoder_hidden_states is bound to a closed buffer")
 }
