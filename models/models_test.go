@@ -46,14 +46,52 @@ func TestBuildOpenLoadUnload(t *testing.T) {
 	for _, c := range models.Components {
 		assert.NotNil(t, m.Engine(c), c)
 	}
-	require.NoError(t, m.Acquire())
-	m.Release()
+	ref, err := m.Acquire()
+	require.NoError(t, err)
+	ref.Release()
 	assert.Equal(t, 1, m.Refs())
 	m.Release()
 	m.Release() // extra releases are no-ops
 	assert.Zero(t, trttest.Snapshot(t, d).Totals.UsedBytes)
 	assert.Nil(t, m.Engine(models.Decoder))
-	require.ErrorIs(t, m.Acquire(), models.ErrReleased)
+	_, err = m.Acquire()
+	require.ErrorIs(t, err, models.ErrReleased)
+}
+
+// A holder that releases twice drops only its own reference: the model stays loaded for
+// the other holders (the loader and a second session) until they release theirs.
+func TestDoubleReleaseKeepsOtherHoldersReferences(t *testing.T) {
+	trttest.NoLeaks(t)
+	repo := buildRepo(t, models.FootprintsActual)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	m, err := models.LoadModel(d, repo, profile(t, repo), models.LoadOptions{})
+	require.NoError(t, err)
+	loaded := trttest.Snapshot(t, d).Totals.UsedBytes
+	a, err := m.Acquire()
+	require.NoError(t, err)
+	b, err := m.Acquire()
+	require.NoError(t, err)
+	require.Equal(t, 3, m.Refs())
+
+	a.Release()
+	a.Release()
+	a.Release()
+	assert.Equal(t, 2, m.Refs(), "a's extra releases are no-ops")
+	m.Release()
+	m.Release()
+	assert.Equal(t, 1, m.Refs(), "so are the loader's")
+	require.NotNil(t, m.Engine(models.Decoder), "b still holds the model")
+	assert.Equal(t, loaded, trttest.Snapshot(t, d).Totals.UsedBytes, "nothing was unloaded")
+
+	b.Release()
+	assert.Zero(t, m.Refs())
+	assert.Nil(t, m.Engine(models.Decoder))
+	assert.Zero(t, trttest.Snapshot(t, d).Totals.UsedBytes, "the last release unloads")
+	b.Release()
+	var none *models.Ref
+	none.Release() // nil-safe, as the session's Close relies on
+	_, err = m.Acquire()
+	require.ErrorIs(t, err, models.ErrReleased)
 }
 
 // Each model.load.<component> point, and model.place_decoder: the ledger and live handles
