@@ -456,3 +456,58 @@ func TestBufferCloseRacingExecute(t *testing.T) {
 	require.ErrorIs(t, err, trt.ErrState)
 	assert.Contains(t, err.Error(), "tensor encoder_hidden_states is bound to a closed buffer")
 }
+
+// Contexts share their engine's weights: a second context on one engine leaves the engine
+// owner's bytes alone and adds only its own activation memory, and a context that does not
+// fit in what is left fails with ErrOutOfMemory leaving the ledger exactly as it was.
+func TestContextsShareWeightsAndOOMCleanly(t *testing.T) {
+	trttest.NoLeaks(t)
+	const weights, activation = 1 << 30, 300 << 20
+	// Room for the weights and two contexts, and 100 MiB short of a third.
+	d := trttest.HostDevice(t, weights+3*activation-100<<20, nil)
+	e, err := trt.LoadEngine(d, trt.EngineOptions{
+		Path: writeRef(t, "decoder", "oracle", 10), Component: "decoder", Backend: "cpu-ref", BackendVersion: "cpu-ref-1",
+		Owner: "model:decoder", FootprintBytes: weights, ContextBytes: activation,
+	})
+	require.NoError(t, err)
+	defer e.Close()
+	require.Equal(t, uint64(activation), e.ContextBytes())
+	loaded := trttest.Snapshot(t, d)
+	require.Equal(t, uint64(weights), loaded.Owner("model:decoder").UsedBytes)
+
+	a, err := e.NewContext("session:a")
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := e.NewContext("session:b")
+	require.NoError(t, err)
+	defer b.Close()
+	l := trttest.Snapshot(t, d)
+	assert.Equal(t, uint64(weights), l.Owner("model:decoder").UsedBytes, "contexts do not copy the weights")
+	assert.Equal(t, uint64(activation), l.Owner("session:a").UsedBytes)
+	assert.Equal(t, uint64(activation), l.Owner("session:b").UsedBytes)
+	assert.Equal(t, int64(2), l.Kind("context").LiveHandles)
+	assert.Equal(t, loaded.Totals.UsedBytes+2*activation, l.Totals.UsedBytes)
+
+	// Both contexts run independently on the shared engine.
+	for _, c := range []*trt.Context{a, b} {
+		require.NoError(t, c.SetShape("hidden_states", 1, 126, 64))
+		require.NoError(t, c.SetShape("timestep", 1))
+		require.NoError(t, c.SetShape("encoder_hidden_states", 1, 32, 2048))
+		require.NoError(t, c.SetShape("context_latents", 1, 126, 128))
+		for n, size := range map[string]int{"hidden_states": 126 * 64, "timestep": 1, "encoder_hidden_states": 32 * 2048, "context_latents": 126 * 128, "velocity": 126 * 64} {
+			v := make([]float32, size)
+			if n == "timestep" {
+				v[0] = 0.5
+			}
+			require.NoError(t, c.Bind(n, buffer(t, d, v)))
+		}
+		require.NoError(t, c.Execute())
+	}
+
+	base := trttest.Snapshot(t, d)
+	_, err = e.NewContext("session:c")
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "for session:c")
+	trttest.RequireBaseline(t, d, base)
+	assert.Zero(t, trttest.Snapshot(t, d).Owner("session:c").UsedBytes)
+}
