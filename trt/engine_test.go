@@ -511,3 +511,109 @@ func TestContextsShareWeightsAndOOMCleanly(t *testing.T) {
 	trttest.RequireBaseline(t, d, base)
 	assert.Zero(t, trttest.Snapshot(t, d).Owner("session:c").UsedBytes)
 }
+
+// runEngine executes eng once on a fresh context: input name with its shape and data, and
+// one output of outFloats floats, which it returns.
+func runEngine(t *testing.T, d *trt.Device, eng *trt.Engine, in string, shape []int64, data []float32, out string, outFloats int) []float32 {
+	t.Helper()
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+	require.NoError(t, ctx.SetShape(in, shape...))
+	require.NoError(t, ctx.Bind(in, buffer(t, d, data)))
+	ob := buffer(t, d, make([]float32, outFloats))
+	require.NoError(t, ctx.Bind(out, ob))
+	require.NoError(t, ctx.Execute())
+	v := make([]float32, outFloats)
+	require.NoError(t, ob.ReadFloat32(0, v))
+	return v
+}
+
+func normalLatents(frames int, seed uint64) []float32 {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	z := make([]float32, 64*frames)
+	for i := range z {
+		z[i] = float32(rng.NormFloat64())
+	}
+	return z
+}
+
+// The windowed decode engine (what the stream runs every slice) produces exactly, bit for
+// bit, the same samples as the full vae_decode engine does for those frames, anywhere in
+// the song (spec/engine.md §7.4): both through the engines, not the ref functions.
+func TestWindowedVAEEngineEqualsSliceOfFullDecode(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	full := loadRef(t, d, "vae_decode", "", 10)
+	win := loadRef(t, d, "vae_decode_windowed", "", 240)
+	const T, W, hop = 150, 25, 1920
+	z := normalLatents(T, 3)
+	audio := runEngine(t, d, full, "latents", []int64{1, 64, T}, z, "audio", 2*T*hop)
+	for _, s := range []int{0, 37, T - W} {
+		window := make([]float32, 64*W) // [1,64,25] channel-major: columns s..s+24 of z
+		for c := range 64 {
+			copy(window[c*W:(c+1)*W], z[c*T+s:c*T+s+W])
+		}
+		got := runEngine(t, d, win, "latents", []int64{1, 64, W}, window, "audio", 2*W*hop)
+		for ch := range 2 {
+			want := audio[ch*T*hop+s*hop : ch*T*hop+(s+W)*hop]
+			part := got[ch*W*hop : (ch+1)*W*hop]
+			for i := range want {
+				if math.Float32bits(want[i]) != math.Float32bits(part[i]) {
+					t.Fatalf("window at frame %d, channel %d, sample %d: windowed %v, full %v", s, ch, i, part[i], want[i])
+				}
+			}
+		}
+	}
+	var energy float64
+	for _, v := range audio {
+		energy += float64(v) * float64(v)
+	}
+	assert.Greater(t, energy/float64(len(audio)), 0.01, "the decode is not silent, so the comparison means something")
+}
+
+// vae_encode ∘ vae_decode through the engines: decoding latents and encoding the audio gives
+// the latents back (the codec's basis is orthogonal) with logvar −20, and decoding those
+// again reproduces the audio; off-basis audio (noise) is projected, never amplified.
+func TestVAEEngineRoundTrip(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	enc := loadRef(t, d, "vae_encode", "", 10)
+	dec := loadRef(t, d, "vae_decode", "", 10)
+	const T, hop = 150, 1920
+	z := normalLatents(T, 5)
+	audio := runEngine(t, d, dec, "latents", []int64{1, 64, T}, z, "audio", 2*T*hop)
+	moments := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, audio, "moments", 128*T)
+	maxErr := func(a, b []float32) float64 {
+		var m float64
+		for i := range a {
+			m = max(m, math.Abs(float64(a[i])-float64(b[i])))
+		}
+		return m
+	}
+	means := moments[:64*T]
+	assert.Less(t, maxErr(z, means), 1e-4, "encode(decode(z)) == z")
+	for i, lv := range moments[64*T:] {
+		require.Equal(t, float32(-20), lv, "logvar[%d]", i)
+	}
+	again := runEngine(t, d, dec, "latents", []int64{1, 64, T}, means, "audio", 2*T*hop)
+	assert.Less(t, maxErr(audio, again), 1e-4, "decode(encode(audio)) == audio for in-basis audio")
+
+	rng := rand.New(rand.NewPCG(9, 9))
+	noise := make([]float32, 2*T*hop)
+	var e0 float64
+	for i := range noise {
+		noise[i] = 0.1 * float32(rng.NormFloat64())
+		e0 += float64(noise[i]) * float64(noise[i])
+	}
+	m := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, noise, "moments", 128*T)
+	proj := runEngine(t, d, dec, "latents", []int64{1, 64, T}, m[:64*T], "audio", 2*T*hop)
+	var e1 float64
+	for _, v := range proj {
+		e1 += float64(v) * float64(v)
+	}
+	assert.Less(t, e1, 0.1*e0, "64 of 3840 dimensions per frame: most of white noise's energy is projected away")
+	assert.Positive(t, e1)
+	m2 := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, proj, "moments", 128*T)
+	assert.Less(t, maxErr(m[:64*T], m2[:64*T]), 1e-4, "the projection is idempotent")
+}
