@@ -1,6 +1,7 @@
 package models_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -297,6 +298,60 @@ func TestOpenMissingRepository(t *testing.T) {
 	_, err := models.Open(t.TempDir())
 	require.ErrorIs(t, err, models.ErrNotFound)
 	assert.Contains(t, err.Error(), "build one with `demond models build-reference")
+}
+
+// requireSortedKeys walks a JSON document and fails unless every object's keys are in
+// ascending order.
+func requireSortedKeys(t *testing.T, data []byte) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func() // consumes one value
+	walk = func() {
+		tok, err := dec.Token()
+		require.NoError(t, err)
+		switch tok {
+		case json.Delim('{'):
+			prev := ""
+			for dec.More() {
+				k, err := dec.Token()
+				require.NoError(t, err)
+				key := k.(string)
+				require.Less(t, prev, key, "keys out of order")
+				prev = key
+				walk()
+			}
+			_, err = dec.Token()
+			require.NoError(t, err)
+		case json.Delim('['):
+			for dec.More() {
+				walk()
+			}
+			_, err = dec.Token()
+			require.NoError(t, err)
+		}
+	}
+	walk()
+}
+
+// Sidecars are written as DEMON writes them: sorted keys at every level, indent 2, and they
+// parse back to the same metadata.
+func TestMetadataMarshalSortsKeys(t *testing.T) {
+	repo := buildRepo(t, models.FootprintsRealistic)
+	p := profile(t, repo)
+	for _, c := range models.Components {
+		data, err := os.ReadFile(filepath.Join(repo.Root(), p.Engines[c], p.Engines[c]+".engine.metadata.json"))
+		require.NoError(t, err)
+		requireSortedKeys(t, data)
+		assert.True(t, strings.HasPrefix(string(data), "{\n  \"backend\": "), "two-space indent, first key backend: %.40q", data)
+		m, err := models.ParseMetadata(data)
+		require.NoError(t, err)
+		again, err := m.Marshal()
+		require.NoError(t, err)
+		assert.Equal(t, string(data), string(again), "marshal is stable")
+		if c == models.Decoder {
+			assert.Contains(t, string(data), `"device_footprint_bytes": 4300000000,`, "integers are written verbatim")
+		}
+	}
 }
 
 func FuzzParseMetadata(f *testing.F) {
