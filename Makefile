@@ -14,7 +14,7 @@ NATIVE_DEPS := g++ cmake libgtest-dev
 RUN_DEPS := g++
 CHECK_DEPS := clang-format
 
-.PHONY: all build run test test-native test-go test-asan test-leakprobe test-gpu gpu-check test-browser check fmt deps-test deps-run clean bench
+.PHONY: all build run test test-native test-go test-asan test-leakprobe test-gpu gpu-check test-browser check fmt deps-test deps-run clean bench bench-dit
 
 all: build
 
@@ -97,6 +97,12 @@ fmt:
 bench: deps-run
 	$(GO) build -o $(BUILD)/bin/demon-bench ./cmd/demon-bench
 	./$(BUILD)/bin/demon-bench --out bench-out $(BENCH_ARGS)
+
+## bench-dit: the tiny-DiT decoder forward at B=4, T=1500 (ms/forward, budget-x against the
+## 180 ms real-time tick) and the depth-4 stream tick (tick-ms, overhead, cgo calls, allocs,
+## realtime-x), through the Go binding. About a minute on 2 cores.
+bench-dit: deps-run
+	$(GO) test -run '^$$' -bench 'TinyDiTDecoder|StreamTick$$' -benchtime 10x ./trt/
 
 clean:
 	rm -rf $(BUILD)

@@ -5,6 +5,7 @@
 package models
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -166,11 +167,20 @@ func (m Metadata) Tensor(name string) (TensorSpec, bool) {
 	return TensorSpec{}, false
 }
 
-// Marshal encodes the sidecar as DEMON does: sorted keys (struct order here), indent 2.
+// Marshal encodes the sidecar as DEMON's _engine_metadata.py does (json.dumps with
+// sort_keys=True, indent=2; spec/engine.md §3.4): keys sorted at every level, two-space
+// indent, a final newline. encoding/json writes struct fields in declaration order but map
+// keys sorted, so the struct goes through a generic value first (numbers kept verbatim).
 func (m Metadata) Marshal() ([]byte, error) {
-	b, err := json.MarshalIndent(m, "", "  ")
+	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	return append(b, '\n'), nil
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return marshalIndent(v)
 }

@@ -11,13 +11,17 @@ import (
 )
 
 // Model is every engine of one profile, loaded on a device and shared by sessions.
-// It is reference counted: the loader holds the first reference, each session one more;
-// the engines are freed, in reverse load order, when the last reference is released.
+// It is reference counted: the loader holds the first reference (dropped by Model.Release),
+// each session one more (a Ref from Acquire); the engines are freed, in reverse load order,
+// when the last reference is released. Every reference is released through its own holder's
+// handle, idempotently, so a holder releasing twice can never drop someone else's
+// reference and unload a model still in use.
 type Model struct {
 	Profile Profile
 
 	mu      sync.Mutex
 	refs    int
+	loader  *Ref // the reference LoadModel returns the model with
 	engines map[string]*trt.Engine
 	order   []string
 	metas   map[string]Metadata
@@ -56,6 +60,7 @@ func LoadModel(dev *trt.Device, repo *Repository, p Profile, opts LoadOptions) (
 		return nil, err
 	}
 	m := &Model{Profile: p, refs: 1, engines: map[string]*trt.Engine{}, metas: map[string]Metadata{}}
+	m.loader = &Ref{m: m}
 	for _, ref := range refs {
 		if opts.Progress != nil {
 			opts.Progress(ref.Component)
@@ -112,29 +117,47 @@ func crossCheck(ref EngineRef, io []trt.TensorDesc) error {
 // ErrReleased is returned by Acquire on a model whose last reference is gone.
 var ErrReleased = errors.New("model released")
 
-// Acquire takes a reference for a session.
-func (m *Model) Acquire() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.refs == 0 {
-		return ErrReleased
-	}
-	m.refs++
-	return nil
+// Ref is one holder's reference on a Model, from Acquire. Its Release is idempotent.
+type Ref struct {
+	m        *Model
+	released bool // guarded by m.mu
 }
 
-// Release drops a reference; the last one frees every engine. Extra calls are no-ops.
-func (m *Model) Release() {
+// Acquire takes a reference for a session (or any holder besides the loader). The holder
+// gives it back with the returned Ref's Release.
+func (m *Model) Acquire() (*Ref, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.refs == 0 {
+		return nil, ErrReleased
+	}
+	m.refs++
+	return &Ref{m: m}, nil
+}
+
+// Release drops this holder's reference; the model's last one frees every engine. Extra
+// calls, and calls on a nil Ref, are no-ops.
+func (r *Ref) Release() {
+	if r == nil {
 		return
 	}
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.released {
+		return
+	}
+	r.released = true
 	m.refs--
 	if m.refs == 0 {
 		m.unloadLocked()
 	}
 }
+
+// Release drops the loader's reference (the one LoadModel returned the model with); the
+// last reference frees every engine. Extra calls are no-ops: they never drop a reference
+// a session holds.
+func (m *Model) Release() { m.loader.Release() }
 
 // Refs returns the number of live references.
 func (m *Model) Refs() int {
@@ -157,10 +180,12 @@ func (m *Model) Metadata(component string) Metadata {
 	return m.metas[component]
 }
 
+// unload frees a model LoadModel is abandoning: no reference has been handed out yet.
 func (m *Model) unload() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.refs = 0
+	m.loader.released = true
 	m.unloadLocked()
 }
 

@@ -1,6 +1,7 @@
 package models_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -46,14 +47,52 @@ func TestBuildOpenLoadUnload(t *testing.T) {
 	for _, c := range models.Components {
 		assert.NotNil(t, m.Engine(c), c)
 	}
-	require.NoError(t, m.Acquire())
-	m.Release()
+	ref, err := m.Acquire()
+	require.NoError(t, err)
+	ref.Release()
 	assert.Equal(t, 1, m.Refs())
 	m.Release()
 	m.Release() // extra releases are no-ops
 	assert.Zero(t, trttest.Snapshot(t, d).Totals.UsedBytes)
 	assert.Nil(t, m.Engine(models.Decoder))
-	require.ErrorIs(t, m.Acquire(), models.ErrReleased)
+	_, err = m.Acquire()
+	require.ErrorIs(t, err, models.ErrReleased)
+}
+
+// A holder that releases twice drops only its own reference: the model stays loaded for
+// the other holders (the loader and a second session) until they release theirs.
+func TestDoubleReleaseKeepsOtherHoldersReferences(t *testing.T) {
+	trttest.NoLeaks(t)
+	repo := buildRepo(t, models.FootprintsActual)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	m, err := models.LoadModel(d, repo, profile(t, repo), models.LoadOptions{})
+	require.NoError(t, err)
+	loaded := trttest.Snapshot(t, d).Totals.UsedBytes
+	a, err := m.Acquire()
+	require.NoError(t, err)
+	b, err := m.Acquire()
+	require.NoError(t, err)
+	require.Equal(t, 3, m.Refs())
+
+	a.Release()
+	a.Release()
+	a.Release()
+	assert.Equal(t, 2, m.Refs(), "a's extra releases are no-ops")
+	m.Release()
+	m.Release()
+	assert.Equal(t, 1, m.Refs(), "so are the loader's")
+	require.NotNil(t, m.Engine(models.Decoder), "b still holds the model")
+	assert.Equal(t, loaded, trttest.Snapshot(t, d).Totals.UsedBytes, "nothing was unloaded")
+
+	b.Release()
+	assert.Zero(t, m.Refs())
+	assert.Nil(t, m.Engine(models.Decoder))
+	assert.Zero(t, trttest.Snapshot(t, d).Totals.UsedBytes, "the last release unloads")
+	b.Release()
+	var none *models.Ref
+	none.Release() // nil-safe, as the session's Close relies on
+	_, err = m.Acquire()
+	require.ErrorIs(t, err, models.ErrReleased)
 }
 
 // Each model.load.<component> point, and model.place_decoder: the ledger and live handles
@@ -259,6 +298,60 @@ func TestOpenMissingRepository(t *testing.T) {
 	_, err := models.Open(t.TempDir())
 	require.ErrorIs(t, err, models.ErrNotFound)
 	assert.Contains(t, err.Error(), "build one with `demond models build-reference")
+}
+
+// requireSortedKeys walks a JSON document and fails unless every object's keys are in
+// ascending order.
+func requireSortedKeys(t *testing.T, data []byte) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func() // consumes one value
+	walk = func() {
+		tok, err := dec.Token()
+		require.NoError(t, err)
+		switch tok {
+		case json.Delim('{'):
+			prev := ""
+			for dec.More() {
+				k, err := dec.Token()
+				require.NoError(t, err)
+				key := k.(string)
+				require.Less(t, prev, key, "keys out of order")
+				prev = key
+				walk()
+			}
+			_, err = dec.Token()
+			require.NoError(t, err)
+		case json.Delim('['):
+			for dec.More() {
+				walk()
+			}
+			_, err = dec.Token()
+			require.NoError(t, err)
+		}
+	}
+	walk()
+}
+
+// Sidecars are written as DEMON writes them: sorted keys at every level, indent 2, and they
+// parse back to the same metadata.
+func TestMetadataMarshalSortsKeys(t *testing.T) {
+	repo := buildRepo(t, models.FootprintsRealistic)
+	p := profile(t, repo)
+	for _, c := range models.Components {
+		data, err := os.ReadFile(filepath.Join(repo.Root(), p.Engines[c], p.Engines[c]+".engine.metadata.json"))
+		require.NoError(t, err)
+		requireSortedKeys(t, data)
+		assert.True(t, strings.HasPrefix(string(data), "{\n  \"backend\": "), "two-space indent, first key backend: %.40q", data)
+		m, err := models.ParseMetadata(data)
+		require.NoError(t, err)
+		again, err := m.Marshal()
+		require.NoError(t, err)
+		assert.Equal(t, string(data), string(again), "marshal is stable")
+		if c == models.Decoder {
+			assert.Contains(t, string(data), `"device_footprint_bytes": 4300000000,`, "integers are written verbatim")
+		}
+	}
 }
 
 func FuzzParseMetadata(f *testing.F) {

@@ -12,16 +12,16 @@ import (
 // cleans up on any failure; Close is idempotent and nil-safe.
 type engineSession struct {
 	model      *models.Model
-	acquired   bool
+	ref        *models.Ref // this session's reference on model; nil once released
 	decoderCtx *trt.Context
 }
 
 func newEngineSession(model *models.Model, owner string) (*engineSession, error) {
-	es := &engineSession{model: model}
-	if err := model.Acquire(); err != nil {
+	ref, err := model.Acquire()
+	if err != nil {
 		return nil, fmt.Errorf("engine session: %w", err)
 	}
-	es.acquired = true
+	es := &engineSession{model: model, ref: ref}
 	ctx, err := model.Engine(models.Decoder).NewContext(owner)
 	if err != nil {
 		_ = es.Close()
@@ -38,9 +38,7 @@ func (es *engineSession) Close() error {
 	}
 	err := es.decoderCtx.Close()
 	es.decoderCtx = nil
-	if es.acquired {
-		es.model.Release()
-		es.acquired = false
-	}
+	es.ref.Release() // nil-safe and idempotent
+	es.ref = nil
 	return err
 }

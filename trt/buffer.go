@@ -19,7 +19,8 @@ type Buffer struct {
 	owner string
 }
 
-// Close frees the buffer. It is idempotent.
+// Close frees the buffer. It is idempotent. A context the buffer is bound to refuses to
+// execute afterwards; while one is executing with it, Close waits for it to finish.
 func (b *Buffer) Close() error {
 	if b == nil {
 		return nil

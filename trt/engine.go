@@ -186,11 +186,25 @@ func (e *Engine) NewContext(owner string) (*Context, error) {
 
 // Context is an engine execution context: activation memory, shapes and bindings.
 // One goroutine at a time may use it.
+//
+// The native context keeps the raw device address of every bound buffer and reads or
+// writes it only in Execute. So that a Buffer closed after Bind can never be touched, the
+// context remembers which Buffer each tensor is bound to, and Execute checks that all of
+// them are still open and keeps them open (holds their locks) while the engine runs.
+// Closing a buffer before its context stays legal (the session's rollbacks do that); only
+// executing with it is refused.
 type Context struct {
 	mu        sync.Mutex
 	h         *C.dm_context
 	st        *handleState
 	component string
+	bound     []binding // at most one per tensor name; guarded by mu
+}
+
+// binding is one tensor's bound buffer, as the native context last accepted it.
+type binding struct {
+	name string
+	buf  *Buffer
 }
 
 // Close frees the context. It is idempotent.
@@ -205,6 +219,7 @@ func (c *Context) Close() error {
 	}
 	C.dm_context_free(c.h)
 	c.h = nil
+	c.bound = nil
 	c.st.release()
 	return nil
 }
@@ -231,28 +246,91 @@ func (c *Context) SetShape(name string, dims ...int64) error {
 	}, name)
 }
 
-// Bind binds a tensor to a buffer, which must stay open while the context uses it.
+// Bind binds a tensor to a buffer. The buffer may be closed before the context, but
+// Execute refuses (ErrState) while any bound buffer is closed: rebind the tensor first.
 func (c *Context) Bind(name string, b *Buffer) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.h == nil {
-		return &Error{Op: "bind " + name, Code: CodeState, Msg: "buffer " + ErrClosed.Error()}
+	op := "bind " + name
+	if b == nil {
+		return &Error{Op: op, Code: CodeInvalidArgument, Msg: "nil buffer"}
 	}
-	return c.with("bind "+name, func(h *C.dm_context, cn *C.char) error {
+	// Lock order: context, then buffer, as in Execute.
+	return c.with(op, func(h *C.dm_context, cn *C.char) error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.h == nil {
+			return &Error{Op: op, Code: CodeState, Msg: "buffer " + ErrClosed.Error()}
+		}
 		var ce C.dm_error
-		return check("bind "+name, C.dm_context_bind(h, cn, b.h, &ce), &ce)
+		if err := check(op, C.dm_context_bind(h, cn, b.h, &ce), &ce); err != nil {
+			// The native binding of name is unchanged (or cleared): keeping the old record
+			// only makes Execute's check stricter.
+			return err
+		}
+		for i := range c.bound {
+			if c.bound[i].name == name {
+				c.bound[i].buf = b
+				return nil
+			}
+		}
+		c.bound = append(c.bound, binding{name: name, buf: b})
+		return nil
 	}, name)
 }
 
-// Execute runs the engine.
+// Execute runs the engine. It fails with ErrState, before anything runs, if a tensor is
+// bound to a buffer that has since been closed; bound buffers cannot be closed while it
+// runs (their Close waits).
 func (c *Context) Execute() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	op := "execute " + c.component
 	if c.h == nil {
-		return &Error{Op: "execute " + c.component, Code: CodeState, Msg: ErrClosed.Error()}
+		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
 	}
+	if err := c.lockBound(op); err != nil {
+		return err
+	}
+	defer c.unlockBound(len(c.bound))
 	var ce C.dm_error
-	return check("execute "+c.component, C.dm_context_execute(c.h, &ce), &ce)
+	return check(op, C.dm_context_execute(c.h, &ce), &ce)
+}
+
+// boundBefore reports whether c.bound[i]'s buffer is also bound at an earlier index, so
+// that a buffer bound to several tensors is locked once. (A handful of tensors: a scan is
+// cheaper than a set and allocates nothing.)
+func (c *Context) boundBefore(i int) bool {
+	for j := range i {
+		if c.bound[j].buf == c.bound[i].buf {
+			return true
+		}
+	}
+	return false
+}
+
+// lockBound locks every distinct bound buffer, or none: if one is closed it unlocks those
+// already locked and returns an error naming the tensor. c.mu must be held.
+func (c *Context) lockBound(op string) error {
+	for i, bd := range c.bound {
+		if c.boundBefore(i) {
+			continue
+		}
+		bd.buf.mu.Lock()
+		if bd.buf.h == nil {
+			bd.buf.mu.Unlock()
+			c.unlockBound(i)
+			return &Error{Op: op, Code: CodeState, Msg: "tensor " + bd.name + " is bound to a closed buffer (rebind it)"}
+		}
+	}
+	return nil
+}
+
+// unlockBound unlocks the distinct buffers among c.bound[:n]. c.mu must be held.
+func (c *Context) unlockBound(n int) {
+	for i := range n {
+		if !c.boundBefore(i) {
+			c.bound[i].buf.mu.Unlock()
+		}
+	}
 }
 
 // Shape returns a tensor's current shape (nil if unset).

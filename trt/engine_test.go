@@ -2,9 +2,16 @@ package trt_test
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -295,4 +302,401 @@ func FuzzEngineFile(f *testing.F) {
 			t.Fatalf("unexpected error class: %v", err)
 		}
 	})
+}
+
+// engineContainer wraps header and payload in the engine file container (engine_file.h):
+// magic, version 1, header length, header, payload length, payload, IEEE CRC-32.
+func engineContainer(header, payload []byte) []byte {
+	out := append([]byte("DMENGINE"), 1, 0, 0, 0)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(header)))
+	out = append(out, header...)
+	out = binary.LittleEndian.AppendUint64(out, uint64(len(payload)))
+	out = append(out, payload...)
+	return binary.LittleEndian.AppendUint32(out, crc32.ChecksumIEEE(out))
+}
+
+// splitEngineFile is engineContainer's inverse for a well-formed file.
+func splitEngineFile(t testing.TB, data []byte) (header, payload []byte) {
+	h := int(binary.LittleEndian.Uint32(data[12:]))
+	header = data[16 : 16+h]
+	p := int(binary.LittleEndian.Uint64(data[16+h:]))
+	payload = data[24+h : 24+h+p]
+	require.Equal(t, data, engineContainer(header, payload), "the container round-trips")
+	return header, payload
+}
+
+// FuzzEngineLoad gets past the container checks that stop almost every FuzzEngineFile input
+// (a mutated byte nearly always fails the CRC first): it mutates an engine's header and
+// payload, rebuilds a valid container around them (lengths and CRC recomputed), and loads the
+// result, so the header fields (component, backend, duration_s, max_batch, variant, seed) and
+// the payload parsers (the tiny-DiT weights) see the mutations. Every failure must be one of
+// the input-error classes; anything else (an internal error, a crash) is a bug.
+func FuzzEngineLoad(f *testing.F) {
+	dir := f.TempDir()
+	for _, c := range []struct{ comp, variant string }{
+		{"decoder", "tiny-dit"}, {"decoder", "oracle"}, {"vae_encode", ""}, {"vae_decode", ""},
+		{"vae_decode_windowed", ""}, {"text_encoder", ""}, {"stem_separator", ""},
+	} {
+		p := filepath.Join(dir, c.comp+c.variant)
+		require.NoError(f, trt.WriteReferenceEngine(trt.ReferenceOptions{Component: c.comp, Variant: c.variant, Seed: 1, DurationS: 10}, p))
+		b, err := os.ReadFile(p)
+		require.NoError(f, err)
+		h, pl := splitEngineFile(f, b)
+		f.Add(h, pl)
+		if len(pl) > 64 {
+			f.Add(h, pl[:len(pl)/2]) // a truncated payload, in a valid container
+		}
+	}
+	d, err := trt.NewDevice(trt.DeviceOptions{Kind: trt.DeviceHost, CapacityBytes: 1 << 30})
+	require.NoError(f, err)
+	f.Cleanup(func() { _ = d.Close() })
+	path := filepath.Join(dir, "fuzz.engine")
+	f.Fuzz(func(t *testing.T, header, payload []byte) {
+		if len(header) > 64<<10 || len(payload) > 8<<20 {
+			t.Skip("larger than the container allows / than is useful")
+		}
+		require.NoError(t, os.WriteFile(path, engineContainer(header, payload), 0o600))
+		// Ask for what the header claims, so that most inputs get past the identity checks
+		// and into the component's own parsing.
+		o := trt.EngineOptions{Path: path, Component: "decoder", Backend: "cpu-ref", BackendVersion: "cpu-ref-1", Owner: "model:fuzz"}
+		for _, line := range strings.Split(string(header), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && k == "component" && v != "" {
+				o.Component = v
+			}
+		}
+		e, err := trt.LoadEngine(d, o)
+		if err == nil {
+			require.NoError(t, e.Close())
+		}
+		// Loaded and closed, or refused: either way the device is back to empty.
+		if tot, lerr := d.Totals(); lerr != nil || tot.UsedBytes != 0 || tot.LiveHandles != 0 {
+			t.Fatalf("device not back to empty after %v: %+v (%v)", err, tot, lerr)
+		}
+		if err == nil {
+			return
+		}
+		for _, want := range []error{trt.ErrCorrupt, trt.ErrMismatch, trt.ErrInvalidArgument, trt.ErrUnsupported} {
+			if errors.Is(err, want) {
+				return
+			}
+		}
+		t.Fatalf("unexpected error class: %v", err)
+	})
+}
+
+// tickBudgetMs is the real-time tick budget at the realtime app's defaults (depth 4, steps
+// 8, 0.36 s slices): fresh audio at >= 1 s/s needs >= 2.8 finished latents/s, and a tick
+// finishes depth/steps = 0.5 of one, so a tick may take at most ~180 ms (spec/engine.md §7.3).
+const tickBudgetMs = 180.0
+
+// BenchmarkTinyDiTDecoder times one forward of the reference tiny-DiT decoder engine through
+// the Go binding at the shape one depth-4 tick batches: B=4 rows, T=1500 frames (60 s) and
+// L = the engine profile's optimum conditioning length (what the reference profile is built
+// for). The forward is the bulk of a tick, so budget-x (tick budget / ms per forward) must stay
+// well above 1; the target is under 90 ms, i.e. budget-x >= 2.
+func BenchmarkTinyDiTDecoder(b *testing.B) {
+	d := trttest.HostDevice(b, 8<<30, nil)
+	eng := loadRef(b, d, "decoder", "tiny-dit", 60)
+	var L int64
+	for _, io := range eng.IO() {
+		if io.Name == "encoder_hidden_states" {
+			L = io.Opt[1]
+		}
+	}
+	require.Positive(b, L, "the decoder declares an encoder_hidden_states profile")
+	const B, T = 4, 1500
+	b.Run(fmt.Sprintf("B=%d/T=%d/L=%d", B, T, L), func(b *testing.B) {
+		ctx, err := eng.NewContext("session:bench")
+		require.NoError(b, err)
+		defer ctx.Close()
+		rng := rand.New(rand.NewPCG(1, 2))
+		fill := func(n int64, scale float32) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = scale * float32(rng.NormFloat64())
+			}
+			return v
+		}
+		ts := make([]float32, B)
+		for i := range ts {
+			ts[i] = 0.2 + 0.2*float32(i) // four slots at different steps, as in a tick
+		}
+		out := buffer(b, d, make([]float32, B*T*64))
+		bufs := map[string]*trt.Buffer{
+			"hidden_states": buffer(b, d, fill(B*T*64, 1)), "timestep": buffer(b, d, ts),
+			"encoder_hidden_states": buffer(b, d, fill(B*L*2048, 0.02)),
+			"context_latents":       buffer(b, d, fill(B*T*128, 1)), "velocity": out,
+		}
+		require.NoError(b, ctx.SetShape("hidden_states", B, T, 64))
+		require.NoError(b, ctx.SetShape("timestep", B))
+		require.NoError(b, ctx.SetShape("encoder_hidden_states", B, L, 2048))
+		require.NoError(b, ctx.SetShape("context_latents", B, T, 128))
+		for n, buf := range bufs {
+			require.NoError(b, ctx.Bind(n, buf))
+		}
+		require.NoError(b, ctx.Execute()) // warm the pool and the scratch pages
+		b.ResetTimer()
+		for b.Loop() {
+			if err := ctx.Execute(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ms := float64(b.Elapsed().Microseconds()) / 1e3 / float64(b.N)
+		b.ReportMetric(ms, "ms/forward")
+		b.ReportMetric(tickBudgetMs/ms, "budget-x")
+		b.StopTimer()
+		v := make([]float32, B*T*64)
+		require.NoError(b, out.ReadFloat32(0, v))
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				b.Fatalf("velocity[%d] = %v: the forward is not finite", i, x)
+			}
+		}
+	})
+}
+
+// oracleContext is a decoder context with every tensor bound to its own fresh buffer at a
+// small valid shape; it returns the context and the buffers by tensor name.
+func oracleContext(t *testing.T, d *trt.Device, eng *trt.Engine) (*trt.Context, map[string]*trt.Buffer) {
+	t.Helper()
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ctx.Close() })
+	const B, T, L = 1, 126, 32
+	require.NoError(t, ctx.SetShape("hidden_states", B, T, 64))
+	require.NoError(t, ctx.SetShape("timestep", B))
+	require.NoError(t, ctx.SetShape("encoder_hidden_states", B, L, 2048))
+	require.NoError(t, ctx.SetShape("context_latents", B, T, 128))
+	bufs := map[string]*trt.Buffer{
+		"hidden_states": buffer(t, d, make([]float32, B*T*64)), "timestep": buffer(t, d, []float32{0.5}),
+		"encoder_hidden_states": buffer(t, d, make([]float32, B*L*2048)),
+		"context_latents":       buffer(t, d, make([]float32, B*T*128)), "velocity": buffer(t, d, make([]float32, B*T*64)),
+	}
+	for n, b := range bufs {
+		require.NoError(t, ctx.Bind(n, b))
+	}
+	return ctx, bufs
+}
+
+// The native context keeps bound buffers' raw addresses: closing a bound buffer must make
+// Execute fail cleanly instead of running the engine on freed memory (under -asan a
+// use-after-free here would abort the test), and rebinding recovers.
+func TestExecuteRefusesAClosedBoundBuffer(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	eng := loadRef(t, d, "decoder", "oracle", 10)
+	ctx, bufs := oracleContext(t, d, eng)
+	require.NoError(t, ctx.Execute())
+
+	before := trttest.Snapshot(t, d).Owner("test:io")
+	require.NoError(t, bufs["velocity"].Close(), "closing a bound buffer is allowed")
+	after := trttest.Snapshot(t, d).Owner("test:io")
+	assert.Equal(t, before.UsedBytes-bufs["velocity"].Size(), after.UsedBytes, "and frees it at once")
+
+	err := ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "tensor velocity is bound to a closed buffer")
+	err = ctx.Bind("velocity", bufs["velocity"])
+	require.ErrorIs(t, err, trt.ErrState, "a closed buffer cannot be bound")
+	require.ErrorIs(t, ctx.Bind("velocity", nil), trt.ErrInvalidArgument)
+
+	fresh := buffer(t, d, make([]float32, 126*64))
+	require.NoError(t, ctx.Bind("velocity", fresh))
+	require.NoError(t, ctx.Execute(), "rebinding the tensor recovers")
+
+	// A buffer bound to two tensors is checked (and held) once per Execute, not deadlocked.
+	require.NoError(t, ctx.Bind("velocity", bufs["hidden_states"]))
+	require.NoError(t, ctx.Execute())
+	require.NoError(t, bufs["hidden_states"].Close())
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "is bound to a closed buffer")
+}
+
+// A buffer closed while another goroutine executes with it: Close waits for the run, and
+// every Execute either runs on live memory or fails with ErrState (run with -race/-asan).
+func TestBufferCloseRacingExecute(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	eng := loadRef(t, d, "decoder", "oracle", 10)
+	ctx, bufs := oracleContext(t, d, eng)
+	var runs atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := ctx.Execute(); err != nil {
+				done <- err
+				return
+			}
+			runs.Add(1)
+		}
+	}()
+	for runs.Load() < 3 {
+		runtime.Gosched()
+	}
+	require.NoError(t, bufs["encoder_hidden_states"].Close())
+	err := <-done
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "tensor encoder_hidden_states is bound to a closed buffer")
+}
+
+// Contexts share their engine's weights: a second context on one engine leaves the engine
+// owner's bytes alone and adds only its own activation memory, and a context that does not
+// fit in what is left fails with ErrOutOfMemory leaving the ledger exactly as it was.
+func TestContextsShareWeightsAndOOMCleanly(t *testing.T) {
+	trttest.NoLeaks(t)
+	const weights, activation = 1 << 30, 300 << 20
+	// Room for the weights and two contexts, and 100 MiB short of a third.
+	d := trttest.HostDevice(t, weights+3*activation-100<<20, nil)
+	e, err := trt.LoadEngine(d, trt.EngineOptions{
+		Path: writeRef(t, "decoder", "oracle", 10), Component: "decoder", Backend: "cpu-ref", BackendVersion: "cpu-ref-1",
+		Owner: "model:decoder", FootprintBytes: weights, ContextBytes: activation,
+	})
+	require.NoError(t, err)
+	defer e.Close()
+	require.Equal(t, uint64(activation), e.ContextBytes())
+	loaded := trttest.Snapshot(t, d)
+	require.Equal(t, uint64(weights), loaded.Owner("model:decoder").UsedBytes)
+
+	a, err := e.NewContext("session:a")
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := e.NewContext("session:b")
+	require.NoError(t, err)
+	defer b.Close()
+	l := trttest.Snapshot(t, d)
+	assert.Equal(t, uint64(weights), l.Owner("model:decoder").UsedBytes, "contexts do not copy the weights")
+	assert.Equal(t, uint64(activation), l.Owner("session:a").UsedBytes)
+	assert.Equal(t, uint64(activation), l.Owner("session:b").UsedBytes)
+	assert.Equal(t, int64(2), l.Kind("context").LiveHandles)
+	assert.Equal(t, loaded.Totals.UsedBytes+2*activation, l.Totals.UsedBytes)
+
+	// Both contexts run independently on the shared engine.
+	for _, c := range []*trt.Context{a, b} {
+		require.NoError(t, c.SetShape("hidden_states", 1, 126, 64))
+		require.NoError(t, c.SetShape("timestep", 1))
+		require.NoError(t, c.SetShape("encoder_hidden_states", 1, 32, 2048))
+		require.NoError(t, c.SetShape("context_latents", 1, 126, 128))
+		for n, size := range map[string]int{"hidden_states": 126 * 64, "timestep": 1, "encoder_hidden_states": 32 * 2048, "context_latents": 126 * 128, "velocity": 126 * 64} {
+			v := make([]float32, size)
+			if n == "timestep" {
+				v[0] = 0.5
+			}
+			require.NoError(t, c.Bind(n, buffer(t, d, v)))
+		}
+		require.NoError(t, c.Execute())
+	}
+
+	base := trttest.Snapshot(t, d)
+	_, err = e.NewContext("session:c")
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "for session:c")
+	trttest.RequireBaseline(t, d, base)
+	assert.Zero(t, trttest.Snapshot(t, d).Owner("session:c").UsedBytes)
+}
+
+// runEngine executes eng once on a fresh context: input name with its shape and data, and
+// one output of outFloats floats, which it returns.
+func runEngine(t *testing.T, d *trt.Device, eng *trt.Engine, in string, shape []int64, data []float32, out string, outFloats int) []float32 {
+	t.Helper()
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+	require.NoError(t, ctx.SetShape(in, shape...))
+	require.NoError(t, ctx.Bind(in, buffer(t, d, data)))
+	ob := buffer(t, d, make([]float32, outFloats))
+	require.NoError(t, ctx.Bind(out, ob))
+	require.NoError(t, ctx.Execute())
+	v := make([]float32, outFloats)
+	require.NoError(t, ob.ReadFloat32(0, v))
+	return v
+}
+
+func normalLatents(frames int, seed uint64) []float32 {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	z := make([]float32, 64*frames)
+	for i := range z {
+		z[i] = float32(rng.NormFloat64())
+	}
+	return z
+}
+
+// The windowed decode engine (what the stream runs every slice) produces exactly, bit for
+// bit, the same samples as the full vae_decode engine does for those frames, anywhere in
+// the song (spec/engine.md §7.4): both through the engines, not the ref functions.
+func TestWindowedVAEEngineEqualsSliceOfFullDecode(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	full := loadRef(t, d, "vae_decode", "", 10)
+	win := loadRef(t, d, "vae_decode_windowed", "", 240)
+	const T, W, hop = 150, 25, 1920
+	z := normalLatents(T, 3)
+	audio := runEngine(t, d, full, "latents", []int64{1, 64, T}, z, "audio", 2*T*hop)
+	for _, s := range []int{0, 37, T - W} {
+		window := make([]float32, 64*W) // [1,64,25] channel-major: columns s..s+24 of z
+		for c := range 64 {
+			copy(window[c*W:(c+1)*W], z[c*T+s:c*T+s+W])
+		}
+		got := runEngine(t, d, win, "latents", []int64{1, 64, W}, window, "audio", 2*W*hop)
+		for ch := range 2 {
+			want := audio[ch*T*hop+s*hop : ch*T*hop+(s+W)*hop]
+			part := got[ch*W*hop : (ch+1)*W*hop]
+			for i := range want {
+				if math.Float32bits(want[i]) != math.Float32bits(part[i]) {
+					t.Fatalf("window at frame %d, channel %d, sample %d: windowed %v, full %v", s, ch, i, part[i], want[i])
+				}
+			}
+		}
+	}
+	var energy float64
+	for _, v := range audio {
+		energy += float64(v) * float64(v)
+	}
+	assert.Greater(t, energy/float64(len(audio)), 0.01, "the decode is not silent, so the comparison means something")
+}
+
+// vae_encode ∘ vae_decode through the engines: decoding latents and encoding the audio gives
+// the latents back (the codec's basis is orthogonal) with logvar −20, and decoding those
+// again reproduces the audio; off-basis audio (noise) is projected, never amplified.
+func TestVAEEngineRoundTrip(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	enc := loadRef(t, d, "vae_encode", "", 10)
+	dec := loadRef(t, d, "vae_decode", "", 10)
+	const T, hop = 150, 1920
+	z := normalLatents(T, 5)
+	audio := runEngine(t, d, dec, "latents", []int64{1, 64, T}, z, "audio", 2*T*hop)
+	moments := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, audio, "moments", 128*T)
+	maxErr := func(a, b []float32) float64 {
+		var m float64
+		for i := range a {
+			m = max(m, math.Abs(float64(a[i])-float64(b[i])))
+		}
+		return m
+	}
+	means := moments[:64*T]
+	assert.Less(t, maxErr(z, means), 1e-4, "encode(decode(z)) == z")
+	for i, lv := range moments[64*T:] {
+		require.Equal(t, float32(-20), lv, "logvar[%d]", i)
+	}
+	again := runEngine(t, d, dec, "latents", []int64{1, 64, T}, means, "audio", 2*T*hop)
+	assert.Less(t, maxErr(audio, again), 1e-4, "decode(encode(audio)) == audio for in-basis audio")
+
+	rng := rand.New(rand.NewPCG(9, 9))
+	noise := make([]float32, 2*T*hop)
+	var e0 float64
+	for i := range noise {
+		noise[i] = 0.1 * float32(rng.NormFloat64())
+		e0 += float64(noise[i]) * float64(noise[i])
+	}
+	m := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, noise, "moments", 128*T)
+	proj := runEngine(t, d, dec, "latents", []int64{1, 64, T}, m[:64*T], "audio", 2*T*hop)
+	var e1 float64
+	for _, v := range proj {
+		e1 += float64(v) * float64(v)
+	}
+	assert.Less(t, e1, 0.1*e0, "64 of 3840 dimensions per frame: most of white noise's energy is projected away")
+	assert.Positive(t, e1)
+	m2 := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, proj, "moments", 128*T)
+	assert.Less(t, maxErr(m[:64*T], m2[:64*T]), 1e-4, "the projection is idempotent")
 }

@@ -194,10 +194,16 @@ func TestStreamBadInput(t *testing.T) {
 }
 
 // BenchmarkStreamTick: depth 4 / steps 8 / T=1500 with the tiny DiT (issue: pipeline
-// benchmark). Reports the tick time, the time outside engine execution and Go allocations.
+// benchmark). Reports the tick time, the time outside engine execution, cgo calls and Go
+// allocations, and realtime-x: seconds of decoded audio per wall-clock second. Real time
+// needs realtime-x >= 1, i.e. one 0.36 s slice per 0.36 s (~2.8 slices/s, spec/engine.md
+// §7.3); the tick loop here runs flat out, so realtime-x is the headroom over that need.
 func BenchmarkStreamTickOracle(b *testing.B) { benchTick(b, "oracle") }
 
 func BenchmarkStreamTick(b *testing.B) { benchTick(b, "tiny-dit") }
+
+// sampleRate is the stream's audio rate: 1920 samples per latent frame at 25 frames/s.
+const sampleRate = 48000
 
 func benchTick(b *testing.B, variant string) {
 	r := newStreamRig(b, variant, 1500, 4)
@@ -210,7 +216,7 @@ func benchTick(b *testing.B, variant string) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	var decoded int
+	var decoded, samples int
 	var tickMs, engineMs float64
 	cgo0 := runtime.NumCgoCall()
 	for b.Loop() {
@@ -220,12 +226,14 @@ func benchTick(b *testing.B, variant string) {
 		}
 		if res.Decoded {
 			decoded++
+			samples += res.NumSamples
 		}
 		tickMs += float64(res.TickMs)
 		engineMs += float64(res.EngineMs)
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(decoded)/b.Elapsed().Seconds(), "slices/s")
+	b.ReportMetric(float64(samples)/sampleRate/b.Elapsed().Seconds(), "realtime-x")
 	b.ReportMetric(tickMs/n, "tick-ms")
 	b.ReportMetric((tickMs-engineMs)/n, "overhead-ms")
 	b.ReportMetric(100*(tickMs-engineMs)/tickMs, "overhead-%")
