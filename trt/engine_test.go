@@ -623,30 +623,65 @@ func normalLatents(frames int, seed uint64) []float32 {
 
 // The windowed decode engine (what the stream runs every slice) produces exactly, bit for
 // bit, the same samples as the full vae_decode engine does for those frames, anywhere in
-// the song (spec/engine.md §7.4): both through the engines, not the ref functions.
+// the song (spec/engine.md §7.4): both through the engines, not the ref functions. The
+// reference VAE crossfades each frame with its neighbours (receptive field ±1 frame), so a
+// window's own edge frames differ from the full decode — which is what the stream's 8-frame
+// margins are for — and every frame inside them must match. A cyclic window that wraps at
+// the loop point matches the full decode of the latent as a loop (its last frame, then the
+// latent, then its first frame: the edges then see the loop's real neighbours).
 func TestWindowedVAEEngineEqualsSliceOfFullDecode(t *testing.T) {
 	trttest.NoLeaks(t)
 	d := trttest.HostDevice(t, 1<<30, nil)
 	full := loadRef(t, d, "vae_decode", "", 10)
 	win := loadRef(t, d, "vae_decode_windowed", "", 240)
-	const T, W, hop = 150, 25, 1920
+	const T, W, hop, left = 150, 25, 1920, 8
 	z := normalLatents(T, 3)
+	// loop = [z_{T−1}, z_0 … z_{T−1}, z_0]: frame f of the loop decode is frame f+1 here.
+	loop := make([]float32, 64*(T+2))
+	for c := range 64 {
+		row := loop[c*(T+2) : (c+1)*(T+2)]
+		row[0], row[T+1] = z[c*T+T-1], z[c*T]
+		copy(row[1:T+1], z[c*T:(c+1)*T])
+	}
 	audio := runEngine(t, d, full, "latents", []int64{1, 64, T}, z, "audio", 2*T*hop)
-	for _, s := range []int{0, 37, T - W} {
-		window := make([]float32, 64*W) // [1,64,25] channel-major: columns s..s+24 of z
-		for c := range 64 {
-			copy(window[c*W:(c+1)*W], z[c*T+s:c*T+s+W])
-		}
-		got := runEngine(t, d, win, "latents", []int64{1, 64, W}, window, "audio", 2*W*hop)
+	loopAudio := runEngine(t, d, full, "latents", []int64{1, 64, T + 2}, loop, "audio", 2*(T+2)*hop)
+	sameFrame := func(a []float32, aFrames, f int, b []float32, bFrames, g int) bool {
 		for ch := range 2 {
-			want := audio[ch*T*hop+s*hop : ch*T*hop+(s+W)*hop]
-			part := got[ch*W*hop : (ch+1)*W*hop]
-			for i := range want {
-				if math.Float32bits(want[i]) != math.Float32bits(part[i]) {
-					t.Fatalf("window at frame %d, channel %d, sample %d: windowed %v, full %v", s, ch, i, part[i], want[i])
+			x := a[(ch*aFrames+f)*hop : (ch*aFrames+f+1)*hop]
+			y := b[(ch*bFrames+g)*hop : (ch*bFrames+g+1)*hop]
+			for i := range x {
+				if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
+					return false
 				}
 			}
 		}
+		return true
+	}
+	for f := 1; f < T-1; f++ {
+		require.True(t, sameFrame(audio, T, f, loopAudio, T+2, f+1), "interior frame %d of the loop decode", f)
+	}
+	require.False(t, sameFrame(audio, T, 0, loopAudio, T+2, 1), "the first frame sees the loop's last frame")
+
+	// ks is the first kept frame; the window is frames (ks−8 … ks+16) mod T (spec §4.9).
+	for _, ks := range []int{0, 2, 37, T - 9, T - 3} {
+		window := make([]float32, 64*W) // [1,64,25] channel-major
+		frames := make([]int, W)
+		for i := range W {
+			frames[i] = ((ks-left+i)%T + T) % T
+			for c := range 64 {
+				window[c*W+i] = z[c*T+frames[i]]
+			}
+		}
+		got := runEngine(t, d, win, "latents", []int64{1, 64, W}, window, "audio", 2*W*hop)
+		for i := 1; i < W-1; i++ {
+			require.True(t, sameFrame(got, W, i, loopAudio, T+2, frames[i]+1),
+				"window at ks=%d, frame %d (latent frame %d) differs from the full decode", ks, i, frames[i])
+			if frames[i] != 0 && frames[i] != T-1 {
+				require.True(t, sameFrame(got, W, i, audio, T, frames[i]), "ks=%d, latent frame %d", ks, frames[i])
+			}
+		}
+		assert.False(t, sameFrame(got, W, 0, loopAudio, T+2, frames[0]+1),
+			"ks=%d: the window's first frame has no left neighbour, so the margins matter", ks)
 	}
 	var energy float64
 	for _, v := range audio {
@@ -655,9 +690,10 @@ func TestWindowedVAEEngineEqualsSliceOfFullDecode(t *testing.T) {
 	assert.Greater(t, energy/float64(len(audio)), 0.01, "the decode is not silent, so the comparison means something")
 }
 
-// vae_encode ∘ vae_decode through the engines: decoding latents and encoding the audio gives
-// the latents back (the codec's basis is orthogonal) with logvar −20, and decoding those
-// again reproduces the audio; off-basis audio (noise) is projected, never amplified.
+// vae_encode ∘ vae_decode through the engines: decoding latents that change every frame and
+// encoding the audio gives the latents back (the encoder undoes the decoder's crossfade
+// exactly) with logvar −20, and decoding those again reproduces the audio; off-basis audio
+// (noise) is projected, never amplified.
 func TestVAEEngineRoundTrip(t *testing.T) {
 	trttest.NoLeaks(t)
 	d := trttest.HostDevice(t, 1<<30, nil)

@@ -170,13 +170,10 @@ class VaeEngine final : public Engine, public WindowDecoder {
     return kind_ == Kind::kEncode ? nullptr : this;
   }
 
-  // z [frames, 64] frame-major -> audio [2, frames·1920] planar.
+  // z [frames, 64] frame-major -> audio [2, frames·1920] planar: the window decoded as a
+  // latent of its own (±1-frame receptive field, edges replicated).
   void DecodeWindow(const float* z, int frames, float* audio) const override {
-    const long stride = static_cast<long>(frames) * kHop;
-    for (int f = 0; f < frames; ++f) {
-      vae_.DecodeFrame(z + static_cast<long>(f) * kLatentDim, f,
-                       audio + static_cast<long>(f) * kHop, stride);
-    }
+    vae_.DecodeFrameMajor(z, frames, audio);
   }
 
   void InferShapes(Context& ctx) const override {
