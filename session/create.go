@@ -147,7 +147,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	if err != nil {
 		return nil, stageErr("session.init", err)
 	}
-	rb.push("engine session", es.Close)
+	rb.push("engine session", m.closeStep("close.engine_session", es.Close))
 
 	// The stream, then its source and conditioning.
 	if err := m.hit("create.stream"); err != nil {
@@ -164,7 +164,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	if err != nil {
 		return nil, stageErr("create.stream", err)
 	}
-	rb.push("stream", stream.Close)
+	rb.push("stream", m.closeStep("close.stream", stream.Close))
 	if err := stream.SetSource(moments, latents); err != nil {
 		return nil, stageErr("create.stream", err)
 	}
