@@ -2,10 +2,12 @@ package session_test
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -82,4 +84,106 @@ func TestCreateRollbackCleanupFailureKeepsTheOriginalError(t *testing.T) {
 			trttest.RequireBaseline(t, r.dev, r.base)
 		})
 	}
+}
+
+// Close while a command runs on the loop stops accepting commands but frees no device
+// state until the command has returned: the command still finds its stream usable.
+func TestCloseWaitsForTheRunningCommand(t *testing.T) {
+	r := newRig(t, 24<<30, "")
+	s, err := r.mgr.Create(t.Context(), request(""))
+	require.NoError(t, err)
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(context.Background(), &countingOutput{s: s, want: 1 << 30}) }()
+
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	cmdDone := make(chan struct{})
+	var cmdErr error
+	go func() {
+		_ = s.Do(context.Background(), func(rt *session.Runtime) error {
+			close(entered)
+			<-proceed
+			// Close has been called by now: the stream must still be there.
+			cmdErr = rt.SetPrompt("after close was called", "", "", "")
+			close(cmdDone)
+			return cmdErr
+		})
+	}()
+	<-entered
+	owner := "session:" + s.ID
+	held := trttest.Snapshot(t, r.dev).Owner(owner)
+	require.Positive(t, held.LiveHandles)
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a command was running", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	assert.False(t, s.Closed())
+	assert.Equal(t, held, trttest.Snapshot(t, r.dev).Owner(owner), "nothing freed while the command runs")
+	require.ErrorIs(t, s.Do(context.Background(), func(*session.Runtime) error { return nil }), session.ErrClosed,
+		"no new command is accepted once Close was called")
+
+	close(proceed)
+	require.NoError(t, <-closed)
+	select {
+	case <-cmdDone:
+	default:
+		t.Fatal("Close returned before the command finished")
+	}
+	require.NoError(t, cmdErr, "the command ran on a live stream after Close was called")
+	require.NoError(t, <-ran)
+	assert.True(t, s.Closed())
+	trttest.RequireBaseline(t, r.dev, r.base)
+}
+
+// Creates are serialised: while one create is inside its transaction (held at a hanging
+// fault point), a second Create reaches none of its steps; it runs once the first returned.
+func TestCreatesAreSerialised(t *testing.T) {
+	r := newRig(t, 24<<30, "create.conditioning=hang")
+	var mu sync.Mutex
+	var started []string
+	mgr := managerWith(r, &logSink{}, session.Hooks{Started: func(id string, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		started = append(started, id)
+	}})
+	type result struct {
+		s   *session.Session
+		err error
+	}
+	create := func(id string) <-chan result {
+		out := make(chan result, 1)
+		go func() {
+			req := request("")
+			req.ID = id
+			s, err := mgr.Create(context.Background(), req)
+			out <- result{s, err}
+		}()
+		return out
+	}
+
+	first := create("first")
+	deadline := time.Now().Add(10 * time.Second)
+	for r.faults.Hits("create.conditioning") < 1 {
+		require.True(t, time.Now().Before(deadline), "the first create never reached create.conditioning")
+		time.Sleep(time.Millisecond)
+	}
+	second := create("second")
+	time.Sleep(200 * time.Millisecond)
+	assert.EqualValues(t, 1, r.faults.Hits("create.source_prepare"), "the second create started while the first was inside create")
+	allocs := trttest.Snapshot(t, r.dev).Totals.Allocations
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, allocs, trttest.Snapshot(t, r.dev).Totals.Allocations, "nothing allocates while the first create hangs")
+
+	require.NoError(t, r.faults.Arm("create.conditioning=off")) // the first create goes on
+	a, b := <-first, <-second
+	require.NoError(t, a.err)
+	require.NoError(t, b.err)
+	assert.Equal(t, []string{"first", "second"}, started)
+	assert.EqualValues(t, 2, r.faults.Hits("create.source_prepare"))
+	require.NoError(t, a.s.Close())
+	require.NoError(t, b.s.Close())
+	trttest.RequireBaseline(t, r.dev, r.base)
 }
