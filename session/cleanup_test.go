@@ -17,34 +17,20 @@ import (
 	"github.com/demon-audio/demon/trt/trttest"
 )
 
-// logSink collects a manager's log lines (the run loop logs from its own goroutine).
-type logSink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// managerWith is a manager on r's device and model with its own log and hooks.
+func managerWith(r *rig, log *slog.Logger, hooks session.Hooks) *session.Manager {
+	return session.NewManager(r.mgr.Config(), r.dev, r.model, r.faults, log, hooks)
 }
 
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the logged lines that contain msg.
-func (l *logSink) lines(msg string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// linesWith returns the log lines that contain msg.
+func linesWith(logs *bytes.Buffer, msg string) []string {
 	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
+	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, msg) {
 			out = append(out, line)
 		}
 	}
 	return out
-}
-
-// managerWith is a manager on r's device and model with its own log and hooks.
-func managerWith(r *rig, log *logSink, hooks session.Hooks) *session.Manager {
-	return session.NewManager(r.mgr.Config(), r.dev, r.model, r.faults, slog.New(slog.NewTextHandler(log, nil)), hooks)
 }
 
 // A release that fails while create rolls back is logged, with the original error as its
@@ -57,8 +43,9 @@ func TestCreateRollbackCleanupFailureKeepsTheOriginalError(t *testing.T) {
 	} {
 		t.Run(tc.point, func(t *testing.T) {
 			r := newRig(t, 24<<30, "create.finalize=error,"+tc.point+"=error")
-			logs := &logSink{}
-			mgr := managerWith(r, logs, session.Hooks{})
+			// Create and the run loop below log on this goroutine: a plain buffer will do.
+			var logs bytes.Buffer
+			mgr := managerWith(r, slog.New(slog.NewTextHandler(&logs, nil)), session.Hooks{})
 			handles := trt.LiveHandles()
 
 			_, err := mgr.Create(t.Context(), request(""))
@@ -67,7 +54,7 @@ func TestCreateRollbackCleanupFailureKeepsTheOriginalError(t *testing.T) {
 			assert.NotContains(t, err.Error(), tc.point, "the cleanup error neither replaces nor joins it")
 			assert.EqualValues(t, 1, r.faults.Hits("create.finalize"))
 			assert.EqualValues(t, 1, r.faults.Hits(tc.point), "the release failed during the rollback")
-			failed := logs.lines(`msg="session cleanup step failed"`)
+			failed := linesWith(&logs, `msg="session cleanup step failed"`)
 			require.Len(t, failed, 1, "the cleanup error is logged once")
 			assert.Contains(t, failed[0], tc.resource)
 			assert.Contains(t, failed[0], "fault injected at "+tc.point)
@@ -144,7 +131,7 @@ func TestCreatesAreSerialised(t *testing.T) {
 	r := newRig(t, 24<<30, "create.conditioning=hang")
 	var mu sync.Mutex
 	var started []string
-	mgr := managerWith(r, &logSink{}, session.Hooks{Started: func(id string, _ time.Duration) {
+	mgr := managerWith(r, nil, session.Hooks{Started: func(id string, _ time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		started = append(started, id)
