@@ -166,8 +166,9 @@ const (
 
 // TestPageStartFailure: any start failure (an error frame, then close 1011, before the
 // first slice) shows the generic start text with the server's message, both when create
-// fails and when the start fails after the initial buffer: at the stem payload, the
-// production incident (the page plays a local file, so the server sends stems).
+// fails and when the start fails after the initial buffer: at the stem payload (the
+// production incident; the page plays a local file, so the server sends stems), after
+// registration, or constructing the runner.
 func TestPageStartFailure(t *testing.T) {
 	for _, tc := range []struct {
 		name, faults, point string
@@ -176,6 +177,8 @@ func TestPageStartFailure(t *testing.T) {
 	}{
 		{"create", "create.conditioning=error", "create.conditioning", false, false},
 		{"stem payload", "handshake.stem_payload=error@1", "handshake.stem_payload", true, true},
+		{"after register", "handshake.after_register=error", "handshake.after_register", false, true},
+		{"runner init", "run.runner_init=error", "run.runner_init", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, mgr, dev, base := realServer(t, tc.faults, false)
