@@ -118,7 +118,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 		if err := m.hit("create.stems"); err != nil {
 			stemErr = err
 		} else {
-			stems, stemErr = separateStems(m.dev, m.model, owner, playback)
+			stems, stemErr = separateStems(m.dev, m.model, owner, log, playback)
 		}
 		if stemErr != nil && req.StemMode != "full" {
 			return nil, stageErr("create.stems", fmt.Errorf("stem extraction failed: %w", stemErr))
@@ -135,7 +135,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 			audio.SeamFade(playback, 2)
 		}
 	}
-	moments, _, err := encodeSource(m.dev, m.model, owner, playback)
+	moments, _, err := encodeSource(m.dev, m.model, owner, log, playback)
 	if err != nil {
 		return nil, stageErr("create.source_prepare", err)
 	}
@@ -147,7 +147,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	if err != nil {
 		return nil, stageErr("session.init", err)
 	}
-	rb.push("engine session", es.Close)
+	rb.push("engine session", m.closeStep("close.engine_session", es.Close))
 
 	// The stream, then its source and conditioning.
 	if err := m.hit("create.stream"); err != nil {
@@ -164,7 +164,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	if err != nil {
 		return nil, stageErr("create.stream", err)
 	}
-	rb.push("stream", stream.Close)
+	rb.push("stream", m.closeStep("close.stream", stream.Close))
 	if err := stream.SetSource(moments, latents); err != nil {
 		return nil, stageErr("create.stream", err)
 	}
@@ -183,7 +183,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 		p    trt.Prompt
 		neg  bool
 	}{{trt.CondPromptA, pa, false}, {trt.CondPromptB, pb, false}, {trt.CondNegative, pa, true}} {
-		if err := encodePrompt(m.dev, m.model, owner, stream, c.slot, c.p, c.neg, m.cfg.MaxCondLen); err != nil {
+		if err := encodePrompt(m.dev, m.model, owner, log, stream, c.slot, c.p, c.neg, m.cfg.MaxCondLen); err != nil {
 			return nil, stageErr("create.conditioning", err)
 		}
 	}

@@ -105,12 +105,24 @@ func (m *Manager) Open() int {
 	return len(m.open)
 }
 
+// OpenSessions returns the sessions created and not yet closed, in no particular order:
+// the registered ones and those still in their handshake (not registered yet).
+func (m *Manager) OpenSessions() []*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.openLocked()
+}
+
 // Drain stops admitting sessions and returns every open one (the caller tells their
 // clients and closes them).
 func (m *Manager) Drain() []*Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.draining = true
+	return m.openLocked()
+}
+
+func (m *Manager) openLocked() []*Session {
 	out := make([]*Session, 0, len(m.open))
 	for s := range m.open {
 		out = append(out, s)

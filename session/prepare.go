@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/demon-audio/demon/models"
 	"github.com/demon-audio/demon/trt"
@@ -9,13 +10,18 @@ import (
 
 // Source preparation runs engines on transient contexts and buffers, all accounted to the
 // session's owner tag and all released before the step returns (each release registered
-// right after its acquisition, through a local rollback).
+// right after its acquisition, through a local rollback). A release that fails is logged
+// to the session's logger, like every other cleanup error of the session.
 
 // transient allocates device buffers and contexts that live for one preparation step.
 type transient struct {
 	dev   *trt.Device
 	owner string
 	rb    rollback
+}
+
+func newTransient(dev *trt.Device, owner string, log *slog.Logger) *transient {
+	return &transient{dev: dev, owner: owner, rb: rollback{log: log}}
 }
 
 func (t *transient) buffer(floats int) (*trt.Buffer, error) {
@@ -59,8 +65,8 @@ func interleave(p []float32) []float32 {
 
 // encodeSource VAE-encodes interleaved stereo audio and hands the moments buffer
 // [1,128,T] to the caller (who owns it); everything else is released here.
-func encodeSource(dev *trt.Device, model *models.Model, owner string, audio []float32) (*trt.Buffer, int, error) {
-	t := &transient{dev: dev, owner: owner, rb: rollback{log: discard}}
+func encodeSource(dev *trt.Device, model *models.Model, owner string, log *slog.Logger, audio []float32) (*trt.Buffer, int, error) {
+	t := newTransient(dev, owner, log)
 	defer t.release()
 	samples := len(audio) / 2
 	frames := samples / models.Hop
@@ -108,8 +114,8 @@ type Stems struct {
 }
 
 // separateStems runs the stem separator on interleaved stereo audio.
-func separateStems(dev *trt.Device, model *models.Model, owner string, audio []float32) (*Stems, error) {
-	t := &transient{dev: dev, owner: owner, rb: rollback{log: discard}}
+func separateStems(dev *trt.Device, model *models.Model, owner string, log *slog.Logger, audio []float32) (*Stems, error) {
+	t := newTransient(dev, owner, log)
 	defer t.release()
 	n := len(audio)
 	ctx, err := t.context(model.Engine(models.StemSeparator))
@@ -148,7 +154,7 @@ func separateStems(dev *trt.Device, model *models.Model, owner string, audio []f
 }
 
 // encodePrompt runs the text encoder and copies the conditioning into a stream slot.
-func encodePrompt(dev *trt.Device, model *models.Model, owner string, stream *trt.Stream, slot int, p trt.Prompt, negative bool, maxLen int) error {
+func encodePrompt(dev *trt.Device, model *models.Model, owner string, log *slog.Logger, stream *trt.Stream, slot int, p trt.Prompt, negative bool, maxLen int) error {
 	ids, err := trt.Tokenize(p, negative)
 	if err != nil {
 		return err
@@ -156,7 +162,7 @@ func encodePrompt(dev *trt.Device, model *models.Model, owner string, stream *tr
 	if len(ids) > maxLen {
 		return fmt.Errorf("%w: prompt of %d tokens exceeds this server's limit of %d", ErrBadRequest, len(ids), maxLen)
 	}
-	t := &transient{dev: dev, owner: owner, rb: rollback{log: discard}}
+	t := newTransient(dev, owner, log)
 	defer t.release()
 	ctx, err := t.context(model.Engine(models.TextEncoder))
 	if err != nil {

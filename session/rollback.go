@@ -42,6 +42,13 @@ func (r *rollback) run(cause error) {
 	}
 }
 
+// closeStep puts the release of a session resource behind its close.* fault point, in
+// create's rollback as in teardown: an injected failure is reported like a failed release,
+// and the release still runs (a failing step must not leave its resource allocated).
+func (m *Manager) closeStep(point string, release func() error) func() error {
+	return func() error { return errors.Join(m.hit(point), release()) }
+}
+
 // joinCleanup logs a cleanup error without letting it replace the original.
 func joinCleanup(log *slog.Logger, resource string, err error) {
 	if err != nil && !errors.Is(err, errSilent) {

@@ -409,7 +409,7 @@ func (r *Runtime) SetPrompt(tags, tagsB, key, meter string) error {
 		p    trt.Prompt
 		neg  bool
 	}{{trt.CondPromptA, pa, false}, {trt.CondPromptB, pb, false}, {trt.CondNegative, pa, true}} {
-		if err := encodePrompt(s.m.dev, s.m.model, owner, s.stream, c.slot, c.p, c.neg, s.m.cfg.MaxCondLen); err != nil {
+		if err := encodePrompt(s.m.dev, s.m.model, owner, s.log, s.stream, c.slot, c.p, c.neg, s.m.cfg.MaxCondLen); err != nil {
 			return err
 		}
 	}
@@ -443,7 +443,7 @@ func (r *Runtime) Swap(pcm []float32, channels int, fixtureName string) ([]float
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	latents := len(playback) / 2 / models.Hop
-	moments, _, err := encodeSource(m.dev, m.model, owner, playback)
+	moments, _, err := encodeSource(m.dev, m.model, owner, s.log, playback)
 	if err != nil {
 		return nil, err
 	}

@@ -13,22 +13,29 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/demon-audio/demon/audio"
 	"github.com/demon-audio/demon/models"
 	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt"
 	"github.com/demon-audio/demon/trt/trttest"
 	"github.com/demon-audio/demon/ws"
 	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // realServer serves the page and the protocol from a real ws.Server. faults
@@ -152,31 +159,110 @@ func pagePlays(t *testing.T, pcmMode bool) {
 	}
 }
 
+const (
+	startFailed   = "Session failed while starting — refresh the page to retry."
+	runtimeFailed = "Generation stopped — press Start to begin a new session."
+)
+
+// TestPageStartFailure: any start failure (an error frame, then close 1011, before the
+// first slice) shows the generic start text with the server's message, both when create
+// fails and when the start fails after the initial buffer: at the stem payload (the
+// production incident; the page plays a local file, so the server sends stems), after
+// registration, or constructing the runner.
 func TestPageStartFailure(t *testing.T) {
-	srv, mgr, dev, base := realServer(t, "create.conditioning=error", false)
+	for _, tc := range []struct {
+		name, faults, point string
+		localFile           bool // play a local (non-fixture) file: the server sends stems
+		afterBuffer         bool // the failure comes after ready and the initial buffer
+	}{
+		{"create", "create.conditioning=error", "create.conditioning", false, false},
+		{"stem payload", "handshake.stem_payload=error@1", "handshake.stem_payload", true, true},
+		{"after register", "handshake.after_register=error", "handshake.after_register", false, true},
+		{"runner init", "run.runner_init=error", "run.runner_init", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, mgr, dev, base := realServer(t, tc.faults, false)
+			ctx, cancel := browser(t)
+			defer cancel()
+			actions := []chromedp.Action[chromedp.Void]{
+				chromedp.Navigate(srv.URL + "/"),
+				chromedp.Poll[chromedp.Void](`document.querySelector("#track").value !== ""`),
+			}
+			if tc.localFile {
+				actions = append(actions, chooseLocalFile(t)...)
+			}
+			actions = append(actions,
+				chromedp.Click("#start"),
+				// The close arrived: the page has settled on its final text.
+				chromedp.Poll[chromedp.Void](`window.__demon.closeCode !== null`, chromedp.WithPollingTimeout(20*time.Second)),
+			)
+			require.NoError(t, chromedp.Do(ctx, actions...))
+			st := pageState(t, ctx)
+			t.Logf("page after the failed start: %v", st)
+			assert.Equal(t, "error", st["status"])
+			assert.EqualValues(t, 1011, st["closeCode"])
+			assert.Equal(t, tc.afterBuffer, st["ready"], "the failure came after ready and the initial buffer")
+			assert.Zero(t, st["slices"])
+			errText := fmt.Sprint(st["error"])
+			assert.True(t, strings.HasPrefix(errText, startFailed), "generic start text, got %q", errText)
+			assert.Contains(t, errText, tc.point, "the server's message is shown")
+			assert.EqualValues(t, 1, mgr.Faults().Hits(tc.point), "the fault point was reached")
+			// The failed start released everything before the page saw the close.
+			trttest.RequireBaseline(t, dev, base)
+			assert.Zero(t, mgr.Open(), "sessions open")
+		})
+	}
+}
+
+// TestPageRuntimeFailure: a failure after streaming started (pipeline_error, then close
+// 1011) shows its own text, not the start-failure one.
+func TestPageRuntimeFailure(t *testing.T) {
+	srv, mgr, dev, base := realServer(t, "run.tick=error@40", false)
 	ctx, cancel := browser(t)
 	defer cancel()
-	err := chromedp.Do(ctx,
+	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate(srv.URL+"/"),
 		chromedp.Poll[chromedp.Void](`document.querySelector("#track").value !== ""`),
 		chromedp.Click("#start"),
-		chromedp.Poll[chromedp.Void](`window.__demon.status === "error"`, chromedp.WithPollingTimeout(20*time.Second)),
-		chromedp.Sleep(300*time.Millisecond),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	errText, _ := chromedp.Run(ctx, chromedp.Text("#error"))
-	status, _ := chromedp.Run(ctx, chromedp.Text("#status"))
-	t.Logf("error=%q status=%q", errText, status)
-	want := "Session failed while starting — refresh the page to retry."
-	if len(errText) < len(want) || errText[:len(want)] != want {
-		t.Fatalf("got %q", errText)
-	}
-	// The failed start released everything before the page saw the close.
+		chromedp.Poll[chromedp.Void](`window.__demon.closeCode !== null`, chromedp.WithPollingTimeout(20*time.Second)),
+	))
+	st := pageState(t, ctx)
+	t.Logf("page after the runtime failure: %v", st)
+	require.Positive(t, st["slices"], "streaming had started")
+	assert.Equal(t, "error", st["status"])
+	assert.EqualValues(t, 1011, st["closeCode"])
+	errText := fmt.Sprint(st["error"])
+	assert.True(t, strings.HasPrefix(errText, runtimeFailed), "runtime failure text, got %q", errText)
+	assert.Contains(t, errText, "Generation stopped: ", "the server's message is shown")
+	assert.NotContains(t, errText, startFailed)
+	assert.EqualValues(t, 40, mgr.Faults().Hits("run.tick"))
 	trttest.RequireBaseline(t, dev, base)
-	if mgr.Open() != 0 {
-		t.Fatalf("%d sessions open", mgr.Open())
+	assert.Zero(t, mgr.Open(), "sessions open")
+}
+
+// pageState reads the page's test hook and the visible error text.
+func pageState(t *testing.T, ctx context.Context) map[string]any {
+	t.Helper()
+	st, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`({status: __demon.status, closeCode: __demon.closeCode,
+		ready: __demon.sessionReady !== null, slices: __demon.slicesReceived,
+		error: document.querySelector("#error").hidden ? "" : document.querySelector("#error").innerText})`))
+	require.NoError(t, err)
+	return st
+}
+
+// chooseLocalFile writes a 6 s WAV that is no server fixture and picks it in the page's
+// file input: the page decodes it and plays it as its source (PCM upload, stems "full").
+func chooseLocalFile(t *testing.T) []chromedp.Action[chromedp.Void] {
+	t.Helper()
+	pcm, err := audio.SynthesizeDemo(audio.Catalogue()[0])
+	require.NoError(t, err)
+	var wav bytes.Buffer
+	require.NoError(t, audio.EncodeWAV(&wav, pcm[:2*6*audio.SampleRate], 2, audio.SampleRate, audio.WAVPCM16))
+	path := filepath.Join(t.TempDir(), "my-own-track.wav")
+	require.NoError(t, os.WriteFile(path, wav.Bytes(), 0o600))
+	return []chromedp.Action[chromedp.Void]{
+		chromedp.SetUploadFiles("#file", []string{path}),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#use-file").checked`, chromedp.WithPollingTimeout(10*time.Second)),
 	}
 }
 

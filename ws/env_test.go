@@ -55,6 +55,7 @@ type envOptions struct {
 	faults    string
 	opts      func(*Options)
 	cfg       func(*session.Config)
+	hooks     session.Hooks
 }
 
 type env struct {
@@ -118,7 +119,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		o.cfg(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	e.mgr = session.NewManager(cfg, e.dev, m, e.faults, log, session.Hooks{})
+	e.mgr = session.NewManager(cfg, e.dev, m, e.faults, log, o.hooks)
 	opts := Options{Manager: e.mgr, Log: log, UploadsDir: t.TempDir()}
 	if o.opts != nil {
 		o.opts(&opts)

@@ -12,6 +12,10 @@ const PARAMS_INTERVAL_MS = 8;      // like DEMON's useParamSync
 const BLEND_THROTTLE_MS = 100;
 const SLICE_HEADER = 23;
 const START_FAILED = "Session failed while starting — refresh the page to retry.";
+const RUNTIME_FAILED = "Generation stopped — press Start to begin a new session.";
+// Error frames after which the server keeps the session streaming (protocol.md §4.5);
+// every other error frame is followed by the close.
+const NONFATAL_ERRORS = new Set(["bad_message"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +25,7 @@ const state = {
   slicesReceived: 0,
   audioContextState: "none",
   lastError: null,
+  closeCode: null,           // the session socket's close code, once it closed
   ttfaMs: null,
   lateSlices: 0,
   deltaSlicesIgnored: 0,
@@ -41,6 +46,10 @@ let startClickedAt = 0;
 let paramsTimer = 0;
 let swapPending = null;  // swap_ready message awaiting its buffer
 let stemPending = 0;     // stem binaries still to skip
+// The session has started once its first slice arrived: until then any failure (an
+// error frame, then close 1011) is a start failure, even after the initial buffer (the
+// stem payload, registration and the runner all come after it).
+let firstSliceSeen = false;
 let playheadFrames = 0;
 let level = { peak: 0, rms: 0 };
 let overview = null;     // Float32Array of per-pixel peaks
@@ -67,6 +76,17 @@ function showError(title, message) {
   $("error").hidden = false;
   state.lastError = message ? `${title} ${message}` : title;
   log(`error: ${state.lastError}`);
+}
+
+// serverFailed shows a fatal error frame: a runtime failure (pipeline_error) stops a
+// session that was generating; any other failure before the first slice is a start failure.
+// Status "error" keeps the message when the close follows.
+function serverFailed(m) {
+  const detail = m.message || `Server error: ${m.code || "unknown"}`;
+  setStatus("error", "Error");
+  if (m.code === "pipeline_error") showError(RUNTIME_FAILED, detail);
+  else if (!firstSliceSeen) showError(START_FAILED, detail);
+  else showError("Server error:", detail);
 }
 
 function clearError() {
@@ -310,6 +330,7 @@ async function start() {
   state.lateSlices = 0;
   state.deltaSlicesIgnored = 0;
   state.ttfaMs = null;
+  state.closeCode = null;
   state.notSupported = [];
   $("slices").textContent = "0";
   $("late").textContent = "0";
@@ -340,6 +361,7 @@ function connect(source) {
   ws = sock;
   sock.binaryType = "arraybuffer";
   phase = "ready";
+  firstSliceSeen = false;
   let startError = null;
   sock.onopen = () => {
     sock.send(JSON.stringify(sessionConfig(source)));
@@ -356,9 +378,7 @@ function connect(source) {
       }
       const m = JSON.parse(ev.data);
       if (m.type === "error") {
-        startError = m.message || `Server error: ${m.code || "unknown"}`;
-        setStatus("error", "Error");
-        showError(START_FAILED, startError);
+        serverFailed(m);
         return;
       }
       if (m.type !== "ready") {
@@ -392,13 +412,16 @@ function connect(source) {
   sock.onclose = (ev) => {
     if (sock !== ws) return;
     clearInterval(paramsTimer);
+    state.closeCode = ev.code;
     const wasPhase = phase;
     phase = "idle";
     ws = null;
     if (state.status === "error") return; // error JSON already shown
-    if (wasPhase === "ready" || wasPhase === "initial-buffer") {
+    // Before the first slice a close is a failed start, also after the initial buffer; a
+    // 1011 then is any server-side start failure, even without an error frame.
+    if (wasPhase === "ready" || wasPhase === "initial-buffer" || !firstSliceSeen) {
       setStatus("error", "Error");
-      if (startError) showError(START_FAILED, startError);
+      if (startError || ev.code === 1011) showError(START_FAILED, startError || ev.reason);
       else showError(`Connection failed (${ev.reason || "code " + ev.code}) — refresh to retry.`);
       return;
     }
@@ -468,7 +491,8 @@ function onStreaming(data) {
       log(`not supported: ${m.request}${m.message ? " — " + m.message : ""}`);
       break;
     case "error":
-      showError("Server error:", m.message || m.code || "unknown");
+      if (NONFATAL_ERRORS.has(m.code)) showError("Server error:", m.message || m.code);
+      else serverFailed(m);
       break;
     default:
       log(`event: ${m.type}`);
@@ -480,6 +504,7 @@ function onSlice(buf) {
     log("slice too short");
     return;
   }
+  firstSliceSeen = true;
   const dv = new DataView(buf);
   const flags = dv.getUint8(0);
   const start = dv.getUint32(1, true);

@@ -1,0 +1,43 @@
+package session
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A preparation step's transient releases run in reverse order of acquisition, every one
+// of them even when one fails, and the failure goes to the logger the step was given (the
+// session's), not to a discard logger.
+func TestTransientLogsFailedReleasesToItsLogger(t *testing.T) {
+	var logs bytes.Buffer
+	tr := newTransient(nil, "session:test", slog.New(slog.NewTextHandler(&logs, nil)))
+	var order []string
+	release := func(name string, err error) func() error {
+		return func() error {
+			order = append(order, name)
+			return err
+		}
+	}
+	tr.rb.push("context", release("context", nil))
+	tr.rb.push("buffer", release("buffer", errors.New("free failed")))
+	tr.rb.push("tokens", release("tokens", nil))
+	tr.release()
+	assert.Equal(t, []string{"tokens", "buffer", "context"}, order)
+	assert.Contains(t, logs.String(), `msg="session cleanup step failed" resource=buffer err="free failed"`)
+	tr.release()
+	assert.Len(t, order, 3, "a second release frees nothing twice")
+}
+
+// A committed rollback releases nothing: the resources belong to the session now.
+func TestCommittedRollbackReleasesNothing(t *testing.T) {
+	rb := &rollback{log: discard}
+	released := false
+	rb.push("stream", func() error { released = true; return nil })
+	rb.commit()
+	rb.run(errors.New("late failure"))
+	assert.False(t, released)
+}
