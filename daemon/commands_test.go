@@ -2,12 +2,17 @@ package daemon
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/trt/trttest"
 )
 
 func TestModelsCommands(t *testing.T) {
@@ -60,9 +65,48 @@ func TestBootFailureUnwindsToZero(t *testing.T) {
 			assert.Equal(t, 1, code)
 			log := errOut.String()
 			assert.Contains(t, log, "demond: start failed:")
-			assert.Contains(t, log, "fault injected at "+point)
+			assert.Equal(t, 1, strings.Count(log, "fault injected at "+point), "the cause is reported once\n%s", log)
 			assert.Contains(t, log, "device released; ledger at zero")
 			assert.NotContains(t, log, "native memory leaked")
 		})
 	}
+}
+
+// A start-up that outlives --start-timeout is unwound all the same: fx's rollback runs
+// with a context of its own, so every module that started is stopped and the device
+// ledger is back at zero; the one error line names the option to change.
+func TestStartTimeoutUnwindsToZero(t *testing.T) {
+	var out, errOut bytes.Buffer
+	trttest.NoLeaks(t)
+	code := Main([]string{
+		"--models", testRepo(t), "--model-profile", "test-10s", "--start-timeout", "150ms", "--warmup=true",
+		"--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB",
+	}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	log := errOut.String()
+	assert.Contains(t, log, "demond: start failed: start did not finish within --start-timeout 150ms")
+	assert.Contains(t, log, "device released; ledger at zero")
+	assert.NotContains(t, log, "rollback failed")
+	assert.NotContains(t, log, "native memory leaked")
+	assert.Equal(t, 1, strings.Count(log, "start did not finish"), log)
+}
+
+// A busy port fails start-up: demond exits non-zero with one line naming the address, after
+// the modules started before the listener (device, models, warmup) were unwound.
+func TestBusyPortFailsStart(t *testing.T) {
+	trttest.NoLeaks(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	addr := busy.Addr().String()
+	var out, errOut bytes.Buffer
+	code := Main([]string{
+		"--models", testRepo(t), "--model-profile", "test-10s", "--warmup=false",
+		"--listen", addr, "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB",
+	}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	log := errOut.String()
+	assert.Regexp(t, `(?m)^demond: start failed: .*`+regexp.QuoteMeta(addr)+`.*address already in use$`, log)
+	assert.Equal(t, 1, strings.Count(log, "address already in use"), log)
+	assert.Contains(t, log, "device released; ledger at zero")
 }
