@@ -57,11 +57,11 @@ type Metrics struct {
 	SessionsFailed *prometheus.CounterVec
 	// SessionsRefused counts sessions refused by admission (demon_sessions_refused_total).
 	SessionsRefused prometheus.Counter
-	// SessionStart observes seconds from the config message to `ready`
-	// (demon_session_start_seconds).
+	// SessionStart observes how long creating a session took, from its config message to
+	// the session that the ready frame announces (demon_session_start_seconds).
 	SessionStart prometheus.Histogram
-	// TimeToFirstAudio observes seconds from the config message to the first audio slice
-	// sent (demon_session_time_to_first_audio_seconds).
+	// TimeToFirstAudio observes seconds from the WebSocket upgrade to the initial buffer
+	// written, the moment the client can play (demon_session_time_to_first_audio_seconds).
 	TimeToFirstAudio prometheus.Histogram
 	// TickDuration observes the duration of one pipeline tick (demon_tick_duration_seconds).
 	TickDuration prometheus.Histogram
@@ -99,9 +99,9 @@ func NewMetrics() *Metrics {
 		SessionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_sessions_refused_total", Help: "Sessions refused by admission."}),
 		SessionStart: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "demon_session_start_seconds", Help: "Time from the session config to ready.", Buckets: startBuckets}),
+			Name: "demon_session_start_seconds", Help: "Time to create a session, from its config to ready.", Buckets: startBuckets}),
 		TimeToFirstAudio: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "demon_session_time_to_first_audio_seconds", Help: "Time from the session config to the first audio slice sent.", Buckets: startBuckets}),
+			Name: "demon_session_time_to_first_audio_seconds", Help: "Time from the WebSocket upgrade to the initial buffer written (the client can play).", Buckets: startBuckets}),
 		TickDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "demon_tick_duration_seconds", Help: "Duration of one pipeline tick.", Buckets: fastBuckets}),
 		DecodeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -82,7 +82,10 @@ func (s *SessionsService) sessionConfig() session.Config {
 func (s *SessionsService) hooks() session.Hooks {
 	m := s.metrics
 	return session.Hooks{
-		Started: func(string, time.Duration) { m.SessionsActive.Inc() },
+		Started: func(_ string, latency time.Duration) {
+			m.SessionsActive.Inc()
+			m.SessionStart.Observe(latency.Seconds())
+		},
 		Ended:   func(string) { m.SessionsActive.Dec() },
 		Failed:  func(window string) { m.SessionsFailed.WithLabelValues(window).Inc() },
 		Refused: func() { m.SessionsRefused.Inc() },

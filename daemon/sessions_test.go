@@ -53,7 +53,8 @@ func TestMetricsFollowSessions(t *testing.T) {
 	trttest.NoLeaks(t)
 	var srv *Server
 	var faults *FaultsService
-	app := fxtest.New(t, Modules(serviceConfig(t, "--device-capacity", "2GiB"), slog.New(slog.DiscardHandler)), fx.Populate(&srv, &faults))
+	var dev *DeviceService
+	app := fxtest.New(t, Modules(serviceConfig(t, "--device-capacity", "2GiB"), slog.New(slog.DiscardHandler)), fx.Populate(&srv, &faults, &dev))
 	app.RequireStart()
 	defer app.RequireStop()
 	base := srv.URL()
@@ -68,10 +69,37 @@ func TestMetricsFollowSessions(t *testing.T) {
 	assert.Greater(t, metric(t, base, "demon_device_memory_used_bytes"), modelBytes)
 	assert.Positive(t, metric(t, base, "demon_tick_duration_seconds_count"))
 	assert.Positive(t, metric(t, base, "demon_websocket_sent_bytes_total"))
+	assert.Equal(t, 1.0, metric(t, base, "demon_session_start_seconds_count"))
+	assert.Positive(t, metric(t, base, "demon_session_start_seconds_sum"))
+	assert.Equal(t, 1.0, metric(t, base, "demon_session_time_to_first_audio_seconds_count"))
+	assert.GreaterOrEqual(t, metric(t, base, "demon_session_time_to_first_audio_seconds_sum"),
+		metric(t, base, "demon_session_start_seconds_sum"), "the first audio follows the create")
 
 	require.NoError(t, c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")))
 	eventually(t, func() bool { return metric(t, base, "demon_sessions_active") == 0 }, "the session to end")
 	assert.Equal(t, modelBytes, metric(t, base, "demon_device_memory_used_bytes"), "ledger back to the model alone")
+
+	// A start refused by admission (the device is nearly full) counts as refused, neither
+	// started nor failed.
+	tot, err := dev.Device().Totals()
+	require.NoError(t, err)
+	filler, err := dev.Device().Alloc(tot.FreeBytes()-(16<<20), "test:filler")
+	require.NoError(t, err)
+	rc, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)
+	require.NoError(t, err)
+	require.NoError(t, rc.WriteMessage(websocket.TextMessage, []byte(`{"fixture_name":"demo_ambient_Am_20s.wav","use_server_fixture":true}`)))
+	require.NoError(t, rc.SetReadDeadline(time.Now().Add(20*time.Second)))
+	var refusal *websocket.CloseError
+	for refusal == nil {
+		if _, _, err := rc.ReadMessage(); err != nil {
+			require.ErrorAs(t, err, &refusal)
+		}
+	}
+	_ = rc.Close()
+	require.NoError(t, filler.Close())
+	assert.Equal(t, websocket.CloseTryAgainLater, refusal.Code)
+	assert.Equal(t, 1.0, metric(t, base, "demon_sessions_refused_total"))
+	assert.Equal(t, 1.0, metric(t, base, "demon_session_start_seconds_count"), "a refusal is not a start")
 
 	// A failed start counts by window and hits its fault point.
 	require.NoError(t, faults.Faults().Arm("create.conditioning=error"))
