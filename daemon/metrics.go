@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/fx"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt"
 )
 
@@ -40,9 +41,20 @@ func AsCollector(f any) any {
 	return fx.Annotate(f, fx.As(new(prometheus.Collector)), fx.ResultTags(`group:"collectors"`))
 }
 
-// SessionFailureWindows are the failure windows of lifecycle.md §2.2 that
-// demon_sessions_failed_total is initialised with (so each series exists from boot).
-var SessionFailureWindows = []string{"W-1", "W0", "W1", "W2", "W3", "W4", "W5", "W6"}
+// sessionFailureSeries are the {window, point} pairs demon_sessions_failed_total is
+// initialised with, so each series exists from boot: every fault point at which a session
+// start can fail (windows W2–W5 of lifecycle.md §8.2), a request refused before any
+// allocation (W-1), and a handshake that failed without a fault point.
+func sessionFailureSeries() [][2]string {
+	series := [][2]string{{"W-1", "create.source_prepare"}, {"W4", "handshake"}}
+	for _, p := range trt.FaultPoints() {
+		switch w := session.PointWindow(p); w {
+		case "W2", "W3", "W4", "W5":
+			series = append(series, [2]string{w, p})
+		}
+	}
+	return series
+}
 
 // Metrics holds the session-level metrics. They are registered when the metrics module
 // starts the registry, so every series exists from boot (at zero) even before the first
@@ -52,8 +64,9 @@ type Metrics struct {
 	SessionsActive prometheus.Gauge
 	// SessionsStarted counts sessions that reached running (demon_sessions_started_total).
 	SessionsStarted prometheus.Counter
-	// SessionsFailed counts failed session starts by failure window
-	// (demon_sessions_failed_total{window}).
+	// SessionsFailed counts failed session starts by failure window (lifecycle.md §2.2)
+	// and the fault point or stage they failed at (demon_sessions_failed_total{window,
+	// point}); FailedStart labels an error.
 	SessionsFailed *prometheus.CounterVec
 	// SessionsRefused counts sessions refused by admission (demon_sessions_refused_total).
 	SessionsRefused prometheus.Counter
@@ -94,8 +107,8 @@ func NewMetrics() *Metrics {
 		SessionsStarted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_sessions_started_total", Help: "Sessions that reached running."}),
 		SessionsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "demon_sessions_failed_total", Help: "Session starts that failed, by failure window (lifecycle.md §2.2)."},
-			[]string{"window"}),
+			Name: "demon_sessions_failed_total", Help: "Session starts that failed, by failure window (lifecycle.md §2.2: W0 is the boot warmup) and the fault point or stage they failed at."},
+			[]string{"window", "point"}),
 		SessionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_sessions_refused_total", Help: "Sessions refused by admission."}),
 		SessionStart: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -116,10 +129,20 @@ func NewMetrics() *Metrics {
 		WebSocketReceivedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_websocket_received_bytes_total", Help: "Bytes received on session WebSockets."}),
 	}
-	for _, w := range SessionFailureWindows {
-		m.SessionsFailed.WithLabelValues(w)
+	for _, wp := range sessionFailureSeries() {
+		m.SessionsFailed.WithLabelValues(wp[0], wp[1])
 	}
 	return m
+}
+
+// FailedStart counts a failed session start under its window and point.
+func (m *Metrics) FailedStart(err error) {
+	m.SessionsFailed.WithLabelValues(session.FailureWindow(err), session.ErrorWindow(err)).Inc()
+}
+
+// FailedWarmup counts a failed boot warmup (window W0) under the point it failed at.
+func (m *Metrics) FailedWarmup(err error) {
+	m.SessionsFailed.WithLabelValues("W0", session.ErrorWindow(err)).Inc()
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {

@@ -101,23 +101,40 @@ func TestMetricsFollowSessions(t *testing.T) {
 	assert.Equal(t, 1.0, metric(t, base, "demon_sessions_refused_total"))
 	assert.Equal(t, 1.0, metric(t, base, "demon_session_start_seconds_count"), "a refusal is not a start")
 
-	// A failed start counts by window and hits its fault point.
-	require.NoError(t, faults.Faults().Arm("create.conditioning=error"))
-	defer func() { _ = faults.Faults().Arm("create.conditioning=off") }()
-	fc, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)
+	// A failed start counts by window and point, and hits its fault point: in create (W3),
+	// in the handshake (W4), constructing the runner (W5).
+	for _, tc := range []struct{ point, window string }{
+		{"create.conditioning", "W3"}, {"handshake.initial_buffer", "W4"}, {"run.runner_init", "W5"},
+	} {
+		series := `demon_sessions_failed_total{point="` + tc.point + `",window="` + tc.window + `"}`
+		require.Equal(t, 0.0, metric(t, base, series), "the series exists from boot at 0")
+		require.NoError(t, faults.Faults().Arm(tc.point+"=error"))
+		failStart(t, addr, `{"fixture_name":"demo_ambient_Am_20s.wav","use_server_fixture":true}`)
+		require.NoError(t, faults.Faults().Arm(tc.point+"=off"))
+		eventually(t, func() bool { return metric(t, base, series) == 1 }, "the failure metric "+series)
+		assert.Equal(t, 2.0, metric(t, base, `demon_fault_point_hits_total{point="`+tc.point+`"}`), "the good start and the failed one")
+		eventually(t, func() bool { return metric(t, base, "demon_device_memory_used_bytes") == modelBytes }, "the failed start to be unwound")
+	}
+	assert.Equal(t, 3.0, metric(t, base, "demon_session_start_seconds_count"),
+		"every create that finished is timed (the W4 and W5 failures came after it), the failed create is not")
+	assert.Equal(t, 1.0, metric(t, base, "demon_sessions_refused_total"))
+	assert.Equal(t, modelBytes, metric(t, base, "demon_device_memory_used_bytes"))
+}
+
+// failStart sends a session config and reads until the server closes the socket.
+func failStart(t *testing.T, addr, config string) {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)
 	require.NoError(t, err)
-	defer fc.Close()
-	require.NoError(t, fc.WriteMessage(websocket.TextMessage, []byte(`{"fixture_name":"demo_ambient_Am_20s.wav","use_server_fixture":true}`)))
-	require.NoError(t, fc.SetReadDeadline(time.Now().Add(20*time.Second)))
+	defer c.Close()
+	require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(config)))
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
 	for {
-		_, _, err := fc.ReadMessage()
-		if err != nil {
-			break
+		if _, _, err := c.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			require.ErrorAs(t, err, &ce, "the server closed the session")
+			require.Equal(t, websocket.CloseInternalServerErr, ce.Code)
+			return
 		}
 	}
-	eventually(t, func() bool {
-		return metric(t, base, `demon_sessions_failed_total{window="create.conditioning"}`) == 1
-	}, "the failure metric")
-	assert.Equal(t, 2.0, metric(t, base, `demon_fault_point_hits_total{point="create.conditioning"}`), "the good start and the failed one")
-	assert.Equal(t, modelBytes, metric(t, base, "demon_device_memory_used_bytes"))
 }

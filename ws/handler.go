@@ -103,6 +103,11 @@ type Hooks struct {
 	// extrapolated playhead already is past the slice start (negative: the
 	// slice arrived ahead of the playhead, as intended).
 	SliceLateness func(d time.Duration)
+	// StartFailed is called when a created session fails before it streams: its
+	// handshake (the error is tagged with the stage "handshake" unless a fault point
+	// says where) or its runner (*session.RunnerInitError). Create failures are reported
+	// by the session manager's hooks.
+	StartFailed func(err error)
 	// SessionEnded is called once per session socket with its close code.
 	SessionEnded func(code int)
 }

@@ -310,6 +310,9 @@ func (c *conn) handshakeFailed(err error) outcome {
 	}
 	window := session.ErrorWindow(err)
 	c.logger().Error("session start failed", "window", window, "err", err)
+	if h := c.s.opts.Hooks.StartFailed; h != nil {
+		h(&session.StageError{Stage: "handshake", Err: err})
+	}
 	return startFailure(Error{Code: CodeSessionStartFailed, Message: err.Error(), Window: window}, websocket.CloseInternalServerErr)
 }
 
@@ -321,6 +324,9 @@ func (c *conn) runEnded(err error) outcome {
 	case errors.As(err, &ri):
 		window := session.ErrorWindow(ri.Err)
 		c.logger().Error("session start failed: runner", "window", window, "err", err)
+		if h := c.s.opts.Hooks.StartFailed; h != nil {
+			h(err)
+		}
 		return startFailure(Error{Code: CodeSessionStartFailed, Message: err.Error(), Window: window}, websocket.CloseInternalServerErr)
 	case errors.As(err, &re):
 		c.logger().Error("generation stopped", "err", err)
