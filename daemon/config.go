@@ -55,6 +55,10 @@ type option struct {
 	set                   func(c *Config, v string) error
 }
 
+// listOptions are the options (by TOML key) that hold a list: comma-separated values
+// from flags and variables, a TOML array of strings (or one string) from the file.
+var listOptions = map[string]bool{"allowed_origins": true}
+
 func options() []option {
 	return []option{
 		{"config", "DEMON_CONFIG", "", "TOML configuration file (flags and DEMON_* variables override it)",
@@ -175,7 +179,7 @@ func options() []option {
 				c.Headroom = b
 				return nil
 			}},
-		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any); empty = same host and no-Origin clients only",
+		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any; a TOML array in the file); empty = same host and no-Origin clients only",
 			func() string { return "" }, func(c *Config, v string) error {
 				c.AllowedOrigins = nil
 				for _, o := range strings.Split(strings.Trim(v, "[]"), ",") {
@@ -322,12 +326,37 @@ func applyFile(c *Config, opts []option, file string) error {
 		if !ok {
 			return fmt.Errorf("config file %s: unknown key %q", file, k)
 		}
-		v := fmt.Sprint(raw[k])
+		v, err := fileValue(o, raw[k])
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %w", file, k, err)
+		}
 		if err := o.set(c, v); err != nil {
 			return fmt.Errorf("config file %s: %s = %q: %w", file, k, v, err)
 		}
 	}
 	return nil
+}
+
+// fileValue renders a TOML value as the option's string form: an array of strings joins
+// into the comma-separated list a list option parses; any other array is refused rather
+// than flattened into one value.
+func fileValue(o option, raw any) (string, error) {
+	arr, ok := raw.([]any)
+	if !ok {
+		return fmt.Sprint(raw), nil
+	}
+	if !listOptions[o.toml] {
+		return "", fmt.Errorf("want a single value, got an array (%v)", raw)
+	}
+	items := make([]string, len(arr))
+	for i, item := range arr {
+		str, ok := item.(string)
+		if !ok || strings.Contains(str, ",") {
+			return "", fmt.Errorf("array item %v: want a string without commas", item)
+		}
+		items[i] = str
+	}
+	return strings.Join(items, ","), nil
 }
 
 // defaultDataDir is $XDG_DATA_HOME/demon, ~/.local/share/demon, or ./demon-data.

@@ -108,3 +108,34 @@ func TestHelpListsEveryOptionWithItsVariable(t *testing.T) {
 		assert.Contains(t, out.String(), o.env)
 	}
 }
+
+// A TOML array sets a list option item by item; an array for a single-valued option is an
+// error naming the key, not a value glued together from its items.
+func TestConfigFileArrays(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		f := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(f, []byte(text), 0o600))
+		return f
+	}
+	c, err := LoadConfig([]string{"--config", write("list.toml", "allowed_origins = [\"https://a.example\", \"https://b.example\"]\n")}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://a.example", "https://b.example"}, c.AllowedOrigins)
+
+	c, err = LoadConfig([]string{"--config", write("one.toml", "allowed_origins = \"https://a.example,https://b.example\"\n")}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://a.example", "https://b.example"}, c.AllowedOrigins, "a comma-separated string too")
+
+	c, err = LoadConfig([]string{"--config", write("empty.toml", "allowed_origins = []\n")}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Empty(t, c.AllowedOrigins)
+
+	for _, bad := range []struct{ name, text, want string }{
+		{"scalar.toml", "log_level = [\"info\"]\n", "log_level: want a single value"},
+		{"ints.toml", "allowed_origins = [1, 2]\n", "allowed_origins: array item 1"},
+	} {
+		_, err := LoadConfig([]string{"--config", write(bad.name, bad.text)}, env(nil), &bytes.Buffer{})
+		require.Error(t, err, bad.name)
+		assert.Contains(t, err.Error(), bad.want)
+	}
+}
