@@ -18,35 +18,36 @@ import (
 func TestModelsCommands(t *testing.T) {
 	dir := t.TempDir()
 	var out, errOut bytes.Buffer
-	code := Main([]string{"models", "build-reference", "--out", dir, "--profile", "p:10:oracle", "--footprints", "actual"}, env(nil), &out, &errOut)
+	code := Main([]string{"models", "build-reference", "--out", dir, "--profile", "p:10:oracle", "--footprints", "actual"}, lookup(nil), &out, &errOut)
 	require.Equal(t, 0, code, errOut.String())
 	assert.Contains(t, out.String(), "profile p (10 s): 6 engines")
 
 	out.Reset()
-	require.Equal(t, 0, Main([]string{"models", "check", "--models", dir}, env(nil), &out, &errOut))
+	require.Equal(t, 0, Main([]string{"models", "check", "--models", dir}, lookup(nil), &out, &errOut))
 	assert.Contains(t, out.String(), "ok   p (10 s)")
 
 	// Corrupt an engine: check names it and fails.
 	f := filepath.Join(dir, "decoder_oracle_fp32_b8_10s", "decoder_oracle_fp32_b8_10s.engine")
 	require.NoError(t, os.WriteFile(f, []byte("garbage"), 0o644))
 	out.Reset()
-	assert.Equal(t, 1, Main([]string{"models", "check", "--models", dir}, env(nil), &out, &errOut))
+	assert.Equal(t, 1, Main([]string{"models", "check", "--models", dir}, lookup(nil), &out, &errOut))
 	assert.Contains(t, out.String(), "FAIL p")
 	assert.Contains(t, out.String(), "truncated or replaced")
 
 	errOut.Reset()
-	assert.Equal(t, 2, Main([]string{"models", "build-reference", "--out", dir, "--profile", "bad"}, env(nil), &out, &errOut))
+	assert.Equal(t, 2, Main([]string{"models", "build-reference", "--out", dir, "--profile", "bad"}, lookup(nil), &out, &errOut))
 	assert.Contains(t, errOut.String(), "NAME:SECONDS:VARIANT")
-	assert.Equal(t, 2, Main([]string{"models"}, env(nil), &out, &errOut))
+	assert.Equal(t, 2, Main([]string{"models"}, lookup(nil), &out, &errOut))
 
 	out.Reset()
-	require.Equal(t, 0, Main([]string{"version"}, env(nil), &out, &errOut))
-	assert.Contains(t, out.String(), "demond ")
+	require.Equal(t, 0, Main([]string{"version"}, lookup(nil), &out, &errOut))
+	assert.Regexp(t, `^demond (v\S+|devel\S*) \(shim \S+\)\n$`, out.String(), "the version is never empty")
+	assert.Contains(t, out.String(), buildVersion())
 }
 
 func TestStartFailureExitsNonZeroWithOneLine(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := Main([]string{"--models", t.TempDir(), "--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB"}, env(nil), &out, &errOut)
+	code := Main([]string{"--models", t.TempDir(), "--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB"}, lookup(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut.String(), "demond: start failed: --models")
 	assert.Contains(t, errOut.String(), "has no repository.json")
@@ -61,7 +62,7 @@ func TestBootFailureUnwindsToZero(t *testing.T) {
 			code := Main([]string{
 				"--models", testRepo(t), "--model-profile", "test-10s", "--failpoints", point + "=error",
 				"--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB",
-			}, env(nil), &out, &errOut)
+			}, lookup(nil), &out, &errOut)
 			assert.Equal(t, 1, code)
 			log := errOut.String()
 			assert.Contains(t, log, "demond: start failed:")
@@ -81,7 +82,7 @@ func TestStartTimeoutUnwindsToZero(t *testing.T) {
 	code := Main([]string{
 		"--models", testRepo(t), "--model-profile", "test-10s", "--start-timeout", "150ms", "--warmup=true",
 		"--listen", "127.0.0.1:0", "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB",
-	}, env(nil), &out, &errOut)
+	}, lookup(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
 	log := errOut.String()
 	assert.Contains(t, log, "demond: start failed: start did not finish within --start-timeout 150ms")
@@ -103,7 +104,7 @@ func TestBusyPortFailsStart(t *testing.T) {
 	code := Main([]string{
 		"--models", testRepo(t), "--model-profile", "test-10s", "--warmup=false",
 		"--listen", addr, "--control-listen", "", "--data-dir", t.TempDir(), "--device-capacity", "1GiB",
-	}, env(nil), &out, &errOut)
+	}, lookup(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
 	log := errOut.String()
 	assert.Regexp(t, `(?m)^demond: start failed: .*`+regexp.QuoteMeta(addr)+`.*address already in use$`, log)

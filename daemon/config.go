@@ -241,10 +241,32 @@ func durationSetter(set func(*Config, time.Duration)) func(*Config, string) erro
 // ErrHelp is returned by LoadConfig when --help was asked for (the usage was printed).
 var ErrHelp = flag.ErrHelp
 
-// LoadConfig builds the configuration from defaults, the optional TOML file, the
-// environment and the command-line flags, in increasing precedence. Errors name the
-// option (flag and variable) so an operator knows what to fix.
+// LoadConfig is LoadConfigFrom for an environment read by getenv, which cannot tell a
+// variable set to "" from an unset one: empty variables are ignored.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	return LoadConfigFrom(args, func(k string) (string, bool) {
+		v := getenv(k)
+		return v, v != ""
+	}, usage)
+}
+
+// usageHeader precedes the flag list of demond --help.
+const usageHeader = `usage: demond [flags]
+       demond version
+       demond models build-reference|check [flags]   (demond models for help)
+
+demond serves real-time generative-music sessions over WebSocket.
+
+Flags (each also settable as the DEMON_* variable named, or in the --config TOML file).
+A variable set to "" applies where an empty value means something (DEMON_CONTROL_LISTEN=""
+disables the control API) and is ignored elsewhere:
+`
+
+// LoadConfigFrom builds the configuration from defaults, the optional TOML file, the
+// environment (read by lookupEnv, e.g. os.LookupEnv) and the command-line flags, in
+// increasing precedence. Errors name the option (flag and variable) so an operator knows
+// what to fix.
+func LoadConfigFrom(args []string, lookupEnv func(string) (string, bool), usage io.Writer) (Config, error) {
 	opts := options()
 	fs := flag.NewFlagSet("demond", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -253,7 +275,7 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 		flagVals[o.flag] = fs.String(o.flag, o.def(), fmt.Sprintf("%s (env %s)", o.help, o.env))
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(usage, "usage: demond [flags]\n\ndemond serves real-time generative-music sessions over WebSocket.\n\nFlags (each also settable as the DEMON_* variable named, or in the --config TOML file):\n")
+		fmt.Fprint(usage, usageHeader)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -273,7 +295,7 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 		}
 	}
 	// Resolve which config file to read (flag > env).
-	file := getenv("DEMON_CONFIG")
+	file, _ := lookupEnv("DEMON_CONFIG")
 	if setByFlag["config"] {
 		file = *flagVals["config"]
 	}
@@ -287,10 +309,12 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 		if o.flag == "config" {
 			continue
 		}
-		if v := getenv(o.env); v != "" {
-			if err := o.set(&c, v); err != nil {
-				return Config{}, fmt.Errorf("%s=%q: %w", o.env, v, err)
-			}
+		v, ok := lookupEnv(o.env)
+		if !ok || (v == "" && !acceptsEmpty(o)) {
+			continue
+		}
+		if err := o.set(&c, v); err != nil {
+			return Config{}, fmt.Errorf("%s=%q: %w", o.env, v, err)
 		}
 	}
 	for _, o := range opts {
@@ -336,6 +360,10 @@ func applyFile(c *Config, opts []option, file string) error {
 	}
 	return nil
 }
+
+// acceptsEmpty reports whether "" is a value of the option (it disables the control API,
+// arms no fault point, ...) rather than a mistake.
+func acceptsEmpty(o option) bool { return o.set(&Config{}, "") == nil }
 
 // fileValue renders a TOML value as the option's string form: an array of strings joins
 // into the comma-separated list a list option parses; any other array is refused rather

@@ -13,6 +13,11 @@ import (
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// lookup is an environment that tells a variable set to "" from an unset one.
+func lookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
 func TestByteSize(t *testing.T) {
 	cases := []struct {
 		in   string
@@ -107,6 +112,9 @@ func TestHelpListsEveryOptionWithItsVariable(t *testing.T) {
 		assert.Contains(t, out.String(), "-"+o.flag)
 		assert.Contains(t, out.String(), o.env)
 	}
+	for _, sub := range []string{"demond version", "demond models build-reference|check"} {
+		assert.Contains(t, out.String(), sub, "sub-commands are listed")
+	}
 }
 
 // A TOML array sets a list option item by item; an array for a single-valued option is an
@@ -138,4 +146,32 @@ func TestConfigFileArrays(t *testing.T) {
 		require.Error(t, err, bad.name)
 		assert.Contains(t, err.Error(), bad.want)
 	}
+}
+
+// A variable set to "" applies where an empty value means something (the control API
+// off, no API key) and is ignored where it would be a mistake; LoadConfig's getenv cannot
+// tell it from an unset one.
+func TestConfigEmptyVariables(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "demond.toml")
+	require.NoError(t, os.WriteFile(file, []byte("api_key = \"secret\"\nallowed_origins = [\"https://a.example\"]\n"), 0o600))
+	empty := map[string]string{
+		"DEMON_CONFIG": file, "DEMON_CONTROL_LISTEN": "", "DEMON_API_KEY": "", "DEMON_ALLOWED_ORIGINS": "",
+		"DEMON_LOG_LEVEL": "", "DEMON_DEVICE_CAPACITY": "",
+	}
+	c, err := LoadConfigFrom(nil, lookup(empty), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Empty(t, c.ControlListen, "DEMON_CONTROL_LISTEN=\"\" disables the control API")
+	assert.Empty(t, c.APIKey, "an empty variable overrides the file")
+	assert.Empty(t, c.AllowedOrigins)
+	assert.Equal(t, "info", c.LogLevel, "an empty level is ignored")
+	assert.Positive(t, uint64(c.DeviceCapacity))
+
+	c, err = LoadConfigFrom(nil, lookup(map[string]string{"DEMON_CONFIG": file}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:1319", c.ControlListen, "unset: the default")
+	assert.Equal(t, "secret", c.APIKey)
+
+	c, err = LoadConfig(nil, env(empty), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:1319", c.ControlListen, "getenv cannot say \"set\"")
 }

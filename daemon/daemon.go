@@ -43,12 +43,13 @@ func Modules(cfg Config, log *slog.Logger) fx.Option {
 
 // Main runs demond with the given arguments and environment and returns the process exit
 // code: 0 after a clean stop (a signal during start-up that unwound cleanly included), 1
-// when start-up or stop failed, 2 for a configuration error.
-func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// when start-up or stop failed, 2 for a configuration error. lookupEnv reads the
+// environment (os.LookupEnv in production: a variable set to "" is not an unset one).
+func Main(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	if code, ok := subcommand(args, stdout, stderr); ok {
 		return code
 	}
-	cfg, err := LoadConfig(args, getenv, stdout)
+	cfg, err := LoadConfigFrom(args, lookupEnv, stdout)
 	if errors.Is(err, ErrHelp) {
 		return 0
 	}
