@@ -111,3 +111,30 @@ func TestBusyPortFailsStart(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(log, "address already in use"), log)
 	assert.Contains(t, log, "device released; ledger at zero")
 }
+
+// Configuration errors exit 2 (deploy/demond.service does not restart on it:
+// RestartPreventExitStatus=2), with the option named; --help exits 0.
+func TestConfigErrorsExitTwo(t *testing.T) {
+	badKey := filepath.Join(t.TempDir(), "bad.toml")
+	require.NoError(t, os.WriteFile(badKey, []byte("devise = \"host\"\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad flag value", []string{"--device", "tpu"}, nil, `demond: --device="tpu"`},
+		{"bad variable", nil, map[string]string{"DEMON_STOP_TIMEOUT": "soon"}, `demond: DEMON_STOP_TIMEOUT="soon"`},
+		{"unknown file key", []string{"--config", badKey}, nil, `unknown key "devise"`},
+		{"missing file", []string{"--config", filepath.Join(t.TempDir(), "none.toml")}, nil, "none.toml"},
+		{"unknown flag", []string{"--bogus"}, nil, "-bogus"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			assert.Equal(t, 2, Main(tc.args, lookup(tc.env), &out, &errOut))
+			assert.Contains(t, out.String()+errOut.String(), tc.want)
+		})
+	}
+	var out bytes.Buffer
+	assert.Equal(t, 0, Main([]string{"--help"}, lookup(nil), &out, &out))
+}
