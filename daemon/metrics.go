@@ -83,9 +83,15 @@ type Metrics struct {
 	// SliceLateness observes how late a slice was sent against its playback deadline;
 	// on-time slices observe 0 (demon_slice_lateness_seconds).
 	SliceLateness prometheus.Histogram
-	// Underruns counts slices that missed their deadline so the client's buffer ran dry
-	// (demon_underruns_total).
+	// Underruns counts slices that left the stretch of the track since the previous
+	// slice unpatched for more than one latent frame, so the client played it stale: an
+	// underrun of fresh audio as demon-bench counts it. A late slice is not one: the
+	// client never runs dry, it loops its buffer (lifecycle.md §6.3); SliceLateness
+	// counts late slices (demon_underruns_total).
 	Underruns prometheus.Counter
+	// UnderrunStale counts the seconds of track those gaps left stale
+	// (demon_underrun_stale_seconds_total).
+	UnderrunStale prometheus.Counter
 	// WebSocketSentBytes counts bytes sent on session WebSockets
 	// (demon_websocket_sent_bytes_total).
 	WebSocketSentBytes prometheus.Counter
@@ -123,7 +129,9 @@ func NewMetrics() *Metrics {
 			Name: "demon_slice_lateness_seconds", Help: "How late a slice was sent against its deadline (0 when on time).",
 			Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
 		Underruns: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "demon_underruns_total", Help: "Slices that missed their deadline so the client's buffer ran dry."}),
+			Name: "demon_underruns_total", Help: "Slices that left more than one latent frame (40 ms) of the track since the previous slice unpatched, so the client played it stale (late slices: demon_slice_lateness_seconds)."}),
+		UnderrunStale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "demon_underrun_stale_seconds_total", Help: "Seconds of track that underruns left unpatched (played stale)."}),
 		WebSocketSentBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_websocket_sent_bytes_total", Help: "Bytes sent on session WebSockets."}),
 		WebSocketReceivedBytes: prometheus.NewCounter(prometheus.CounterOpts{
@@ -149,7 +157,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.SessionsActive, m.SessionsStarted, m.SessionsFailed, m.SessionsRefused,
 		m.SessionStart, m.TimeToFirstAudio, m.TickDuration, m.DecodeDuration,
-		m.SliceLateness, m.Underruns, m.WebSocketSentBytes, m.WebSocketReceivedBytes,
+		m.SliceLateness, m.Underruns, m.UnderrunStale, m.WebSocketSentBytes, m.WebSocketReceivedBytes,
 	}
 }
 

@@ -59,7 +59,7 @@ func TestMetricsExportedAndDeviceGaugesFollowTheLedger(t *testing.T) {
 		"demon_sessions_active", "demon_sessions_started_total", "demon_sessions_failed_total",
 		"demon_sessions_refused_total", "demon_session_start_seconds", "demon_session_time_to_first_audio_seconds",
 		"demon_tick_duration_seconds", "demon_decode_duration_seconds", "demon_slice_lateness_seconds",
-		"demon_underruns_total", "demon_websocket_sent_bytes_total", "demon_websocket_received_bytes_total",
+		"demon_underruns_total", "demon_underrun_stale_seconds_total", "demon_websocket_sent_bytes_total", "demon_websocket_received_bytes_total",
 		"go_goroutines", "process_resident_memory_bytes",
 	} {
 		assert.Regexp(t, `(?m)^# TYPE `+name+` `, text, name)

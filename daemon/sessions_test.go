@@ -138,3 +138,27 @@ func failStart(t *testing.T, addr, config string) {
 		}
 	}
 }
+
+// A session paced slower than its slices cover (a slice of 0.36 s per tick of 0.5 s, so the
+// playhead moves 0.5 s between slices) leaves stretches of the track unpatched between
+// slices: those are underruns, although the slices arrive ahead of the playhead.
+func TestUnderrunsCountStaleGaps(t *testing.T) {
+	trttest.NoLeaks(t)
+	var srv *Server
+	app := fxtest.New(t, Modules(serviceConfig(t, "--device-capacity", "2GiB", "--tick-interval", "500ms"), slog.New(slog.DiscardHandler)), fx.Populate(&srv))
+	app.RequireStart()
+	defer app.RequireStop()
+	base := srv.URL()
+	assert.Zero(t, metric(t, base, "demon_underruns_total"))
+
+	c, _ := wsSession(t, base[len("http://"):len(base)-1])
+	readSlices(t, c, 3)
+	// The writer renders a slice (and counts its gap) before the client reads it.
+	underruns := metric(t, base, "demon_underruns_total")
+	assert.GreaterOrEqual(t, underruns, 2.0, "every slice after the first leaves a gap")
+	stale := metric(t, base, "demon_underrun_stale_seconds_total")
+	assert.Greater(t, stale, underruns*0.04, "each gap is longer than one latent frame")
+	assert.Less(t, stale, underruns*5, "and shorter than half the track")
+	require.NoError(t, c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")))
+	eventually(t, func() bool { return metric(t, base, "demon_sessions_active") == 0 }, "the session to end")
+}

@@ -358,11 +358,13 @@ func (o *output) Slice(ev *session.SliceEvent) error {
 	start := int(ev.StartSample)
 	g := AudioGroup(c.mirror, c.enc, PendingSlice{Start: start, Samples: slices.Clone(ev.Samples),
 		TickMs: ev.TickMs, DecMs: ev.DecMs, NumGens: ev.NumGens})
+	frames := len(ev.Samples) / c.mirror.Channels()
 	render := g.Render
 	g.Render = func() ([]Frame, error) {
 		f, err := render()
 		if err == nil {
 			c.sliceLateness(start)
+			c.sliceCoverage(start, frames)
 		}
 		return f, err
 	}
