@@ -99,19 +99,18 @@ func Main(args []string, lookupEnv func(string) (string, bool), stdout, stderr i
 		err = <-started
 	}
 	if err != nil {
-		if rollbackCtx.Err() != nil {
+		unwound := rollbackCtx.Err() == nil
+		if !unwound {
 			// fx gave up waiting; the hooks may still be running.
 			err = fmt.Errorf("%w, and unwinding it did not finish within --stop-timeout %s", context.Cause(gate.ctx), cfg.StopTimeout)
 			logLedgerOwners(log, dev, "start-up did not unwind")
 		}
+		if sig != nil && unwound && !rollbackFailed(err) {
+			log.Info("demond stopped during start-up") // as asked, and everything was unwound
+			return 0
+		}
 		// fx's own events are logged at debug level: this line is the one that says why.
 		fmt.Fprintf(stderr, "demond: start failed: %v\n", err)
-		if rollbackCtx.Err() != nil {
-			return 1
-		}
-		if sig != nil && !rollbackFailed(err) {
-			return 0 // a stop asked for during start-up, and everything was unwound
-		}
 		return 1
 	}
 

@@ -55,7 +55,9 @@ func TestBinarySignalDuringStartUnwinds(t *testing.T) {
 	out := logs.String()
 	assert.Equal(t, 0, code, out)
 	assert.Less(t, time.Since(sent), 3*time.Second, "the warmup (≥ 2 ticks of 3 s) was not waited for")
-	assert.Contains(t, out, "demond: start failed: start interrupted by SIGTERM")
+	assert.Contains(t, out, `msg="stopping during start-up" signal=SIGTERM`)
+	assert.Contains(t, out, "demond stopped during start-up")
+	assert.NotContains(t, out, "start failed")
 	assert.Contains(t, out, "device released; ledger at zero")
 	for _, m := range drain(msgs, 0) {
 		assert.NotContains(t, m, "READY=1")
