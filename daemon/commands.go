@@ -20,7 +20,7 @@ func subcommand(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	}
 	switch args[0] {
 	case "version":
-		fmt.Fprintf(stdout, "demond %s (shim %s)\n", Version, trt.Version())
+		fmt.Fprintf(stdout, "demond %s (shim %s)\n", buildVersion(), trt.Version())
 		return 0, true
 	case "models":
 		return modelsCommand(args[1:], stdout, stderr), true

@@ -55,6 +55,10 @@ type option struct {
 	set                   func(c *Config, v string) error
 }
 
+// listOptions are the options (by TOML key) that hold a list: comma-separated values
+// from flags and variables, a TOML array of strings (or one string) from the file.
+var listOptions = map[string]bool{"allowed_origins": true}
+
 func options() []option {
 	return []option{
 		{"config", "DEMON_CONFIG", "", "TOML configuration file (flags and DEMON_* variables override it)",
@@ -175,7 +179,7 @@ func options() []option {
 				c.Headroom = b
 				return nil
 			}},
-		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any); empty = same host and no-Origin clients only",
+		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any; a TOML array in the file); empty = same host and no-Origin clients only",
 			func() string { return "" }, func(c *Config, v string) error {
 				c.AllowedOrigins = nil
 				for _, o := range strings.Split(strings.Trim(v, "[]"), ",") {
@@ -237,10 +241,32 @@ func durationSetter(set func(*Config, time.Duration)) func(*Config, string) erro
 // ErrHelp is returned by LoadConfig when --help was asked for (the usage was printed).
 var ErrHelp = flag.ErrHelp
 
-// LoadConfig builds the configuration from defaults, the optional TOML file, the
-// environment and the command-line flags, in increasing precedence. Errors name the
-// option (flag and variable) so an operator knows what to fix.
+// LoadConfig is LoadConfigFrom for an environment read by getenv, which cannot tell a
+// variable set to "" from an unset one: empty variables are ignored.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	return LoadConfigFrom(args, func(k string) (string, bool) {
+		v := getenv(k)
+		return v, v != ""
+	}, usage)
+}
+
+// usageHeader precedes the flag list of demond --help.
+const usageHeader = `usage: demond [flags]
+       demond version
+       demond models build-reference|check [flags]   (demond models for help)
+
+demond serves real-time generative-music sessions over WebSocket.
+
+Flags (each also settable as the DEMON_* variable named, or in the --config TOML file).
+A variable set to "" applies where an empty value means something (DEMON_CONTROL_LISTEN=""
+disables the control API) and is ignored elsewhere:
+`
+
+// LoadConfigFrom builds the configuration from defaults, the optional TOML file, the
+// environment (read by lookupEnv, e.g. os.LookupEnv) and the command-line flags, in
+// increasing precedence. Errors name the option (flag and variable) so an operator knows
+// what to fix.
+func LoadConfigFrom(args []string, lookupEnv func(string) (string, bool), usage io.Writer) (Config, error) {
 	opts := options()
 	fs := flag.NewFlagSet("demond", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -249,7 +275,7 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 		flagVals[o.flag] = fs.String(o.flag, o.def(), fmt.Sprintf("%s (env %s)", o.help, o.env))
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(usage, "usage: demond [flags]\n\ndemond serves real-time generative-music sessions over WebSocket.\n\nFlags (each also settable as the DEMON_* variable named, or in the --config TOML file):\n")
+		fmt.Fprint(usage, usageHeader)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -269,7 +295,7 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 		}
 	}
 	// Resolve which config file to read (flag > env).
-	file := getenv("DEMON_CONFIG")
+	file, _ := lookupEnv("DEMON_CONFIG")
 	if setByFlag["config"] {
 		file = *flagVals["config"]
 	}
@@ -283,10 +309,12 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 		if o.flag == "config" {
 			continue
 		}
-		if v := getenv(o.env); v != "" {
-			if err := o.set(&c, v); err != nil {
-				return Config{}, fmt.Errorf("%s=%q: %w", o.env, v, err)
-			}
+		v, ok := lookupEnv(o.env)
+		if !ok || (v == "" && !acceptsEmpty(o)) {
+			continue
+		}
+		if err := o.set(&c, v); err != nil {
+			return Config{}, fmt.Errorf("%s=%q: %w", o.env, v, err)
 		}
 	}
 	for _, o := range opts {
@@ -322,12 +350,41 @@ func applyFile(c *Config, opts []option, file string) error {
 		if !ok {
 			return fmt.Errorf("config file %s: unknown key %q", file, k)
 		}
-		v := fmt.Sprint(raw[k])
+		v, err := fileValue(o, raw[k])
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %w", file, k, err)
+		}
 		if err := o.set(c, v); err != nil {
 			return fmt.Errorf("config file %s: %s = %q: %w", file, k, v, err)
 		}
 	}
 	return nil
+}
+
+// acceptsEmpty reports whether "" is a value of the option (it disables the control API,
+// arms no fault point, ...) rather than a mistake.
+func acceptsEmpty(o option) bool { return o.set(&Config{}, "") == nil }
+
+// fileValue renders a TOML value as the option's string form: an array of strings joins
+// into the comma-separated list a list option parses; any other array is refused rather
+// than flattened into one value.
+func fileValue(o option, raw any) (string, error) {
+	arr, ok := raw.([]any)
+	if !ok {
+		return fmt.Sprint(raw), nil
+	}
+	if !listOptions[o.toml] {
+		return "", fmt.Errorf("want a single value, got an array (%v)", raw)
+	}
+	items := make([]string, len(arr))
+	for i, item := range arr {
+		str, ok := item.(string)
+		if !ok || strings.Contains(str, ",") {
+			return "", fmt.Errorf("array item %v: want a string without commas", item)
+		}
+		items[i] = str
+	}
+	return strings.Join(items, ","), nil
 }
 
 // defaultDataDir is $XDG_DATA_HOME/demon, ~/.local/share/demon, or ./demon-data.

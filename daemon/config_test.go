@@ -13,6 +13,11 @@ import (
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// lookup is an environment that tells a variable set to "" from an unset one.
+func lookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
 func TestByteSize(t *testing.T) {
 	cases := []struct {
 		in   string
@@ -107,4 +112,66 @@ func TestHelpListsEveryOptionWithItsVariable(t *testing.T) {
 		assert.Contains(t, out.String(), "-"+o.flag)
 		assert.Contains(t, out.String(), o.env)
 	}
+	for _, sub := range []string{"demond version", "demond models build-reference|check"} {
+		assert.Contains(t, out.String(), sub, "sub-commands are listed")
+	}
+}
+
+// A TOML array sets a list option item by item; an array for a single-valued option is an
+// error naming the key, not a value glued together from its items.
+func TestConfigFileArrays(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		f := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(f, []byte(text), 0o600))
+		return f
+	}
+	c, err := LoadConfig([]string{"--config", write("list.toml", "allowed_origins = [\"https://a.example\", \"https://b.example\"]\n")}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://a.example", "https://b.example"}, c.AllowedOrigins)
+
+	c, err = LoadConfig([]string{"--config", write("one.toml", "allowed_origins = \"https://a.example,https://b.example\"\n")}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://a.example", "https://b.example"}, c.AllowedOrigins, "a comma-separated string too")
+
+	c, err = LoadConfig([]string{"--config", write("empty.toml", "allowed_origins = []\n")}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Empty(t, c.AllowedOrigins)
+
+	for _, bad := range []struct{ name, text, want string }{
+		{"scalar.toml", "log_level = [\"info\"]\n", "log_level: want a single value"},
+		{"ints.toml", "allowed_origins = [1, 2]\n", "allowed_origins: array item 1"},
+	} {
+		_, err := LoadConfig([]string{"--config", write(bad.name, bad.text)}, env(nil), &bytes.Buffer{})
+		require.Error(t, err, bad.name)
+		assert.Contains(t, err.Error(), bad.want)
+	}
+}
+
+// A variable set to "" applies where an empty value means something (the control API
+// off, no API key) and is ignored where it would be a mistake; LoadConfig's getenv cannot
+// tell it from an unset one.
+func TestConfigEmptyVariables(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "demond.toml")
+	require.NoError(t, os.WriteFile(file, []byte("api_key = \"secret\"\nallowed_origins = [\"https://a.example\"]\n"), 0o600))
+	empty := map[string]string{
+		"DEMON_CONFIG": file, "DEMON_CONTROL_LISTEN": "", "DEMON_API_KEY": "", "DEMON_ALLOWED_ORIGINS": "",
+		"DEMON_LOG_LEVEL": "", "DEMON_DEVICE_CAPACITY": "",
+	}
+	c, err := LoadConfigFrom(nil, lookup(empty), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Empty(t, c.ControlListen, "DEMON_CONTROL_LISTEN=\"\" disables the control API")
+	assert.Empty(t, c.APIKey, "an empty variable overrides the file")
+	assert.Empty(t, c.AllowedOrigins)
+	assert.Equal(t, "info", c.LogLevel, "an empty level is ignored")
+	assert.Positive(t, uint64(c.DeviceCapacity))
+
+	c, err = LoadConfigFrom(nil, lookup(map[string]string{"DEMON_CONFIG": file}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:1319", c.ControlListen, "unset: the default")
+	assert.Equal(t, "secret", c.APIKey)
+
+	c, err = LoadConfig(nil, env(empty), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:1319", c.ControlListen, "getenv cannot say \"set\"")
 }

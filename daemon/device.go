@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"go.uber.org/fx"
 
@@ -18,7 +19,9 @@ type DeviceService struct {
 	cfg    Config
 	log    *slog.Logger
 	faults *FaultsService
-	dev    *trt.Device
+	// dev is atomic because Main reads the ledger from its own goroutine when a stop
+	// times out, while the stop hooks may still be running.
+	dev atomic.Pointer[trt.Device]
 }
 
 // DeviceParams are NewDeviceService's dependencies.
@@ -38,7 +41,7 @@ func NewDeviceService(p DeviceParams) *DeviceService {
 }
 
 // Device returns the device (nil before start and after stop).
-func (s *DeviceService) Device() *trt.Device { return s.dev }
+func (s *DeviceService) Device() *trt.Device { return s.dev.Load() }
 
 func (s *DeviceService) start(context.Context) error {
 	kind, err := trt.ParseDeviceKind(s.cfg.Device)
@@ -54,16 +57,17 @@ func (s *DeviceService) start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create %s device: %w", kind, err)
 	}
-	s.dev = dev
+	s.dev.Store(dev)
 	s.log.Info("device ready", "device", dev.String())
 	return nil
 }
 
 func (s *DeviceService) stop(context.Context) error {
-	if s.dev == nil {
+	dev := s.dev.Load()
+	if dev == nil {
 		return nil
 	}
-	if l, err := s.dev.Ledger(); err == nil {
+	if l, err := dev.Ledger(); err == nil {
 		attrs := []any{"used_bytes", l.Totals.UsedBytes, "peak_bytes", l.Totals.PeakBytes, "live_handles", l.Totals.LiveHandles}
 		if l.Totals.UsedBytes != 0 || l.Totals.LiveHandles != 0 {
 			s.log.Error("device ledger not empty at shutdown: native memory leaked", append(attrs, "owners", l.ByOwner)...)
@@ -71,9 +75,8 @@ func (s *DeviceService) stop(context.Context) error {
 			s.log.Info("device released; ledger at zero", attrs...)
 		}
 	}
-	err := s.dev.Close()
-	s.dev = nil
-	return err
+	s.dev.Store(nil)
+	return dev.Close()
 }
 
 // DeviceModule provides the DeviceService.

@@ -21,7 +21,8 @@ func NewLogger(cfg Config, out io.Writer) *slog.Logger {
 }
 
 // LoggingModule provides the *slog.Logger and routes fx's own events through it at debug
-// level (errors stay at error level). fx.WithLogger must sit at the top level of the app
+// level, errors included: a failed start is reported once, by Main, and fx would otherwise
+// log the same cause three more times (the failed hook, the rollback, the failed start). fx.WithLogger must sit at the top level of the app
 // (inside a module it would only apply to that module), so this is a plain option set.
 func LoggingModule(log *slog.Logger) fx.Option {
 	return fx.Options(
@@ -29,6 +30,7 @@ func LoggingModule(log *slog.Logger) fx.Option {
 		fx.WithLogger(func() fxevent.Logger {
 			l := &fxevent.SlogLogger{Logger: log}
 			l.UseLogLevel(slog.LevelDebug)
+			l.UseErrorLevel(slog.LevelDebug)
 			return l
 		}),
 	)

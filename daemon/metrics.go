@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/fx"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt"
 )
 
@@ -40,9 +41,20 @@ func AsCollector(f any) any {
 	return fx.Annotate(f, fx.As(new(prometheus.Collector)), fx.ResultTags(`group:"collectors"`))
 }
 
-// SessionFailureWindows are the failure windows of lifecycle.md §2.2 that
-// demon_sessions_failed_total is initialised with (so each series exists from boot).
-var SessionFailureWindows = []string{"W-1", "W0", "W1", "W2", "W3", "W4", "W5", "W6"}
+// sessionFailureSeries are the {window, point} pairs demon_sessions_failed_total is
+// initialised with, so each series exists from boot: every fault point at which a session
+// start can fail (windows W2–W5 of lifecycle.md §8.2), a request refused before any
+// allocation (W-1), and a handshake that failed without a fault point.
+func sessionFailureSeries() [][2]string {
+	series := [][2]string{{"W-1", "create.source_prepare"}, {"W4", "handshake"}}
+	for _, p := range trt.FaultPoints() {
+		switch w := session.PointWindow(p); w {
+		case "W2", "W3", "W4", "W5":
+			series = append(series, [2]string{w, p})
+		}
+	}
+	return series
+}
 
 // Metrics holds the session-level metrics. They are registered when the metrics module
 // starts the registry, so every series exists from boot (at zero) even before the first
@@ -52,16 +64,17 @@ type Metrics struct {
 	SessionsActive prometheus.Gauge
 	// SessionsStarted counts sessions that reached running (demon_sessions_started_total).
 	SessionsStarted prometheus.Counter
-	// SessionsFailed counts failed session starts by failure window
-	// (demon_sessions_failed_total{window}).
+	// SessionsFailed counts failed session starts by failure window (lifecycle.md §2.2)
+	// and the fault point or stage they failed at (demon_sessions_failed_total{window,
+	// point}); FailedStart labels an error.
 	SessionsFailed *prometheus.CounterVec
 	// SessionsRefused counts sessions refused by admission (demon_sessions_refused_total).
 	SessionsRefused prometheus.Counter
-	// SessionStart observes seconds from the config message to `ready`
-	// (demon_session_start_seconds).
+	// SessionStart observes how long creating a session took, from its config message to
+	// the session that the ready frame announces (demon_session_start_seconds).
 	SessionStart prometheus.Histogram
-	// TimeToFirstAudio observes seconds from the config message to the first audio slice
-	// sent (demon_session_time_to_first_audio_seconds).
+	// TimeToFirstAudio observes seconds from the WebSocket upgrade to the initial buffer
+	// written, the moment the client can play (demon_session_time_to_first_audio_seconds).
 	TimeToFirstAudio prometheus.Histogram
 	// TickDuration observes the duration of one pipeline tick (demon_tick_duration_seconds).
 	TickDuration prometheus.Histogram
@@ -70,9 +83,15 @@ type Metrics struct {
 	// SliceLateness observes how late a slice was sent against its playback deadline;
 	// on-time slices observe 0 (demon_slice_lateness_seconds).
 	SliceLateness prometheus.Histogram
-	// Underruns counts slices that missed their deadline so the client's buffer ran dry
-	// (demon_underruns_total).
+	// Underruns counts slices that left the stretch of the track since the previous
+	// slice unpatched for more than one latent frame, so the client played it stale: an
+	// underrun of fresh audio as demon-bench counts it. A late slice is not one: the
+	// client never runs dry, it loops its buffer (lifecycle.md §6.3); SliceLateness
+	// counts late slices (demon_underruns_total).
 	Underruns prometheus.Counter
+	// UnderrunStale counts the seconds of track those gaps left stale
+	// (demon_underrun_stale_seconds_total).
+	UnderrunStale prometheus.Counter
 	// WebSocketSentBytes counts bytes sent on session WebSockets
 	// (demon_websocket_sent_bytes_total).
 	WebSocketSentBytes prometheus.Counter
@@ -94,14 +113,14 @@ func NewMetrics() *Metrics {
 		SessionsStarted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_sessions_started_total", Help: "Sessions that reached running."}),
 		SessionsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "demon_sessions_failed_total", Help: "Session starts that failed, by failure window (lifecycle.md §2.2)."},
-			[]string{"window"}),
+			Name: "demon_sessions_failed_total", Help: "Session starts that failed, by failure window (lifecycle.md §2.2: W0 is the boot warmup) and the fault point or stage they failed at."},
+			[]string{"window", "point"}),
 		SessionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_sessions_refused_total", Help: "Sessions refused by admission."}),
 		SessionStart: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "demon_session_start_seconds", Help: "Time from the session config to ready.", Buckets: startBuckets}),
+			Name: "demon_session_start_seconds", Help: "Time to create a session, from its config to ready.", Buckets: startBuckets}),
 		TimeToFirstAudio: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "demon_session_time_to_first_audio_seconds", Help: "Time from the session config to the first audio slice sent.", Buckets: startBuckets}),
+			Name: "demon_session_time_to_first_audio_seconds", Help: "Time from the WebSocket upgrade to the initial buffer written (the client can play).", Buckets: startBuckets}),
 		TickDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "demon_tick_duration_seconds", Help: "Duration of one pipeline tick.", Buckets: fastBuckets}),
 		DecodeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -110,23 +129,35 @@ func NewMetrics() *Metrics {
 			Name: "demon_slice_lateness_seconds", Help: "How late a slice was sent against its deadline (0 when on time).",
 			Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
 		Underruns: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "demon_underruns_total", Help: "Slices that missed their deadline so the client's buffer ran dry."}),
+			Name: "demon_underruns_total", Help: "Slices that left more than one latent frame (40 ms) of the track since the previous slice unpatched, so the client played it stale (late slices: demon_slice_lateness_seconds)."}),
+		UnderrunStale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "demon_underrun_stale_seconds_total", Help: "Seconds of track that underruns left unpatched (played stale)."}),
 		WebSocketSentBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_websocket_sent_bytes_total", Help: "Bytes sent on session WebSockets."}),
 		WebSocketReceivedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "demon_websocket_received_bytes_total", Help: "Bytes received on session WebSockets."}),
 	}
-	for _, w := range SessionFailureWindows {
-		m.SessionsFailed.WithLabelValues(w)
+	for _, wp := range sessionFailureSeries() {
+		m.SessionsFailed.WithLabelValues(wp[0], wp[1])
 	}
 	return m
+}
+
+// FailedStart counts a failed session start under its window and point.
+func (m *Metrics) FailedStart(err error) {
+	m.SessionsFailed.WithLabelValues(session.FailureWindow(err), session.ErrorWindow(err)).Inc()
+}
+
+// FailedWarmup counts a failed boot warmup (window W0) under the point it failed at.
+func (m *Metrics) FailedWarmup(err error) {
+	m.SessionsFailed.WithLabelValues("W0", session.ErrorWindow(err)).Inc()
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.SessionsActive, m.SessionsStarted, m.SessionsFailed, m.SessionsRefused,
 		m.SessionStart, m.TimeToFirstAudio, m.TickDuration, m.DecodeDuration,
-		m.SliceLateness, m.Underruns, m.WebSocketSentBytes, m.WebSocketReceivedBytes,
+		m.SliceLateness, m.Underruns, m.UnderrunStale, m.WebSocketSentBytes, m.WebSocketReceivedBytes,
 	}
 }
 

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/fx"
@@ -27,6 +29,8 @@ type SessionsService struct {
 	live    *Liveness
 	warmed  *Condition
 	admit   *Condition
+
+	warmingUp atomic.Bool // the boot warmup is running (no other session can)
 
 	mu     sync.Mutex
 	mgr    *session.Manager
@@ -82,9 +86,16 @@ func (s *SessionsService) sessionConfig() session.Config {
 func (s *SessionsService) hooks() session.Hooks {
 	m := s.metrics
 	return session.Hooks{
-		Started: func(string, time.Duration) { m.SessionsActive.Inc() },
-		Ended:   func(string) { m.SessionsActive.Dec() },
-		Failed:  func(window string) { m.SessionsFailed.WithLabelValues(window).Inc() },
+		Started: func(_ string, latency time.Duration) {
+			m.SessionsActive.Inc()
+			m.SessionStart.Observe(latency.Seconds())
+		},
+		Ended: func(string) { m.SessionsActive.Dec() },
+		Failed: func(err error) {
+			if !s.warmingUp.Load() { // runWarmup counts the warmup's failure, under W0
+				m.FailedStart(err)
+			}
+		},
 		Refused: func() { m.SessionsRefused.Inc() },
 		Tick: func(tickMs, decMs float64, decoded bool) {
 			m.TickDuration.Observe(tickMs / 1000)
@@ -124,10 +135,15 @@ func (s *SessionsService) runWarmup(ctx context.Context, mgr *session.Manager) s
 		msg := err.Error()
 		return session.WarmupResult{Error: &msg}
 	}
-	res, _ := mgr.Warmup(ctx, session.CreateRequest{
+	s.warmingUp.Store(true)
+	res, err := mgr.Warmup(ctx, session.CreateRequest{
 		PCM: pcm, Channels: 2, FixtureName: name, CropSeconds: 10,
 		Prompt: "ambient electronic, warm pads", Depth: 4,
 	}, 2, 60*time.Second)
+	s.warmingUp.Store(false)
+	if err != nil && !errors.Is(err, session.ErrAdmission) { // a refusal counts as refused
+		s.metrics.FailedWarmup(err)
+	}
 	return res
 }
 

@@ -244,7 +244,7 @@ func TestDeployExampleConfigCoversEveryOption(t *testing.T) {
 	}
 	unit, err := os.ReadFile("../deploy/demond.service")
 	require.NoError(t, err)
-	for _, line := range []string{"Type=notify", "NotifyAccess=main", "WatchdogSec=30", "TimeoutStartSec=300", "TimeoutStopSec=45"} {
+	for _, line := range []string{"Type=notify", "NotifyAccess=main", "WatchdogSec=30", "TimeoutStartSec=300", "TimeoutStopSec=45", "RestartPreventExitStatus=2"} {
 		assert.Regexp(t, `(?m)^`+line+`$`, string(unit))
 	}
 }

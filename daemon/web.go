@@ -69,11 +69,11 @@ func (s *WebService) start(context.Context) error {
 			BytesSent:        func(n int) { m.WebSocketSentBytes.Add(float64(n)) },
 			BytesReceived:    func(n int) { m.WebSocketReceivedBytes.Add(float64(n)) },
 			TimeToFirstAudio: func(d time.Duration) { m.TimeToFirstAudio.Observe(d.Seconds()); m.SessionsStarted.Inc() },
-			SliceLateness: func(d time.Duration) {
-				m.SliceLateness.Observe(max(d.Seconds(), 0))
-				if d > 0 {
-					m.Underruns.Inc()
-				}
+			StartFailed:      m.FailedStart,
+			SliceLateness:    func(d time.Duration) { m.SliceLateness.Observe(max(d.Seconds(), 0)) },
+			StaleGap: func(d time.Duration) {
+				m.Underruns.Inc()
+				m.UnderrunStale.Add(d.Seconds())
 			},
 		},
 	})

@@ -55,8 +55,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
 	defer func() {
-		if err != nil && m.hooks.Failed != nil && !errors.Is(err, ErrAdmission) {
-			m.hooks.Failed(ErrorWindow(err))
+		if err != nil && m.hooks.Failed != nil && !errors.Is(err, ErrAdmission) && !errors.Is(err, ErrShuttingDown) {
+			m.hooks.Failed(err)
 		}
 	}()
 	m.mu.Lock()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/demon-audio/demon/internal/zerowait"
@@ -202,6 +204,43 @@ func ErrorWindow(err error) string {
 		return se.Stage
 	}
 	return "unknown"
+}
+
+// FailureWindow names the failure window of spec/lifecycle.md §2.2 that a failed start
+// belongs to, from the stage or fault point it failed at (§8.2): W-1 for a request refused
+// before anything was allocated, W2 for the engine session, W3 for the rest of create, W4
+// for the handshake, W5 for the runner; "unknown" when neither says. W0, the boot warmup,
+// is the caller's to say: a warmup fails at the same points as any session.
+func FailureWindow(err error) string {
+	var ri *RunnerInitError
+	if errorsAs(err, &ri) {
+		return "W5"
+	}
+	point := ErrorWindow(err)
+	if errors.Is(err, ErrBadRequest) && (point == "create.source_prepare" || point == "unknown") {
+		return "W-1" // request checks and normalisation run before admission and any allocation
+	}
+	var se *StageError
+	if errorsAs(err, &se) {
+		point = se.Stage // a device fault inside a stage fails that stage's window
+	}
+	return PointWindow(point)
+}
+
+// PointWindow maps a fault point or create stage to its failure window (spec/lifecycle.md
+// §8.2); "unknown" for points outside a session's life (device.*).
+func PointWindow(point string) string {
+	for _, w := range pointWindows {
+		if strings.HasPrefix(point, w.prefix) {
+			return w.window
+		}
+	}
+	return "unknown"
+}
+
+var pointWindows = []struct{ prefix, window string }{
+	{"model.", "W1"}, {"session.init", "W2"}, {"create.", "W3"}, {"handshake", "W4"},
+	{"run.runner_init", "W5"}, {"run.", "W6"}, {"close.", "W7"},
 }
 
 // StageError tags an error with the create stage it happened in.

@@ -67,8 +67,9 @@ func DefaultConfig() Config {
 type Hooks struct {
 	// Started is called when a session is ready, with the create latency.
 	Started func(id string, latency time.Duration)
-	// Failed is called for each failed start, with the window (fault point or stage).
-	Failed func(window string)
+	// Failed is called for each failed create, with its error (FailureWindow and
+	// ErrorWindow label it); not for refusals or creates cut short by shutdown.
+	Failed func(err error)
 	// Refused is called for each admission refusal.
 	Refused func()
 	// Ended is called when a session is closed.

@@ -68,7 +68,14 @@ type conn struct {
 	timbreStr   float64
 	sessOpen    bool // this connection owns an open session (guard or Run)
 	dyingMarked bool
+
+	// lastSlice is the window of the last slice written, for sliceCoverage; only the
+	// writer goroutine (which renders slices) touches it.
+	lastSlice sliceWindow
 }
+
+// sliceWindow is a slice's place in a track of trackFrames frames.
+type sliceWindow struct{ start, frames, trackFrames int }
 
 func newConn(s *Server, wc *websocket.Conn, ip string, start time.Time) *conn {
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -485,6 +492,28 @@ func (c *conn) send(m ServerMessage) {
 		return
 	}
 	c.push(g)
+}
+
+// latentFrameSamples is one latent frame in audio frames (40 ms at 48 kHz): a gap up to
+// this long between two slices is the decoder's granularity, not stale audio.
+const latentFrameSamples = 1920
+
+// sliceCoverage reports to the StaleGap hook the stretch of the track that the
+// previous slice and this one (start, frames) leave unpatched, when it is longer than
+// one latent frame. A jump of half the track or more is a new position (a seek, a loop
+// band wrapping), not a gap. Called on the writer goroutine, in write order.
+func (c *conn) sliceCoverage(start, frames int) {
+	total := c.mirror.Frames()
+	prev := c.lastSlice
+	c.lastSlice = sliceWindow{start: start, frames: frames, trackFrames: total}
+	h := c.s.opts.Hooks.StaleGap
+	if h == nil || prev.frames == 0 || prev.trackFrames != total {
+		return // the first slice of this track
+	}
+	ahead := ((start-prev.start)%total + total) % total
+	if gap := ahead - prev.frames; ahead < total/2 && gap > latentFrameSamples {
+		h(time.Duration(gap) * time.Second / 48000)
+	}
 }
 
 // sliceLateness reports how far past the slice start the client's

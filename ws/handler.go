@@ -103,6 +103,17 @@ type Hooks struct {
 	// extrapolated playhead already is past the slice start (negative: the
 	// slice arrived ahead of the playhead, as intended).
 	SliceLateness func(d time.Duration)
+	// StaleGap is called when a slice leaves the stretch of the track since the
+	// previous slice unpatched for more than one latent frame (40 ms), with its
+	// length: the client's playhead plays that stretch stale. This is an underrun
+	// of fresh audio as demon-bench counts it (bench/stream.go); the client itself
+	// never runs dry, it loops its buffer (spec/lifecycle.md §6.3).
+	StaleGap func(d time.Duration)
+	// StartFailed is called when a created session fails before it streams: its
+	// handshake (the error is tagged with the stage "handshake" unless a fault point
+	// says where) or its runner (*session.RunnerInitError). Create failures are reported
+	// by the session manager's hooks.
+	StartFailed func(err error)
 	// SessionEnded is called once per session socket with its close code.
 	SessionEnded func(code int)
 }

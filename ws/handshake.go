@@ -310,6 +310,9 @@ func (c *conn) handshakeFailed(err error) outcome {
 	}
 	window := session.ErrorWindow(err)
 	c.logger().Error("session start failed", "window", window, "err", err)
+	if h := c.s.opts.Hooks.StartFailed; h != nil {
+		h(&session.StageError{Stage: "handshake", Err: err})
+	}
 	return startFailure(Error{Code: CodeSessionStartFailed, Message: err.Error(), Window: window}, websocket.CloseInternalServerErr)
 }
 
@@ -321,6 +324,9 @@ func (c *conn) runEnded(err error) outcome {
 	case errors.As(err, &ri):
 		window := session.ErrorWindow(ri.Err)
 		c.logger().Error("session start failed: runner", "window", window, "err", err)
+		if h := c.s.opts.Hooks.StartFailed; h != nil {
+			h(err)
+		}
 		return startFailure(Error{Code: CodeSessionStartFailed, Message: err.Error(), Window: window}, websocket.CloseInternalServerErr)
 	case errors.As(err, &re):
 		c.logger().Error("generation stopped", "err", err)
@@ -352,11 +358,13 @@ func (o *output) Slice(ev *session.SliceEvent) error {
 	start := int(ev.StartSample)
 	g := AudioGroup(c.mirror, c.enc, PendingSlice{Start: start, Samples: slices.Clone(ev.Samples),
 		TickMs: ev.TickMs, DecMs: ev.DecMs, NumGens: ev.NumGens})
+	frames := len(ev.Samples) / c.mirror.Channels()
 	render := g.Render
 	g.Render = func() ([]Frame, error) {
 		f, err := render()
 		if err == nil {
 			c.sliceLateness(start)
+			c.sliceCoverage(start, frames)
 		}
 		return f, err
 	}

@@ -7,4 +7,4 @@ import (
 	"github.com/demon-audio/demon/daemon"
 )
 
-func main() { os.Exit(daemon.Main(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
+func main() { os.Exit(daemon.Main(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)) }
