@@ -81,7 +81,7 @@ func newConn(s *Server, wc *websocket.Conn, ip string, start time.Time) *conn {
 	c.log.Store(s.log.With("remote", wc.RemoteAddr().String()))
 	wc.SetPongHandler(func(string) error {
 		if c.readerStarted.Load() {
-			_ = wc.SetReadDeadline(time.Now().Add(2 * s.opts.PingInterval))
+			c.keepReading()
 		}
 		return nil
 	})
@@ -391,22 +391,50 @@ func (c *conn) rejectDraining() {
 func (c *conn) startReader() {
 	c.q = NewQueue(c.s.opts.OutgoingQueue)
 	c.readerStarted.Store(true)
-	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.s.opts.PingInterval))
+	// Every message is read as a stream and held to its own limit (text
+	// textReadLimit, a PCM follow-up MaxUploadBytes): one over it is read to
+	// its end and answered, not closed with 1009. Only a frame over the
+	// protocol's inbound maximum ends the socket, as with DEMON's max_size.
+	c.ws.SetReadLimit(MaxInboundMessage)
+	c.keepReading()
 	go c.reader()
+}
+
+// keepReading pushes the read deadline two ping intervals out: the client
+// counts as alive while anything arrives (a message, a chunk of a large one,
+// a pong).
+func (c *conn) keepReading() {
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.s.opts.PingInterval))
 }
 
 func (c *conn) reader() {
 	defer close(c.readerDone)
 	for {
-		typ, data, err := c.ws.ReadMessage()
+		typ, r, err := c.ws.NextReader()
 		if err != nil {
 			c.gone(err)
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.s.opts.PingInterval))
-		c.received(len(data))
+		c.keepReading()
 		if typ != websocket.TextMessage {
-			c.logger().Info("ignoring a binary message where a JSON message was expected", "bytes", len(data))
+			// A binary frame outside a follow-up pair is ignored (§4.6),
+			// whatever its size.
+			n, err := c.discard(r)
+			if err != nil {
+				c.gone(err)
+				return
+			}
+			c.logger().Info("ignoring a binary message where a JSON message was expected", "bytes", n)
+			continue
+		}
+		data, over, err := c.readPayload(r, textReadLimit)
+		if err != nil {
+			c.gone(err)
+			return
+		}
+		if over {
+			c.logger().Info("ignoring an oversized text message", "limit", textReadLimit)
+			c.send(Error{Code: CodeBadMessage, Message: fmt.Sprintf("message exceeds %d bytes; ignored", textReadLimit)})
 			continue
 		}
 		c.dispatch(data)
@@ -414,17 +442,57 @@ func (c *conn) reader() {
 }
 
 // readFollowUp reads the message that follows a set_*_source / PCM
-// swap_source (§4.6 binary follow-up rule), whatever its type, with the PCM
-// read limit.
-func (c *conn) readFollowUp() ([]byte, error) {
-	c.ws.SetReadLimit(c.s.opts.MaxUploadBytes)
-	defer c.ws.SetReadLimit(textReadLimit)
-	_, data, err := c.ws.ReadMessage()
+// swap_source (§4.6 binary follow-up rule), whatever its type. One over
+// MaxUploadBytes is read to its end and dropped (tooBig), so the caller can
+// answer it and the session goes on.
+func (c *conn) readFollowUp() (data []byte, tooBig bool, err error) {
+	_, r, err := c.ws.NextReader()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	c.received(len(data))
-	return data, nil
+	c.keepReading()
+	return c.readPayload(r, c.s.opts.MaxUploadBytes)
+}
+
+// readPayload reads the rest of a message of at most limit bytes. A longer
+// one is read to its end and discarded (over): the socket stays in step.
+func (c *conn) readPayload(r io.Reader, limit int64) (data []byte, over bool, err error) {
+	lr := &liveReader{c: c, r: r}
+	defer func() { c.received(int(lr.n)) }()
+	if data, err = io.ReadAll(io.LimitReader(lr, limit+1)); err != nil {
+		return nil, false, err
+	}
+	if int64(len(data)) <= limit {
+		return data, false, nil
+	}
+	_, err = io.Copy(io.Discard, lr)
+	return nil, true, err
+}
+
+// discard reads the rest of a message and drops it.
+func (c *conn) discard(r io.Reader) (int64, error) {
+	lr := &liveReader{c: c, r: r}
+	_, err := io.Copy(io.Discard, lr)
+	c.received(int(lr.n))
+	return lr.n, err
+}
+
+// liveReader counts a message's bytes and keeps the read deadline moving
+// while they arrive: a 100 MiB PCM frame on a slow uplink may take longer
+// than the deadline, but a stalled one still times out.
+type liveReader struct {
+	c *conn
+	r io.Reader
+	n int64
+}
+
+func (l *liveReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if n > 0 {
+		l.n += int64(n)
+		l.c.keepReading()
+	}
+	return n, err
 }
 
 // ---- writer -------------------------------------------------------------------

@@ -13,9 +13,13 @@ import (
 // Client messages during streaming (protocol.md §4.6), handled on the
 // reader goroutine. Acks go through the outgoing queue, so they keep their
 // order relative to each other. Malformed messages get a non-fatal error
-// event (code bad_message) and the session goes on; unknown types get
-// not_supported. Messages that arrive before the session exists (a client
-// speaking before ready) are dropped with a log line.
+// event (code bad_message), plus the failure event a swap or reference
+// request waits for, and the session goes on; unknown types get
+// not_supported. A message that takes a PCM frame owns the next WS message
+// even when it is refused; a PCM frame over MaxUploadBytes is read to its
+// end and answered with the request's failure event. Messages that arrive
+// before the session exists (a client speaking before ready) are dropped
+// with a log line.
 
 // Not-yet-supported features answer with a failure the client understands.
 const (
@@ -32,26 +36,71 @@ var keystoneChannels = []int{13, 14, 19, 23, 29, 56}
 
 func (c *conn) dispatch(data []byte) {
 	msg, err := DecodeClientMessage(data)
-	if err != nil {
-		var ut *UnknownTypeError
-		if errors.As(err, &ut) {
-			c.logger().Info("unknown client message type", "type", ut.Type)
-			c.send(NotSupportedFor(ut.Type))
-			return
-		}
-		c.logger().Info("malformed client message", "err", err)
-		c.send(Error{Code: CodeBadMessage, Message: err.Error()})
-		return
+	// A message that takes a PCM frame owns the next WS message even when it
+	// fails to decode: left unread, the PCM would be taken for the next
+	// message.
+	takesPCM := PCMFollows(data)
+	if err == nil {
+		takesPCM = msg.ExpectsPCM()
 	}
 	var follow []byte
-	if msg.ExpectsPCM() {
-		// The next message is this one's PCM, whatever its type (§4.6).
-		if follow, err = c.readFollowUp(); err != nil {
-			c.gone(err)
+	if takesPCM {
+		var tooBig bool
+		var rerr error
+		if follow, tooBig, rerr = c.readFollowUp(); rerr != nil {
+			c.gone(rerr)
+			return
+		}
+		if tooBig && err == nil {
+			limit := c.s.opts.MaxUploadBytes
+			reason := fmt.Sprintf("PCM frame exceeds this server's limit of %d bytes", limit)
+			c.logger().Info("PCM follow-up too large; refused", "type", msg.Type(), "limit", limit)
+			if ev := failureEvent(msg.Type(), reason); ev != nil {
+				c.send(ev)
+			} else {
+				c.send(Error{Code: CodeBadMessage, Message: reason})
+			}
 			return
 		}
 	}
+	if err != nil {
+		c.refuse(data, err)
+		return
+	}
 	c.apply(msg, follow)
+}
+
+// refuse answers a message that failed to decode: not_supported for an
+// unknown type, otherwise a bad_message error plus the failure event its
+// sender waits for, if its type has one.
+func (c *conn) refuse(data []byte, err error) {
+	var ut *UnknownTypeError
+	if errors.As(err, &ut) {
+		c.logger().Info("unknown client message type", "type", ut.Type)
+		c.send(NotSupportedFor(ut.Type))
+		return
+	}
+	c.logger().Info("malformed client message", "err", err)
+	c.send(Error{Code: CodeBadMessage, Message: err.Error()})
+	typ, _ := MessageTypeOf(data)
+	if ev := failureEvent(typ, "request refused: "+err.Error()); ev != nil {
+		c.send(ev)
+	}
+}
+
+// failureEvent is the event the sender of a request of type typ waits for
+// when it cannot be carried out (DEMON's client has no timeouts, §10.15):
+// swap_failed, timbre_failed or structure_failed; nil for other types.
+func failureEvent(typ, reason string) ServerMessage {
+	switch typ {
+	case TypeSwapSource:
+		return SwapFailed{Error: reason}
+	case TypeSetTimbreSource, TypeSetTimbreFixture:
+		return TimbreFailed{Error: reason}
+	case TypeSetStructureSource, TypeSetStructureFixture:
+		return StructureFailed{Error: reason}
+	}
+	return nil
 }
 
 // apply carries out one decoded client message (with its PCM follow-up, if
