@@ -64,7 +64,6 @@ type conn struct {
 	playheadAt  time.Time
 	duration    float64
 	prompt      string
-	loopBand    *LoopBand
 	timbreStr   float64
 	sessOpen    bool // this connection owns an open session (guard or Run)
 	dyingMarked bool

@@ -152,11 +152,13 @@ func (c *conn) apply(msg Message, follow []byte) {
 			c.send(DepthApplied{Value: v})
 		}
 	case *LoopBand:
-		// Stored; band-aware decoding is the run loop's business (not yet
-		// in the session API). No ack.
-		c.mu.Lock()
-		c.loopBand = m
-		c.mu.Unlock()
+		// Arms or clears the band the run loop aims slices into (§4.3), from
+		// the next tick. No ack (§4.7).
+		start, end := 0.0, 0.0
+		if m.Armed() {
+			start, end = *m.StartSec, *m.EndSec
+		}
+		sess.UpdateControls(func(ct *session.Controls) { ct.LoopStart, ct.LoopEnd = start, end })
 	case *EnableLoRA, *DisableLoRA:
 		c.send(LoRACatalog{})
 	case *SetTimbreSource, *SetTimbreFixture:
@@ -295,7 +297,7 @@ func (c *conn) swap(sess *session.Session, m *SwapSource, follow []byte) {
 		}
 		dur := float64(len(buf)/2) / 48000
 		c.mu.Lock()
-		c.duration, c.playhead, c.playheadAt, c.loopBand = dur, 0, timeNow(), nil
+		c.duration, c.playhead, c.playheadAt = dur, 0, timeNow()
 		c.mu.Unlock()
 		var fixture *string
 		if name != "" {

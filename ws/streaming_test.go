@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
@@ -104,4 +105,96 @@ func (cl *client) eventsUntil(typ string) []map[string]any {
 			return evs
 		}
 	}
+}
+
+// sliceSpan is one slice's region in frames.
+type sliceSpan struct{ start, end int }
+
+// slicesFor reads for d, applying slices and collecting their regions; JSON
+// events are kept in cl.events.
+func (cl *client) slicesFor(d time.Duration) []sliceSpan {
+	cl.t.Helper()
+	var out []sliceSpan
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		mt, b, err := cl.read()
+		require.NoError(cl.t, err)
+		if mt == websocket.TextMessage {
+			var m map[string]any
+			require.NoError(cl.t, json.Unmarshal(b, &m))
+			cl.events = append(cl.events, m)
+			continue
+		}
+		h, _, err := DecodeSliceHeader(b)
+		require.NoError(cl.t, err)
+		require.NoError(cl.t, cl.mirror.Apply(b))
+		cl.slices++
+		out = append(out, sliceSpan{int(h.StartSample), int(h.StartSample + h.NumSamples)})
+	}
+	return out
+}
+
+// applied sends set_depth and waits for its ack: every slice after it was
+// generated with the controls sent before it.
+func (cl *client) applied() {
+	cl.t.Helper()
+	cl.sendJSON(map[string]any{"type": "set_depth", "value": 4})
+	cl.applyUntil("depth_applied")
+}
+
+// TestLoopBandSlicesLandInsideTheBand: with the playhead inside an armed
+// loop_band, every slice falls inside the band: a sawtooth through it for a
+// band longer than a slice, pinned at its start and clamped at its end for
+// a shorter one; clearing the band (or a swap) lets slices follow the
+// playhead again.
+func TestLoopBandSlicesLandInsideTheBand(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	cl := e.startClient(t, fixtureConfig(nil), nil) // 6 s
+	cl.readSlices(1)
+	sess := e.mgr.List()[0]
+	const sr = 48000
+
+	// [2, 3) s: the playhead is reported once at 2.1 s and then runs on;
+	// without the band the target (0.5 s ahead) would leave it within 0.4 s.
+	cl.sendJSON(map[string]any{"type": "params", "raw": map[string]any{}, "playback_pos": 2.1})
+	cl.sendJSON(map[string]any{"type": "loop_band", "start_sec": 2.0, "end_sec": 3.0})
+	cl.applied()
+	got := cl.slicesFor(1500 * time.Millisecond)
+	require.GreaterOrEqual(t, len(got), 5)
+	lo, hi := got[0].start, 0
+	for _, s := range got {
+		assert.GreaterOrEqual(t, s.start, 2*sr, "slice %v starts before the band", s)
+		assert.LessOrEqual(t, s.end, 3*sr, "slice %v ends after the band", s)
+		lo, hi = min(lo, s.start), max(hi, s.end)
+	}
+	assert.LessOrEqual(t, lo, 2*sr+9600, "the target wrapped back to the band start")
+	assert.Equal(t, 3*sr, hi, "near the end the window is shifted back to end at the band end")
+	t.Logf("band [2, 3) s: %d slices, frames %d..%d", len(got), lo, hi)
+
+	// [1, 1.2) s, shorter than a 0.36 s slice: pinned at 1 s, clamped at 1.2 s.
+	cl.sendJSON(map[string]any{"type": "params", "raw": map[string]any{}, "playback_pos": 1.05})
+	cl.sendJSON(map[string]any{"type": "loop_band", "start_sec": 1.0, "end_sec": 1.2})
+	cl.applied()
+	got = cl.slicesFor(300 * time.Millisecond)
+	require.NotEmpty(t, got)
+	for _, s := range got {
+		assert.Equal(t, sliceSpan{1 * sr, 1.2 * sr}, s)
+	}
+
+	// Cleared (nulls, as the client sends at start): slices follow the
+	// playhead past the old band.
+	cl.sendJSON(map[string]any{"type": "loop_band", "start_sec": nil, "end_sec": nil})
+	cl.applied()
+	got = cl.slicesFor(300 * time.Millisecond)
+	require.NotEmpty(t, got)
+	assert.Greater(t, got[len(got)-1].end, int(1.2*sr))
+
+	// A swap clears an armed band: it belonged to the old source.
+	cl.sendJSON(map[string]any{"type": "loop_band", "start_sec": 0.5, "end_sec": 1.5})
+	cl.applied()
+	assert.InDelta(t, 1.5, sess.Controls().LoopEnd, 1e-9)
+	cl.sendJSON(map[string]any{"type": "swap_source", "use_server_source": true, "fixture_name": "demo_groove_C_30s.wav"})
+	cl.applyUntil("swap_ready")
+	cl.applyUntil("swap_buffer")
+	assert.Zero(t, sess.Controls().LoopEnd)
+	e.stopAndCompare(t, cl)
 }
