@@ -56,17 +56,29 @@ type conn struct {
 	pingDone   chan struct{}
 
 	applyMu sync.Mutex // serialises apply: browser messages and control-bus commands
+	// Messages that arrived before the session existed (guarded by applyMu;
+	// holding tells without the lock that some wait), see hold.
+	held         []heldMessage
+	heldBytes    int
+	heldParams   bool // params merged into knobs, not yet pushed to the session
+	heldPlayhead bool // ... one of them carried playback_pos
+	heldOverflow bool // the overflow error was sent
+	holding      atomic.Bool
+	replayDone   chan struct{} // closed when startReplay's goroutine ends; nil if none
 
-	mu          sync.Mutex
-	knobs       Knobs // merged params.raw
-	lastRaw     Knobs
-	playhead    float64
-	playheadAt  time.Time
-	duration    float64
-	prompt      string
-	timbreStr   float64
-	sessOpen    bool // this connection owns an open session (guard or Run)
-	dyingMarked bool
+	mu      sync.Mutex
+	knobs   Knobs // merged params.raw
+	lastRaw Knobs
+	// reportedKnobs are the ignored knobs already named in a not_supported
+	// event (once per knob per session).
+	reportedKnobs map[string]bool
+	playhead      float64
+	playheadAt    time.Time
+	duration      float64
+	prompt        string
+	timbreStr     float64
+	sessOpen      bool // this connection owns an open session (guard or Run)
+	dyingMarked   bool
 }
 
 func newConn(s *Server, wc *websocket.Conn, ip string, start time.Time) *conn {
@@ -75,7 +87,7 @@ func newConn(s *Server, wc *websocket.Conn, ip string, start time.Time) *conn {
 		s: s, ws: wc, ip: ip, start: start, ctx: ctx, cancel: cancel,
 		readerDone: make(chan struct{}), writerDone: make(chan struct{}),
 		pingStop: make(chan struct{}), pingDone: make(chan struct{}),
-		knobs: Knobs{}, playheadAt: time.Now(),
+		knobs: Knobs{}, reportedKnobs: map[string]bool{}, playheadAt: time.Now(),
 	}
 	c.log.Store(s.log.With("remote", wc.RemoteAddr().String()))
 	wc.SetPongHandler(func(string) error {
@@ -156,6 +168,9 @@ func (c *conn) cleanup() {
 	_ = c.ws.Close()
 	if c.readerStarted.Load() {
 		<-c.readerDone
+	}
+	if c.replayDone != nil {
+		<-c.replayDone
 	}
 	if c.q != nil {
 		c.q.Close()

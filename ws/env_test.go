@@ -271,6 +271,14 @@ func (e *env) startClient(t testing.TB, cfg map[string]any, pcm []float32) *clie
 	if pcm != nil {
 		require.NoError(t, cl.c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, 2, pcm)))
 	}
+	cl.readStart()
+	return cl
+}
+
+// readStart reads ready and the initial buffer, and sets up the mirror.
+func (cl *client) readStart() {
+	t := cl.t
+	t.Helper()
 	cl.ready = cl.readJSON()
 	require.Equal(t, "ready", cl.ready["type"], "ready: %v", cl.ready)
 	cl.ch = int(cl.ready["channels"].(float64))
@@ -279,12 +287,10 @@ func (e *env) startClient(t testing.TB, cfg map[string]any, pcm []float32) *clie
 	require.Equal(t, websocket.BinaryMessage, typ)
 	frames := int(math.Round(cl.ready["duration"].(float64) * 48000))
 	require.Equal(t, frames*cl.ch*2, len(buf), "initial buffer = frames × channels × 2 bytes")
-	cl.mirror = &Mirror{}
 	m, err := NewMirror(cl.ch, make([]float32, cl.ch))
 	require.NoError(t, err)
 	cl.mirror = m
 	require.NoError(t, m.ApplyF16(cl.ch, buf))
-	return cl
 }
 
 // readStems reads stem_assets + 2 binaries (or stem_failed).

@@ -137,6 +137,10 @@ type Server struct {
 	// "the client disconnects right after stem_assets" deterministic. Set
 	// before serving.
 	testHookStemHeaderSent func(ctx context.Context)
+	// testHookBeforeCreate, when set, runs right before Manager.Create.
+	// TEST ONLY: makes "the client speaks before the session exists"
+	// deterministic. Set before serving.
+	testHookBeforeCreate func(c *conn)
 }
 
 // Defaults.

@@ -273,6 +273,12 @@ func TestStreamingMessagesAreAnswered(t *testing.T) {
 	// LoRA, timbre, structure, unknown types: never left unanswered.
 	cl.sendJSON(map[string]any{"type": "enable_lora", "id": "x"})
 	assert.Equal(t, []any{}, cl.applyUntil("lora_catalog")["catalog"])
+	ns := cl.applyUntil("not_supported")
+	assert.Equal(t, "enable_lora", ns["request"])
+	assert.Contains(t, ns["message"], "LoRA adapters are not supported")
+	cl.sendJSON(map[string]any{"type": "disable_lora", "id": "x"})
+	assert.Equal(t, []any{}, cl.applyUntil("lora_catalog")["catalog"])
+	assert.Equal(t, "disable_lora", cl.applyUntil("not_supported")["request"])
 	cl.sendJSON(map[string]any{"type": "set_timbre_fixture", "name": "demo_groove_C_30s.wav"})
 	assert.Contains(t, cl.applyUntil("timbre_failed")["error"], "not supported")
 	cl.sendJSON(map[string]any{"type": "set_structure_source", "name": "x"})
@@ -280,7 +286,7 @@ func TestStreamingMessagesAreAnswered(t *testing.T) {
 	assert.Contains(t, cl.applyUntil("structure_failed")["error"], "not supported")
 	cl.sendJSON(map[string]any{"type": "loop_band", "start_sec": nil, "end_sec": nil})
 	cl.sendJSON(map[string]any{"type": "teleport", "where": "mars"})
-	ns := cl.applyUntil("not_supported")
+	ns = cl.applyUntil("not_supported")
 	assert.Equal(t, "teleport", ns["request"])
 
 	// swap_source by name → swap_ready + buffer; slices keep matching.

@@ -198,3 +198,77 @@ func TestLoopBandSlicesLandInsideTheBand(t *testing.T) {
 	assert.Zero(t, sess.Controls().LoopEnd)
 	e.stopAndCompare(t, cl)
 }
+
+// TestMessagesBeforeReadyAreCarriedOutAfterIt: messages a client sends
+// before the session exists are held, then carried out in order once it
+// runs (DEMON's server reads them late, it does not lose them).
+func TestMessagesBeforeReadyAreCarriedOutAfterIt(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	// Create waits until the reader has held the three messages (on the
+	// server's goroutine: Errorf, not Fatal).
+	e.srv.testHookBeforeCreate = func(c *conn) {
+		held := func() bool {
+			c.applyMu.Lock()
+			defer c.applyMu.Unlock()
+			return len(c.held) == 2 && c.heldParams
+		}
+		for deadline := time.Now().Add(5 * time.Second); !held(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("the messages sent before ready were not held")
+				return
+			}
+		}
+	}
+	cl := &client{t: t, c: e.dial(t)}
+	t.Cleanup(cl.close)
+	cl.sendJSON(fixtureConfig(nil))
+	cl.sendJSON(map[string]any{"type": "params", "raw": map[string]any{"denoise": 0.9, "feedback": 0.5}, "playback_pos": 1.0})
+	cl.sendJSON(map[string]any{"type": "prompt", "tags": "early bird"})
+	cl.sendJSON(map[string]any{"type": "set_depth", "value": 2})
+	cl.readStart()
+	evs := cl.eventsUntil("depth_applied")
+	assert.EqualValues(t, 2, evs[len(evs)-1]["value"])
+	var types []any
+	for _, ev := range evs {
+		if ev["type"] != "params_update" {
+			types = append(types, ev["type"])
+		}
+	}
+	assert.Equal(t, []any{"not_supported", "prompt_applied", "depth_applied"}, types, "answered in order")
+	sess := e.mgr.List()[0]
+	assert.InDelta(t, 0.9, sess.Controls().Denoise, 1e-6)
+	assert.Equal(t, 2, sess.Controls().Depth)
+	assert.Contains(t, e.logs.String(), "held until it does")
+	cl.readSlices(2)
+	e.stopAndCompare(t, cl)
+}
+
+// TestIgnoredKnobsAreReportedOncePerKnob: params knobs DEMON applies and
+// demon does not get one not_supported event naming them, once per knob per
+// session, however often the heartbeat repeats them.
+func TestIgnoredKnobsAreReportedOncePerKnob(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	cl := e.startClient(t, fixtureConfig(nil), nil)
+	cl.readSlices(1)
+	raw := map[string]any{"seed": 3, "denoise": 0.6, "feedback": 0.2, "feedback_depth": 2, "dcw_enabled": true,
+		"dcw_mode": "low", "steps_override": 8, "lora_default_strength": 1, "lora_str_funk": 0.7, "my_own_key": 1, "ch_g0": 1.5}
+	for range 20 {
+		cl.sendJSON(map[string]any{"type": "params", "raw": raw, "playback_pos": 0.5})
+	}
+	raw["dcw_scaler"] = 0.1
+	cl.sendJSON(map[string]any{"type": "params", "raw": raw})
+	cl.sendJSON(map[string]any{"type": "set_depth", "value": 3})
+	var reports []map[string]any
+	for _, ev := range cl.eventsUntil("depth_applied") {
+		if ev["type"] == "not_supported" {
+			reports = append(reports, ev)
+		}
+	}
+	require.Len(t, reports, 2)
+	assert.Equal(t, "params", reports[0]["request"])
+	assert.Equal(t, []any{"dcw_enabled", "dcw_mode", "feedback", "feedback_depth", "lora_str_funk", "steps_override"}, reports[0]["knobs"])
+	assert.Contains(t, reports[0]["message"], "feedback, feedback_depth")
+	assert.Equal(t, []any{"dcw_scaler"}, reports[1]["knobs"])
+	assert.EqualValues(t, 3, e.mgr.List()[0].Controls().Seed, "applied knobs still apply")
+	e.stopAndCompare(t, cl)
+}
