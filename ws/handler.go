@@ -47,7 +47,11 @@ type Options struct {
 	UploadsDir string
 	// AllowedOrigins is the Origin allow-list for WebSocket upgrades
 	// ("https://host:port" exact matches, or "*"). Empty allows same-host
-	// origins only. Requests without an Origin (non-browser clients) are
+	// origins, plus, on a connection that arrived on a loopback address,
+	// loopback origins on any port (DEMON's own web client on
+	// http://localhost:6660 talks to a local demond on another port; a
+	// browser never lets a page forge its Origin, so a remote page cannot
+	// pass for one). Requests without an Origin (non-browser clients) are
 	// always allowed. A refused origin gets 403.
 	AllowedOrigins []string
 	// APIKey, if set, is required on WebSocket upgrades and the upload
@@ -247,11 +251,35 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	}
 	if len(s.opts.AllowedOrigins) == 0 {
 		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
+		if err != nil {
+			return false
+		}
+		return strings.EqualFold(u.Host, r.Host) || (loopbackHost(u.Hostname()) && arrivedOnLoopback(r))
 	}
 	return slices.ContainsFunc(s.opts.AllowedOrigins, func(o string) bool {
 		return o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
 	})
+}
+
+// loopbackHost reports whether host (no port) names this machine's
+// loopback interface: "localhost" or a loopback IP.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// arrivedOnLoopback reports whether the request's connection was accepted on
+// a loopback address (the server listens there, or the client is local).
+func arrivedOnLoopback(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	return err == nil && loopbackHost(host)
 }
 
 func clientIP(r *http.Request) string {
