@@ -258,12 +258,49 @@ func (c *conn) sent(n int) {
 	}
 }
 
-// writeFrame writes one message with the write deadline. Before the writer
-// goroutine starts, the handshake goroutine is the only writer; after, only
-// the writer goroutine is.
+// writeChunk is the most of a message written under one write deadline.
+const writeChunk = 64 << 10
+
+// writeFrame writes one message. A small one must go out within
+// WriteTimeout. A larger one (the initial or a swap buffer) is written in
+// chunks, as continuation frames: each chunk within WriteTimeout, so a
+// stalled client is dropped as fast as with a small message, and the whole
+// within WriteTimeout + size/MinWriteRate, so a slow link gets the time its
+// size needs and a client too slow to ever stream is still dropped. Pings
+// go out between chunks, so a slow but live client keeps answering them.
+// Before the writer goroutine starts, the handshake goroutine is the only
+// writer; after, only the writer goroutine is.
 func (c *conn) writeFrame(f Frame) error {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-	if err := c.ws.WriteMessage(f.Type, f.Data); err != nil {
+	base := c.s.opts.WriteTimeout
+	now := time.Now()
+	if len(f.Data) <= writeChunk {
+		_ = c.ws.SetWriteDeadline(now.Add(base))
+		if err := c.ws.WriteMessage(f.Type, f.Data); err != nil {
+			return err
+		}
+		c.sent(len(f.Data))
+		return nil
+	}
+	whole := now.Add(base + time.Duration(float64(len(f.Data))/float64(c.s.opts.MinWriteRate)*float64(time.Second)))
+	next := func() time.Time {
+		if d := time.Now().Add(base); d.Before(whole) {
+			return d
+		}
+		return whole
+	}
+	_ = c.ws.SetWriteDeadline(next())
+	w, err := c.ws.NextWriter(f.Type)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(f.Data); off += writeChunk {
+		_ = c.ws.SetWriteDeadline(next())
+		if _, err := w.Write(f.Data[off:min(off+writeChunk, len(f.Data))]); err != nil {
+			return err
+		}
+	}
+	_ = c.ws.SetWriteDeadline(next())
+	if err := w.Close(); err != nil {
 		return err
 	}
 	c.sent(len(f.Data))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -53,8 +54,12 @@ type envOptions struct {
 	capacity  uint64 // device bytes (default 64 GiB)
 	realistic bool   // FootprintsRealistic engines (default FootprintsActual)
 	faults    string
-	opts      func(*Options)
-	cfg       func(*session.Config)
+	// smallSendBuffers gives accepted sockets a small kernel send buffer,
+	// so a large message cannot vanish into it (loopback autotunes it to
+	// megabytes) and its write lasts as long as the client's reading.
+	smallSendBuffers bool
+	opts             func(*Options)
+	cfg              func(*session.Config)
 }
 
 type env struct {
@@ -125,7 +130,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.srv, err = NewServer(opts)
 	require.NoError(t, err)
-	e.hs = httptest.NewServer(e.srv.Handler())
+	e.hs = httptest.NewUnstartedServer(e.srv.Handler())
+	if o.smallSendBuffers {
+		e.hs.Listener = smallSendBuffers{e.hs.Listener}
+	}
+	e.hs.Start()
 	tr := &http.Transport{}
 	e.client = &http.Client{Transport: tr}
 	t.Cleanup(func() {
@@ -145,6 +154,17 @@ func newEnv(t testing.TB, o envOptions) *env {
 		}
 	})
 	return e
+}
+
+// smallSendBuffers is a listener whose connections have a 16 KiB send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
 }
 
 func (e *env) wsURL() string { return "ws" + strings.TrimPrefix(e.hs.URL, "http") + "/" }

@@ -67,8 +67,20 @@ type Options struct {
 	MaxUploadBytes int64
 	// MaxUploadSeconds truncates uploads (default 240 s, the engine limit).
 	MaxUploadSeconds float64
-	// WriteTimeout bounds every socket write (default 10 s).
+	// MaxConcurrentUploads caps upload sockets receiving or storing a track
+	// at once (default 2; negative = unlimited): each may hold a PCM frame of
+	// up to MaxUploadBytes several times over while it is decoded and
+	// written. Over the cap: upload_failed, close 1013.
+	MaxConcurrentUploads int
+	// WriteTimeout bounds every socket write (default 10 s). A message over
+	// 64 KiB (the initial and swap buffers: 46 MB for 240 s) is written in
+	// chunks instead, each within WriteTimeout, and the whole within
+	// WriteTimeout + size/MinWriteRate.
 	WriteTimeout time.Duration
+	// MinWriteRate is the slowest average rate, in bytes per second, at which
+	// a client may take a large message (default 128 KiB/s, about 1 Mbit/s:
+	// 6 min for a 240 s buffer; a client that slow cannot stream anyway).
+	MinWriteRate int64
 	// PingInterval is the WebSocket ping period (default 20 s); a peer that
 	// sends nothing, not even a pong, for two intervals is dropped.
 	PingInterval time.Duration
@@ -130,6 +142,7 @@ type Server struct {
 	idle         zerowait.Signal // fired whenever conns drops to zero
 	dying        int             // sessions whose client is gone, not yet closed
 	dyingDone    zerowait.Signal // fired whenever dying drops to zero
+	uploadSlots  chan struct{}   // one token per upload in progress; nil = unlimited
 
 	// disableHandshakeGuard turns the handshake guard off (lifecycle L4): a
 	// session that fails between Create and Run is then left open, as DEMON
@@ -154,6 +167,8 @@ const (
 	DefaultPingInterval         = 20 * time.Second
 	DefaultHandshakeTimeout     = 60 * time.Second
 	DefaultTeardownWait         = 10 * time.Second
+	DefaultMinWriteRate         = 128 << 10
+	DefaultMaxConcurrentUploads = 2
 	// textReadLimit is the read limit for text messages while streaming.
 	textReadLimit = 64 << 10
 )
@@ -178,6 +193,12 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MinWriteRate <= 0 {
+		opts.MinWriteRate = DefaultMinWriteRate
+	}
+	if opts.MaxConcurrentUploads == 0 {
+		opts.MaxConcurrentUploads = DefaultMaxConcurrentUploads
 	}
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = DefaultPingInterval
@@ -204,6 +225,9 @@ func NewServer(opts Options) (*Server, error) {
 		uploads: &uploadStore{dir: opts.UploadsDir}, page: webPage(),
 		conns: map[*conn]struct{}{}, perIP: map[string]int{},
 		drainCh: make(chan struct{}),
+	}
+	if opts.MaxConcurrentUploads > 0 {
+		s.uploadSlots = make(chan struct{}, opts.MaxConcurrentUploads)
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize: 32 << 10, WriteBufferSize: 64 << 10,
@@ -356,6 +380,25 @@ func (s *Server) releaseSlot(ip string) {
 	defer s.mu.Unlock()
 	if s.perIP[ip]--; s.perIP[ip] <= 0 {
 		delete(s.perIP, ip)
+	}
+}
+
+// acquireUpload takes an upload slot without waiting.
+func (s *Server) acquireUpload() bool {
+	if s.uploadSlots == nil {
+		return true
+	}
+	select {
+	case s.uploadSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) releaseUpload() {
+	if s.uploadSlots != nil {
+		<-s.uploadSlots
 	}
 }
 

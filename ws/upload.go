@@ -16,7 +16,7 @@ import (
 // use (audio.MinSourceFrames), and persists the track under a unique,
 // sanitised name (<stem>.wav, float32, plus <stem>.json). The reply is
 // upload_ok, then close 1000, or upload_failed, then close 1000 (1009 for a
-// frame over MaxUploadBytes).
+// frame over MaxUploadBytes, 1013 when MaxConcurrentUploads are in progress).
 //
 // BPM and key detection are not available in demon: upload_ok carries bpm 0,
 // the client's key override or "" and the time_signature override or "4";
@@ -33,6 +33,13 @@ func (c *conn) serveUpload(first []byte) {
 		c.uploadFailed("uploads are disabled on this server", websocket.CloseNormalClosure)
 		return
 	}
+	if !c.s.acquireUpload() {
+		c.logger().Warn("upload refused: too many in progress", "max", c.s.opts.MaxConcurrentUploads)
+		c.uploadFailed(fmt.Sprintf("the server is busy with %d other uploads; try again in a moment", c.s.opts.MaxConcurrentUploads),
+			websocket.CloseTryAgainLater)
+		return
+	}
+	defer c.s.releaseUpload()
 	c.ws.SetReadLimit(MaxInboundMessage)
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
 	typ, r, err := c.ws.NextReader()
