@@ -332,23 +332,45 @@ func (cl *client) readStems() map[string]any {
 func (cl *client) readSlices(n int) {
 	cl.t.Helper()
 	for got := 0; got < n; {
-		typ, b, err := cl.read()
-		require.NoError(cl.t, err)
-		if typ == websocket.TextMessage {
-			var m map[string]any
-			require.NoError(cl.t, json.Unmarshal(b, &m))
-			cl.events = append(cl.events, m)
-			continue
+		if _, ok := cl.readSlice(); ok {
+			got++
 		}
-		h, _, err := DecodeSliceHeader(b)
-		require.NoError(cl.t, err)
-		require.EqualValues(cl.t, cl.ch, h.Channels)
-		require.Zero(cl.t, h.StartSample%1920, "latent-aligned start")
-		require.Less(cl.t, int(h.StartSample), cl.mirror.Frames())
-		require.NoError(cl.t, cl.mirror.Apply(b))
-		cl.slices++
-		got++
 	}
+}
+
+// readSlice reads one message: a slice is checked and applied to the
+// mirror (ok), a JSON event is kept in cl.events.
+func (cl *client) readSlice() (h SliceHeader, ok bool) {
+	cl.t.Helper()
+	typ, b, err := cl.read()
+	require.NoError(cl.t, err)
+	if typ == websocket.TextMessage {
+		var m map[string]any
+		require.NoError(cl.t, json.Unmarshal(b, &m))
+		cl.events = append(cl.events, m)
+		return h, false
+	}
+	h, _, err = DecodeSliceHeader(b)
+	require.NoError(cl.t, err)
+	require.EqualValues(cl.t, cl.ch, h.Channels)
+	require.Zero(cl.t, h.StartSample%1920, "latent-aligned start")
+	require.Less(cl.t, int(h.StartSample), cl.mirror.Frames())
+	require.NoError(cl.t, cl.mirror.Apply(b))
+	cl.slices++
+	return h, true
+}
+
+// upload sends one upload socket's header and PCM frame and returns the
+// reply (upload_ok or upload_failed).
+func (e *env) upload(t testing.TB, name string, channels int, pcm []float32) map[string]any {
+	t.Helper()
+	c := e.dial(t)
+	defer c.Close()
+	require.NoError(t, c.WriteJSON(map[string]any{"type": "upload_track", "name": name}))
+	require.NoError(t, c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, channels, pcm)))
+	var reply map[string]any
+	require.NoError(t, c.ReadJSON(&reply))
+	return reply
 }
 
 // waitEvent reads (applying slices) until a JSON event of type typ.

@@ -131,11 +131,6 @@ func TestUploadSocketsAreCapped(t *testing.T) {
 	readClose(t, a)
 	eventually(t, "slot released", func() bool { return len(e.srv.uploadSlots) == 0 })
 
-	c := e.dial(t)
-	defer c.Close()
-	require.NoError(t, c.WriteJSON(map[string]any{"type": "upload_track", "name": "third"}))
-	require.NoError(t, c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, 2, testPCM(6))))
-	ok = nil
-	require.NoError(t, c.ReadJSON(&ok))
+	ok = e.upload(t, "third", 2, testPCM(6))
 	assert.Equal(t, "upload_ok", ok["type"], "%v", ok)
 }

@@ -80,7 +80,8 @@ func TestBinaryFollowUpsNeverKillTheSession(t *testing.T) {
 }
 
 // eventsUntil reads (applying slices and swap buffers) until an event of
-// type typ and returns every JSON event seen, that one last.
+// type typ and returns every JSON event seen, that one last. typ
+// "swap_buffer" stops right after the buffer that follows swap_ready.
 func (cl *client) eventsUntil(typ string) []map[string]any {
 	cl.t.Helper()
 	var evs []map[string]any
@@ -91,6 +92,9 @@ func (cl *client) eventsUntil(typ string) []map[string]any {
 			if cl.swapPending {
 				require.NoError(cl.t, cl.mirror.ApplyF16(cl.ch, b))
 				cl.swapPending = false
+				if typ == "swap_buffer" {
+					return evs
+				}
 				continue
 			}
 			require.NoError(cl.t, cl.mirror.Apply(b))
@@ -116,19 +120,9 @@ func (cl *client) slicesFor(d time.Duration) []sliceSpan {
 	cl.t.Helper()
 	var out []sliceSpan
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
-		mt, b, err := cl.read()
-		require.NoError(cl.t, err)
-		if mt == websocket.TextMessage {
-			var m map[string]any
-			require.NoError(cl.t, json.Unmarshal(b, &m))
-			cl.events = append(cl.events, m)
-			continue
+		if h, ok := cl.readSlice(); ok {
+			out = append(out, sliceSpan{int(h.StartSample), int(h.StartSample + h.NumSamples)})
 		}
-		h, _, err := DecodeSliceHeader(b)
-		require.NoError(cl.t, err)
-		require.NoError(cl.t, cl.mirror.Apply(b))
-		cl.slices++
-		out = append(out, sliceSpan{int(h.StartSample), int(h.StartSample + h.NumSamples)})
 	}
 	return out
 }
