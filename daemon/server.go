@@ -11,6 +11,12 @@ package daemon
 // claims every request whose Upgrade header names its protocol, before path routing;
 // such a route may return "" from Pattern to be reachable by upgrade only.
 //
+// Paths are served as written: http.ServeMux would answer a path that is not canonical
+// (".." or "." segments, doubled slashes, including their %-encoded forms) with a redirect
+// to its cleaned form, which turns /fixtures/../x or /user_uploads/..%2F..%2Fetc%2Fpasswd
+// into a 307 to somewhere else. The router refuses such paths itself: 404 and a log line,
+// like the protocol server's own track-name checks (protocol.md §1.2: unknown paths 404).
+//
 // Ordering: the server is constructed after every route owner (it depends on them), so
 // its OnStart runs after theirs (nothing is served before the device exists) and its
 // OnStop runs before theirs: Shutdown stops accepting and waits for in-flight requests
@@ -26,6 +32,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -93,7 +100,7 @@ type ServerParams struct {
 // lifecycle; nothing is bound here. Conflicting patterns, or two routes claiming the same
 // upgrade protocol, are an error.
 func NewServer(p ServerParams) (*Server, error) {
-	h, err := newRouter(p.Routes)
+	h, err := newRouter(p.Log, p.Routes)
 	if err != nil {
 		return nil, err
 	}
@@ -120,14 +127,16 @@ var ServerModule = fx.Module("server",
 	fx.Invoke(func(*Server) {}),
 )
 
-// router serves the common headers, upgrade dispatch, then the ServeMux.
+// router serves the common headers, upgrade dispatch, the refusal of non-canonical paths,
+// then the ServeMux.
 type router struct {
+	log      *slog.Logger
 	mux      *http.ServeMux
 	upgrades map[string]http.Handler // lower-case protocol token → handler
 }
 
-func newRouter(routes []Route) (http.Handler, error) {
-	rt := &router{mux: http.NewServeMux(), upgrades: map[string]http.Handler{}}
+func newRouter(log *slog.Logger, routes []Route) (http.Handler, error) {
+	rt := &router{log: log, mux: http.NewServeMux(), upgrades: map[string]http.Handler{}}
 	for _, r := range routes {
 		if u, ok := r.(UpgradeRoute); ok {
 			proto := strings.ToLower(strings.TrimSpace(u.UpgradeProtocol()))
@@ -175,12 +184,32 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if r.Method != http.MethodConnect && cleanPath(r.URL.Path) != r.URL.Path {
+		rt.log.Warn("refused non-canonical request path", "path", r.URL.EscapedPath(), "remote", r.RemoteAddr)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, "404 not found\n")
+		return
+	}
 	if _, pattern := rt.mux.Handler(r); pattern == "" {
 		// No route: the mux answers 404, or 405 when the path exists for another method.
 		// protocol.md §1.2 wants unknown paths to get a plain "404 not found".
 		w = &notFoundWriter{ResponseWriter: w}
 	}
 	rt.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is the path http.ServeMux would redirect p to (path.Clean, keeping a trailing
+// slash); a request whose path differs from it is not canonical.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // notFoundWriter replaces the body of a 404 with protocol.md's "404 not found".

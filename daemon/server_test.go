@@ -180,7 +180,7 @@ func TestRouterRejectsConflicts(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := newRouter(tc.routes)
+			_, err := newRouter(slog.New(slog.DiscardHandler), tc.routes)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.wantMsg)
 		})
@@ -188,10 +188,60 @@ func TestRouterRejectsConflicts(t *testing.T) {
 }
 
 func TestRouterMethodMismatchIs405(t *testing.T) {
-	h, err := newRouter([]Route{RouteFunc("GET /a", func(http.ResponseWriter, *http.Request) {})})
+	h, err := newRouter(slog.New(slog.DiscardHandler), []Route{RouteFunc("GET /a", func(http.ResponseWriter, *http.Request) {})})
 	require.NoError(t, err)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/a", nil))
 	assert.Equal(t, http.StatusMethodNotAllowed, rec.Code)
 	assert.Equal(t, "no-store, must-revalidate", rec.Header().Get("Cache-Control"))
+}
+
+// rawGet sends the request line exactly as written (no client-side path cleaning) and
+// does not follow redirects.
+func rawGet(t *testing.T, base, path string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base, nil)
+	require.NoError(t, err)
+	req.URL.Opaque = path
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+// TestServerRefusesPathEscapesWith404: demond's real routes (the protocol server behind
+// the router) answer paths that try to leave the fixtures or uploads folder with 404 and a
+// log line, never with ServeMux's redirect to the cleaned path.
+func TestServerRefusesPathEscapesWith404(t *testing.T) {
+	trttest.NoLeaks(t)
+	var logs syncBuffer
+	var srv *Server
+	app := fxtest.New(t, Modules(serviceConfig(t), slog.New(slog.NewTextHandler(&logs, nil))), fx.Populate(&srv))
+	app.RequireStart()
+	defer app.RequireStop()
+	base := strings.TrimSuffix(srv.URL(), "/")
+
+	for _, p := range []string{
+		"/fixtures/../x", "/user_uploads/../../etc/passwd", "/fixtures//x", "/fixtures/./x",
+		"/user_uploads/..%2F..%2Fetc%2Fpasswd", "/fixtures/%2E%2E/healthz", "/api/../healthz", "//etc/passwd",
+		"/fixtures/a%2fb", "/user_uploads/%2Fetc%2Fpasswd", "/fixtures/nothere.wav",
+	} {
+		resp, body := rawGet(t, base+"/", p)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, p)
+		assert.Empty(t, resp.Header.Get("Location"), p)
+		assert.Equal(t, "404 not found", strings.TrimSpace(body), p)
+	}
+	assert.Contains(t, logs.String(), "refused non-canonical request path")
+	assert.Contains(t, logs.String(), `path=/user_uploads/..%2F..%2Fetc%2Fpasswd`)
+	assert.Contains(t, logs.String(), "refused track path", "encoded slashes reach the protocol server's own check")
+
+	// Canonical paths are served as before.
+	resp, body := rawGet(t, base+"/", "/api/fixtures")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, body, ".wav")
+	resp, _ = rawGet(t, base+"/", "/healthz")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type Controls struct {
 	Depth         int
 	// ChannelGain scales each latent channel of the decoder input; inactive when all are 1.
 	ChannelGain [64]float32
+	// LoopStart and LoopEnd (seconds) arm a loop band when LoopEnd > LoopStart: while the
+	// client's playhead is inside it, slices land inside it (see Session.aim).
+	LoopStart, LoopEnd float64
 }
 
 // DefaultControls are a fresh session's knobs.
@@ -254,6 +258,7 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 		s.mu.Lock()
 		ctl := s.controls
 		idle := s.m.cfg.IdlePause > 0 && time.Since(s.lastActivity) > s.m.cfg.IdlePause
+		reported := s.playhead
 		pos := s.playhead + time.Since(s.playheadAt).Seconds()
 		s.mu.Unlock()
 		if wait := s.m.cfg.TickInterval - time.Since(last); idle || wait > 0 {
@@ -277,7 +282,8 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 		if err := s.m.hit("run.tick"); err != nil {
 			return &RuntimeError{err}
 		}
-		fillParams(params, &ctl, pos)
+		aim := s.aim(reported, pos, &ctl)
+		fillParams(params, &ctl, aim.playhead)
 		res, err := s.stream.Tick(params, slice)
 		if err != nil {
 			return &RuntimeError{err}
@@ -285,14 +291,63 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 		if s.m.hooks.Tick != nil {
 			s.m.hooks.Tick(float64(res.TickMs), float64(res.DecMs), res.Decoded)
 		}
-		if res.Decoded {
-			*ev = SliceEvent{StartSample: res.StartSample, Samples: slice[:2*res.NumSamples], TickMs: res.TickMs,
+		n := int64(res.NumSamples)
+		if aim.clampEnd > 0 {
+			n = min(n, aim.clampEnd-res.StartSample)
+		}
+		if res.Decoded && n > 0 {
+			*ev = SliceEvent{StartSample: res.StartSample, Samples: slice[:2*n], TickMs: res.TickMs,
 				DecMs: res.DecMs, NumGens: res.NumGens, Depth: res.Depth, Controls: ctl}
 			if err := out.Slice(ev); err != nil {
 				return fmt.Errorf("deliver slice: %w", err)
 			}
 		}
 	}
+}
+
+// sliceAim is where a tick's slice goes: the playhead the stream targets (it decodes
+// LeadS ahead of it) and, for a band shorter than a slice, the frame index the slice is
+// clamped at (0: none).
+type sliceAim struct {
+	playhead float64
+	clampEnd int64
+}
+
+// aim applies the loop band (protocol.md §4.3). While the client's reported playhead is
+// inside an armed band [A, B) the client loops there, so the target (LeadS ahead of the
+// extrapolated playhead) follows a sawtooth inside the band instead of running past B. A
+// slice never crosses B: near B its window is shifted back to end at B, as the stream
+// does at the buffer end, and the stretch after the wrap is patched by the next slices
+// from A on. A band shorter than one slice pins the slice at A and clamps it at B; the
+// part past B still patches the stream's own playback buffer (only its edge crossfades
+// read it), but is never sent, so the client's copy outside the band is untouched.
+// Without a band, or with the playhead outside it, the stream's own targeting stands.
+func (s *Session) aim(reported, pos float64, c *Controls) sliceAim {
+	a, b := c.LoopStart, c.LoopEnd
+	frames, kept := s.Info.Latents, keptFrames(s.m.cfg.VAEWindow)
+	if !(b > a) || reported < a || reported >= b || frames <= kept {
+		return sliceAim{playhead: pos}
+	}
+	lead := float64(s.m.cfg.LeadS) // the float32 the stream adds
+	target := a + math.Mod(pos+lead-a, b-a)
+	first, end := int(a*models.FrameRate), min(int(b*models.FrameRate), frames)
+	var ks int
+	var clamp int64
+	if end-first >= kept {
+		ks = max(first, min(int(target*models.FrameRate), end-kept))
+	} else {
+		ks = min(first, frames-kept)
+		clamp = min(int64(math.Round(b*models.SampleRate)), int64(frames)*models.Hop)
+	}
+	// Mid-frame, so the stream's floor lands on ks whatever the rounding of the sum.
+	return sliceAim{playhead: (float64(ks)+0.5)/models.FrameRate - lead, clampEnd: clamp}
+}
+
+// keptFrames is the latent frames a windowed slice keeps: the VAE window clamped to
+// [0.04, 0.36] s, as the shim's window planner does.
+func keptFrames(vaeWindow float32) int {
+	w := min(max(float64(vaeWindow), 0.04), 0.36)
+	return max(1, min(int(w*models.FrameRate), 25))
 }
 
 func fillParams(p *trt.TickParams, c *Controls, playhead float64) {
@@ -490,6 +545,7 @@ func (r *Runtime) Swap(pcm []float32, channels int, fixtureName string) ([]float
 	s.Info.Duration = float64(s.Info.Frames) / models.SampleRate
 	s.FixtureName = fixtureName
 	s.playhead, s.playheadAt, s.lastActivity = 0, time.Now(), time.Now()
+	s.controls.LoopStart, s.controls.LoopEnd = 0, 0 // the band belonged to the old source (§4.9)
 	s.mu.Unlock()
 	return playback, nil
 }

@@ -2,7 +2,9 @@ package ws
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -45,10 +47,18 @@ func TestAPIKeyAndOrigin(t *testing.T) {
 	assert.Equal(t, 200, st)
 }
 
-func TestDefaultOriginPolicySameHostOnly(t *testing.T) {
+// TestDefaultOriginPolicy: with no allow-list, same-host origins pass, and
+// so do loopback origins on any port when the server is reached on
+// loopback (DEMON's Next.js client on :6660); other sites get 403.
+func TestDefaultOriginPolicy(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	host := e.hs.Listener.Addr().String()
-	for origin, want := range map[string]int{"": 101, "http://" + host: 101, "http://evil.example": 403} {
+	for origin, want := range map[string]int{
+		"": 101, "http://" + host: 101,
+		"http://localhost:6660": 101, "http://127.0.0.1:3000": 101, "http://[::1]:6660": 101, "http://LOCALHOST": 101,
+		"http://evil.example": 403, "http://localhost.evil.example:6660": 403, "http://127.0.0.1.evil.example": 403,
+		"null": 403,
+	} {
 		h := http.Header{}
 		if origin != "" {
 			h.Set("Origin", origin)
@@ -59,9 +69,30 @@ func TestDefaultOriginPolicySameHostOnly(t *testing.T) {
 			c.Close()
 			continue
 		}
-		require.Error(t, err)
+		require.Error(t, err, origin)
 		assert.Equal(t, want, resp.StatusCode, origin)
 	}
+}
+
+// TestLoopbackOriginsOnlyOnLoopback: a connection that arrived on a public
+// address does not accept loopback origins (only same-host ones).
+func TestLoopbackOriginsOnlyOnLoopback(t *testing.T) {
+	s, err := NewServer(Options{})
+	require.NoError(t, err)
+	req := func(local net.Addr, host, origin string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "http://"+host+"/", nil)
+		r.Header.Set("Origin", origin)
+		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
+	}
+	public := &net.TCPAddr{IP: net.ParseIP("192.0.2.10"), Port: 1318}
+	loop := &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 1318}
+	assert.False(t, s.originAllowed(req(public, "192.0.2.10:1318", "http://localhost:6660")))
+	assert.True(t, s.originAllowed(req(public, "192.0.2.10:1318", "http://192.0.2.10:1318")))
+	assert.True(t, s.originAllowed(req(loop, "127.0.0.1:1318", "http://localhost:6660")))
+	// An explicit allow-list replaces the default policy entirely.
+	s, err = NewServer(Options{AllowedOrigins: []string{"https://studio.example"}})
+	require.NoError(t, err)
+	assert.False(t, s.originAllowed(req(loop, "127.0.0.1:1318", "http://localhost:6660")))
 }
 
 func TestPerClientSessionCap(t *testing.T) {

@@ -196,6 +196,31 @@ func MessageTypeOf(b []byte) (string, error) {
 	return t, err
 }
 
+// PCMFollows reports whether the JSON text message b takes the next WS
+// message as its PCM frame (§4.6 binary follow-up rule), judged from its
+// type alone so that it answers for a message that fails to decode too:
+// set_timbre_source, set_structure_source, upload_track, and swap_source
+// unless use_server_source is true. For a message that decodes it agrees
+// with Message.ExpectsPCM.
+func PCMFollows(b []byte) bool {
+	o, err := parseObject("message", b)
+	if err != nil {
+		return false
+	}
+	t, _, err := o.str("type")
+	if err != nil {
+		return false
+	}
+	switch t {
+	case TypeSetTimbreSource, TypeSetStructureSource, TypeUploadTrack:
+		return true
+	case TypeSwapSource:
+		byName, _, err := o.boolean("use_server_source")
+		return err != nil || !byName
+	}
+	return false
+}
+
 // DecodeClientMessage decodes one client JSON text message. Errors wrap
 // ErrMalformed (not a JSON object), ErrMissingField, ErrWrongType,
 // ErrOutOfRange, or ErrUnknownType (as *UnknownTypeError, carrying the type

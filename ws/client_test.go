@@ -52,10 +52,34 @@ func TestDecodeClientMessage(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, c.want, m)
 			assert.Equal(t, c.wantPCM, m.ExpectsPCM())
+			assert.Equal(t, c.wantPCM, PCMFollows([]byte(c.in)), "PCMFollows agrees with ExpectsPCM")
 			typ, err := MessageTypeOf([]byte(c.in))
 			require.NoError(t, err)
 			assert.Equal(t, typ, m.Type())
 		})
+	}
+}
+
+// TestPCMFollowsForMessagesThatFailToDecode: the follow-up rule is judged
+// from the type, so a refused message still owns its PCM frame.
+func TestPCMFollowsForMessagesThatFailToDecode(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"type":"swap_source","stem_source_mode":"bogus"}`:                          true,
+		`{"type":"swap_source","use_server_source":true,"stem_source_mode":"bogus"}`: false,
+		`{"type":"swap_source","use_server_source":true}`:                            false,
+		`{"type":"swap_source","use_server_source":"yes"}`:                           true,
+		`{"type":"set_timbre_source"}`:                                               true,
+		`{"type":"set_structure_source","name":5}`:                                   true,
+		`{"type":"upload_track"}`:                                                    true,
+		`{"type":"set_timbre_fixture"}`:                                              false,
+		`{"type":"prompt"}`:                                                          false,
+		`{"type":"teleport"}`:                                                        false,
+		`{"type":"swap_source"`:                                                      false,
+		`[1]`:                                                                        false,
+	} {
+		_, err := DecodeClientMessage([]byte(in))
+		require.Error(t, err, in)
+		assert.Equal(t, want, PCMFollows([]byte(in)), in)
 	}
 }
 

@@ -56,18 +56,29 @@ type conn struct {
 	pingDone   chan struct{}
 
 	applyMu sync.Mutex // serialises apply: browser messages and control-bus commands
+	// Messages that arrived before the session existed (guarded by applyMu;
+	// holding tells without the lock that some wait), see hold.
+	held         []heldMessage
+	heldBytes    int
+	heldParams   bool // params merged into knobs, not yet pushed to the session
+	heldPlayhead bool // ... one of them carried playback_pos
+	heldOverflow bool // the overflow error was sent
+	holding      atomic.Bool
+	replayDone   chan struct{} // closed when startReplay's goroutine ends; nil if none
 
-	mu          sync.Mutex
-	knobs       Knobs // merged params.raw
-	lastRaw     Knobs
-	playhead    float64
-	playheadAt  time.Time
-	duration    float64
-	prompt      string
-	loopBand    *LoopBand
-	timbreStr   float64
-	sessOpen    bool // this connection owns an open session (guard or Run)
-	dyingMarked bool
+	mu      sync.Mutex
+	knobs   Knobs // merged params.raw
+	lastRaw Knobs
+	// reportedKnobs are the ignored knobs already named in a not_supported
+	// event (once per knob per session).
+	reportedKnobs map[string]bool
+	playhead      float64
+	playheadAt    time.Time
+	duration      float64
+	prompt        string
+	timbreStr     float64
+	sessOpen      bool // this connection owns an open session (guard or Run)
+	dyingMarked   bool
 
 	// lastSlice is the window of the last slice written, for sliceCoverage; only the
 	// writer goroutine (which renders slices) touches it.
@@ -83,12 +94,12 @@ func newConn(s *Server, wc *websocket.Conn, ip string, start time.Time) *conn {
 		s: s, ws: wc, ip: ip, start: start, ctx: ctx, cancel: cancel,
 		readerDone: make(chan struct{}), writerDone: make(chan struct{}),
 		pingStop: make(chan struct{}), pingDone: make(chan struct{}),
-		knobs: Knobs{}, playheadAt: time.Now(),
+		knobs: Knobs{}, reportedKnobs: map[string]bool{}, playheadAt: time.Now(),
 	}
 	c.log.Store(s.log.With("remote", wc.RemoteAddr().String()))
 	wc.SetPongHandler(func(string) error {
 		if c.readerStarted.Load() {
-			_ = wc.SetReadDeadline(time.Now().Add(2 * s.opts.PingInterval))
+			c.keepReading()
 		}
 		return nil
 	})
@@ -164,6 +175,9 @@ func (c *conn) cleanup() {
 	_ = c.ws.Close()
 	if c.readerStarted.Load() {
 		<-c.readerDone
+	}
+	if c.replayDone != nil {
+		<-c.replayDone
 	}
 	if c.q != nil {
 		c.q.Close()
@@ -251,12 +265,49 @@ func (c *conn) sent(n int) {
 	}
 }
 
-// writeFrame writes one message with the write deadline. Before the writer
-// goroutine starts, the handshake goroutine is the only writer; after, only
-// the writer goroutine is.
+// writeChunk is the most of a message written under one write deadline.
+const writeChunk = 64 << 10
+
+// writeFrame writes one message. A small one must go out within
+// WriteTimeout. A larger one (the initial or a swap buffer) is written in
+// chunks, as continuation frames: each chunk within WriteTimeout, so a
+// stalled client is dropped as fast as with a small message, and the whole
+// within WriteTimeout + size/MinWriteRate, so a slow link gets the time its
+// size needs and a client too slow to ever stream is still dropped. Pings
+// go out between chunks, so a slow but live client keeps answering them.
+// Before the writer goroutine starts, the handshake goroutine is the only
+// writer; after, only the writer goroutine is.
 func (c *conn) writeFrame(f Frame) error {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-	if err := c.ws.WriteMessage(f.Type, f.Data); err != nil {
+	base := c.s.opts.WriteTimeout
+	now := time.Now()
+	if len(f.Data) <= writeChunk {
+		_ = c.ws.SetWriteDeadline(now.Add(base))
+		if err := c.ws.WriteMessage(f.Type, f.Data); err != nil {
+			return err
+		}
+		c.sent(len(f.Data))
+		return nil
+	}
+	whole := now.Add(base + time.Duration(float64(len(f.Data))/float64(c.s.opts.MinWriteRate)*float64(time.Second)))
+	next := func() time.Time {
+		if d := time.Now().Add(base); d.Before(whole) {
+			return d
+		}
+		return whole
+	}
+	_ = c.ws.SetWriteDeadline(next())
+	w, err := c.ws.NextWriter(f.Type)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(f.Data); off += writeChunk {
+		_ = c.ws.SetWriteDeadline(next())
+		if _, err := w.Write(f.Data[off:min(off+writeChunk, len(f.Data))]); err != nil {
+			return err
+		}
+	}
+	_ = c.ws.SetWriteDeadline(next())
+	if err := w.Close(); err != nil {
 		return err
 	}
 	c.sent(len(f.Data))
@@ -398,22 +449,50 @@ func (c *conn) rejectDraining() {
 func (c *conn) startReader() {
 	c.q = NewQueue(c.s.opts.OutgoingQueue)
 	c.readerStarted.Store(true)
-	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.s.opts.PingInterval))
+	// Every message is read as a stream and held to its own limit (text
+	// textReadLimit, a PCM follow-up MaxUploadBytes): one over it is read to
+	// its end and answered, not closed with 1009. Only a frame over the
+	// protocol's inbound maximum ends the socket, as with DEMON's max_size.
+	c.ws.SetReadLimit(MaxInboundMessage)
+	c.keepReading()
 	go c.reader()
+}
+
+// keepReading pushes the read deadline two ping intervals out: the client
+// counts as alive while anything arrives (a message, a chunk of a large one,
+// a pong).
+func (c *conn) keepReading() {
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.s.opts.PingInterval))
 }
 
 func (c *conn) reader() {
 	defer close(c.readerDone)
 	for {
-		typ, data, err := c.ws.ReadMessage()
+		typ, r, err := c.ws.NextReader()
 		if err != nil {
 			c.gone(err)
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.s.opts.PingInterval))
-		c.received(len(data))
+		c.keepReading()
 		if typ != websocket.TextMessage {
-			c.logger().Info("ignoring a binary message where a JSON message was expected", "bytes", len(data))
+			// A binary frame outside a follow-up pair is ignored (§4.6),
+			// whatever its size.
+			n, err := c.discard(r)
+			if err != nil {
+				c.gone(err)
+				return
+			}
+			c.logger().Info("ignoring a binary message where a JSON message was expected", "bytes", n)
+			continue
+		}
+		data, over, err := c.readPayload(r, textReadLimit)
+		if err != nil {
+			c.gone(err)
+			return
+		}
+		if over {
+			c.logger().Info("ignoring an oversized text message", "limit", textReadLimit)
+			c.send(Error{Code: CodeBadMessage, Message: fmt.Sprintf("message exceeds %d bytes; ignored", textReadLimit)})
 			continue
 		}
 		c.dispatch(data)
@@ -421,17 +500,57 @@ func (c *conn) reader() {
 }
 
 // readFollowUp reads the message that follows a set_*_source / PCM
-// swap_source (§4.6 binary follow-up rule), whatever its type, with the PCM
-// read limit.
-func (c *conn) readFollowUp() ([]byte, error) {
-	c.ws.SetReadLimit(c.s.opts.MaxUploadBytes)
-	defer c.ws.SetReadLimit(textReadLimit)
-	_, data, err := c.ws.ReadMessage()
+// swap_source (§4.6 binary follow-up rule), whatever its type. One over
+// MaxUploadBytes is read to its end and dropped (tooBig), so the caller can
+// answer it and the session goes on.
+func (c *conn) readFollowUp() (data []byte, tooBig bool, err error) {
+	_, r, err := c.ws.NextReader()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	c.received(len(data))
-	return data, nil
+	c.keepReading()
+	return c.readPayload(r, c.s.opts.MaxUploadBytes)
+}
+
+// readPayload reads the rest of a message of at most limit bytes. A longer
+// one is read to its end and discarded (over): the socket stays in step.
+func (c *conn) readPayload(r io.Reader, limit int64) (data []byte, over bool, err error) {
+	lr := &liveReader{c: c, r: r}
+	defer func() { c.received(int(lr.n)) }()
+	if data, err = io.ReadAll(io.LimitReader(lr, limit+1)); err != nil {
+		return nil, false, err
+	}
+	if int64(len(data)) <= limit {
+		return data, false, nil
+	}
+	_, err = io.Copy(io.Discard, lr)
+	return nil, true, err
+}
+
+// discard reads the rest of a message and drops it.
+func (c *conn) discard(r io.Reader) (int64, error) {
+	lr := &liveReader{c: c, r: r}
+	_, err := io.Copy(io.Discard, lr)
+	c.received(int(lr.n))
+	return lr.n, err
+}
+
+// liveReader counts a message's bytes and keeps the read deadline moving
+// while they arrive: a 100 MiB PCM frame on a slow uplink may take longer
+// than the deadline, but a stalled one still times out.
+type liveReader struct {
+	c *conn
+	r io.Reader
+	n int64
+}
+
+func (l *liveReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if n > 0 {
+		l.n += int64(n)
+		l.c.keepReading()
+	}
+	return n, err
 }
 
 // ---- writer -------------------------------------------------------------------

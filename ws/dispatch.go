@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/demon-audio/demon/session"
 )
@@ -13,15 +14,23 @@ import (
 // Client messages during streaming (protocol.md §4.6), handled on the
 // reader goroutine. Acks go through the outgoing queue, so they keep their
 // order relative to each other. Malformed messages get a non-fatal error
-// event (code bad_message) and the session goes on; unknown types get
-// not_supported. Messages that arrive before the session exists (a client
-// speaking before ready) are dropped with a log line.
+// event (code bad_message), plus the failure event a swap or reference
+// request waits for, and the session goes on; unknown types get
+// not_supported. A message that takes a PCM frame owns the next WS message
+// even when it is refused; a PCM frame over MaxUploadBytes is read to its
+// end and answered with the request's failure event. Messages that arrive
+// before the session exists (a client speaking before ready) are held and
+// carried out once it runs. Features demon lacks answer with their failure
+// event or not_supported, never silence: LoRA requests get the (empty)
+// catalog plus not_supported, and params knobs demon ignores are named in
+// one not_supported event per knob per session.
 
 // Not-yet-supported features answer with a failure the client understands.
 const (
 	notSupportedSwapStems = "stems for a swapped source are not supported by demon yet"
 	notSupportedTimbre    = "timbre references are not supported by demon yet"
 	notSupportedStructure = "structure references are not supported by demon yet"
+	notSupportedLoRA      = "LoRA adapters are not supported by demon yet; the catalog is empty and nothing was enabled or disabled"
 )
 
 // rcfgModes maps rcfg_mode to session.Controls.RCFGMode.
@@ -32,46 +41,98 @@ var keystoneChannels = []int{13, 14, 19, 23, 29, 56}
 
 func (c *conn) dispatch(data []byte) {
 	msg, err := DecodeClientMessage(data)
-	if err != nil {
-		var ut *UnknownTypeError
-		if errors.As(err, &ut) {
-			c.logger().Info("unknown client message type", "type", ut.Type)
-			c.send(NotSupportedFor(ut.Type))
-			return
-		}
-		c.logger().Info("malformed client message", "err", err)
-		c.send(Error{Code: CodeBadMessage, Message: err.Error()})
-		return
+	// A message that takes a PCM frame owns the next WS message even when it
+	// fails to decode: left unread, the PCM would be taken for the next
+	// message.
+	takesPCM := PCMFollows(data)
+	if err == nil {
+		takesPCM = msg.ExpectsPCM()
 	}
 	var follow []byte
-	if msg.ExpectsPCM() {
-		// The next message is this one's PCM, whatever its type (§4.6).
-		if follow, err = c.readFollowUp(); err != nil {
-			c.gone(err)
+	if takesPCM {
+		var tooBig bool
+		var rerr error
+		if follow, tooBig, rerr = c.readFollowUp(); rerr != nil {
+			c.gone(rerr)
+			return
+		}
+		if tooBig && err == nil {
+			limit := c.s.opts.MaxUploadBytes
+			reason := fmt.Sprintf("PCM frame exceeds this server's limit of %d bytes", limit)
+			c.logger().Info("PCM follow-up too large; refused", "type", msg.Type(), "limit", limit)
+			if ev := failureEvent(msg.Type(), reason); ev != nil {
+				c.send(ev)
+			} else {
+				c.send(Error{Code: CodeBadMessage, Message: reason})
+			}
 			return
 		}
 	}
+	if err != nil {
+		c.refuse(data, err)
+		return
+	}
 	c.apply(msg, follow)
+}
+
+// refuse answers a message that failed to decode: not_supported for an
+// unknown type, otherwise a bad_message error plus the failure event its
+// sender waits for, if its type has one.
+func (c *conn) refuse(data []byte, err error) {
+	var ut *UnknownTypeError
+	if errors.As(err, &ut) {
+		c.logger().Info("unknown client message type", "type", ut.Type)
+		c.send(NotSupportedFor(ut.Type))
+		return
+	}
+	c.logger().Info("malformed client message", "err", err)
+	c.send(Error{Code: CodeBadMessage, Message: err.Error()})
+	typ, _ := MessageTypeOf(data)
+	if ev := failureEvent(typ, "request refused: "+err.Error()); ev != nil {
+		c.send(ev)
+	}
+}
+
+// failureEvent is the event the sender of a request of type typ waits for
+// when it cannot be carried out (DEMON's client has no timeouts, §10.15):
+// swap_failed, timbre_failed or structure_failed; nil for other types.
+func failureEvent(typ, reason string) ServerMessage {
+	switch typ {
+	case TypeSwapSource:
+		return SwapFailed{Error: reason}
+	case TypeSetTimbreSource, TypeSetTimbreFixture:
+		return TimbreFailed{Error: reason}
+	case TypeSetStructureSource, TypeSetStructureFixture:
+		return StructureFailed{Error: reason}
+	}
+	return nil
 }
 
 // apply carries out one decoded client message (with its PCM follow-up, if
 // it takes one), from the browser's socket or from the control bus. applyMu
 // serialises the two origins, so a command queued by the control bus runs
-// between two browser messages, never inside one.
+// between two browser messages, never inside one. A message that arrives
+// before the session exists is held and carried out, in order, once it does.
 func (c *conn) apply(msg Message, follow []byte) {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	sess := c.sess.Load()
 	if sess == nil {
-		c.logger().Info("client message before the session started; ignored", "type", msg.Type())
+		c.hold(msg, follow)
 		return
 	}
+	c.replayHeld(sess)
+	c.applyTo(sess, msg, follow)
+}
+
+func (c *conn) applyTo(sess *session.Session, msg Message, follow []byte) {
 	if _, ok := msg.(*Params); !ok {
 		sess.Touch() // any message but an unchanged knob heartbeat is activity
 	}
 	switch m := msg.(type) {
 	case *Params:
-		c.applyParams(sess, m)
+		changed := c.mergeParams(m)
+		c.pushParams(sess, m.HasPlaybackPos, changed)
 	case *SetPromptBlend:
 		sess.UpdateControls(func(ct *session.Controls) { ct.PromptBlend = float32(m.Value) })
 	case *SetTimbreStrength:
@@ -103,13 +164,18 @@ func (c *conn) apply(msg Message, follow []byte) {
 			c.send(DepthApplied{Value: v})
 		}
 	case *LoopBand:
-		// Stored; band-aware decoding is the run loop's business (not yet
-		// in the session API). No ack.
-		c.mu.Lock()
-		c.loopBand = m
-		c.mu.Unlock()
+		// Arms or clears the band the run loop aims slices into (§4.3), from
+		// the next tick. No ack (§4.7).
+		start, end := 0.0, 0.0
+		if m.Armed() {
+			start, end = *m.StartSec, *m.EndSec
+		}
+		sess.UpdateControls(func(ct *session.Controls) { ct.LoopStart, ct.LoopEnd = start, end })
 	case *EnableLoRA, *DisableLoRA:
+		// The catalog the client waits for (demon has none: empty, as
+		// /api/loras says), and why nothing changed.
 		c.send(LoRACatalog{})
+		c.send(NotSupported{Request: msg.Type(), Message: notSupportedLoRA})
 	case *SetTimbreSource, *SetTimbreFixture:
 		c.send(TimbreFailed{Error: notSupportedTimbre})
 	case *ClearTimbreSource:
@@ -127,18 +193,97 @@ func (c *conn) apply(msg Message, follow []byte) {
 	}
 }
 
-// applyParams merges raw into the connection's knob state, maps it onto the
-// session's controls, and moves the playhead. Touch only when raw changed
-// (the 8 ms heartbeat must not keep an idle session busy).
-func (c *conn) applyParams(sess *session.Session, m *Params) {
+// heldMessage is a client message that arrived before the session existed.
+type heldMessage struct {
+	msg    Message
+	follow []byte
+}
+
+// maxHeldMessages bounds the messages held before the session exists
+// (params are merged, not held, so the heartbeat never fills it).
+const maxHeldMessages = 64
+
+// hold keeps a message that arrived before the session existed (DEMON's
+// server reads such messages once its receive loop starts, so they are
+// carried out late, not lost). Params merge into the knob state at once and
+// reach the session on replay. Beyond the bounds (maxHeldMessages, PCM
+// follow-ups totalling MaxUploadBytes) a message is refused with its
+// failure event, or a single bad_message error.
+func (c *conn) hold(msg Message, follow []byte) {
+	if m, ok := msg.(*Params); ok {
+		c.mergeParams(m)
+		c.heldParams = true
+		c.heldPlayhead = c.heldPlayhead || m.HasPlaybackPos
+		c.holding.Store(true)
+		return
+	}
+	if len(c.held) >= maxHeldMessages || int64(c.heldBytes+len(follow)) > c.s.opts.MaxUploadBytes {
+		const reason = "too many messages before the session was ready; dropped"
+		c.logger().Info("client message before the session exists; dropped", "type", msg.Type(), "held", len(c.held))
+		if ev := failureEvent(msg.Type(), reason); ev != nil {
+			c.send(ev)
+		} else if !c.heldOverflow {
+			c.heldOverflow = true
+			c.send(Error{Code: CodeBadMessage, Message: reason})
+		}
+		return
+	}
+	c.logger().Info("client message before the session exists; held until it does", "type", msg.Type())
+	c.held = append(c.held, heldMessage{msg, follow})
+	c.heldBytes += len(follow)
+	c.holding.Store(true)
+}
+
+// replayHeld carries out the held messages, in order (applyMu held).
+func (c *conn) replayHeld(sess *session.Session) {
+	if !c.holding.Load() {
+		return
+	}
+	c.holding.Store(false)
+	if c.heldParams {
+		c.pushParams(sess, c.heldPlayhead, true)
+		c.heldParams, c.heldPlayhead = false, false
+	}
+	held := c.held
+	c.held, c.heldBytes = nil, 0
+	for _, h := range held {
+		c.applyTo(sess, h.msg, h.follow)
+	}
+}
+
+// startReplay carries out the held messages once the run loop runs (the
+// commands they send the session wait for it), unless the reader's next
+// message does it first; applyMu keeps the order either way. Called just
+// before Run; cleanup waits for it.
+func (c *conn) startReplay(sess *session.Session) {
+	if !c.holding.Load() {
+		return
+	}
+	c.replayDone = make(chan struct{})
+	go func() {
+		defer close(c.replayDone)
+		c.applyMu.Lock()
+		defer c.applyMu.Unlock()
+		c.replayHeld(sess)
+	}()
+}
+
+// mergeParams merges raw into the connection's knob state and records the
+// playhead; it reports whether raw changed (the 8 ms heartbeat is not
+// activity, so it must not keep an idle session busy) and reports, once
+// per knob, the knobs demon ignores.
+func (c *conn) mergeParams(m *Params) (changed bool) {
 	c.mu.Lock()
-	changed := !m.Raw.Equal(c.lastRaw)
+	changed = !m.Raw.Equal(c.lastRaw)
 	c.lastRaw = m.Raw
+	var ignored []string
 	for k, v := range m.Raw {
 		c.knobs[k] = v
+		if ignoredKnob(k) && !c.reportedKnobs[k] {
+			c.reportedKnobs[k] = true
+			ignored = append(ignored, k)
+		}
 	}
-	var ct session.Controls
-	applyKnobs(&ct, c.knobs)
 	if m.HasPlaybackPos {
 		pos := m.PlaybackPos
 		if c.duration > 0 {
@@ -146,18 +291,58 @@ func (c *conn) applyParams(sess *session.Session, m *Params) {
 		}
 		c.playhead, c.playheadAt = pos, timeNow()
 	}
+	c.mu.Unlock()
+	if len(ignored) > 0 {
+		slices.Sort(ignored)
+		c.send(NotSupported{Request: TypeParams, Knobs: ignored,
+			Message: "demon ignores these params knobs (reported once per session): " + strings.Join(ignored, ", ")})
+	}
+	return changed
+}
+
+// pushParams maps the knob state onto the session's controls and, when
+// asked, moves its playhead; a change of raw counts as activity.
+func (c *conn) pushParams(sess *session.Session, playhead, changed bool) {
+	c.mu.Lock()
+	var ct session.Controls
+	applyKnobs(&ct, c.knobs)
+	if c.duration > 0 { // a playhead held from before the session was not wrapped yet
+		c.playhead = math.Mod(c.playhead, c.duration)
+	}
 	pos := c.playhead
 	c.mu.Unlock()
 	sess.UpdateControls(func(dst *session.Controls) {
 		dst.Seed, dst.Denoise, dst.HintStrength, dst.Shift = ct.Seed, ct.Denoise, ct.HintStrength, ct.Shift
 		dst.Guidance, dst.CFGRescale, dst.RCFGMode, dst.ChannelGain = ct.Guidance, ct.CFGRescale, ct.RCFGMode, ct.ChannelGain
 	})
-	if m.HasPlaybackPos {
+	if playhead {
 		sess.SetPlayhead(pos)
 	}
 	if changed {
 		sess.Touch()
 	}
+}
+
+// appliedKnobs are the params knobs applyKnobs maps onto session controls.
+var appliedKnobs = func() map[string]bool {
+	m := map[string]bool{KnobSeed: true, KnobDenoise: true, KnobHintStrength: true, KnobShift: true,
+		KnobGuidanceScale: true, KnobCFGRescale: true, KnobRCFGMode: true}
+	for _, n := range ChannelKnobs {
+		m[n] = true
+	}
+	return m
+}()
+
+// ignoredKnob reports whether name is a knob DEMON's server applies and
+// demon does not (feedback, DCW, steps_override, the SDE knobs, per-LoRA
+// strengths). lora_default_strength is a UI seed DEMON ignores too, and
+// unknown keys are the client's own business.
+func ignoredKnob(name string) bool {
+	if appliedKnobs[name] || name == KnobLoRADefaultStrength {
+		return false
+	}
+	_, known := LookupKnob(name)
+	return known
 }
 
 // applyKnobs maps knobs onto controls: seed, denoise, hint_strength, shift,
@@ -246,7 +431,7 @@ func (c *conn) swap(sess *session.Session, m *SwapSource, follow []byte) {
 		}
 		dur := float64(len(buf)/2) / 48000
 		c.mu.Lock()
-		c.duration, c.playhead, c.playheadAt, c.loopBand = dur, 0, timeNow(), nil
+		c.duration, c.playhead, c.playheadAt = dur, 0, timeNow()
 		c.mu.Unlock()
 		var fixture *string
 		if name != "" {

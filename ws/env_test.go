@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -53,9 +54,13 @@ type envOptions struct {
 	capacity  uint64 // device bytes (default 64 GiB)
 	realistic bool   // FootprintsRealistic engines (default FootprintsActual)
 	faults    string
-	opts      func(*Options)
-	cfg       func(*session.Config)
-	hooks     session.Hooks
+	// smallSendBuffers gives accepted sockets a small kernel send buffer,
+	// so a large message cannot vanish into it (loopback autotunes it to
+	// megabytes) and its write lasts as long as the client's reading.
+	smallSendBuffers bool
+	opts             func(*Options)
+	cfg              func(*session.Config)
+	hooks            session.Hooks
 }
 
 type env struct {
@@ -126,7 +131,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.srv, err = NewServer(opts)
 	require.NoError(t, err)
-	e.hs = httptest.NewServer(e.srv.Handler())
+	e.hs = httptest.NewUnstartedServer(e.srv.Handler())
+	if o.smallSendBuffers {
+		e.hs.Listener = smallSendBuffers{e.hs.Listener}
+	}
+	e.hs.Start()
 	tr := &http.Transport{}
 	e.client = &http.Client{Transport: tr}
 	t.Cleanup(func() {
@@ -146,6 +155,17 @@ func newEnv(t testing.TB, o envOptions) *env {
 		}
 	})
 	return e
+}
+
+// smallSendBuffers is a listener whose connections have a 16 KiB send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
 }
 
 func (e *env) wsURL() string { return "ws" + strings.TrimPrefix(e.hs.URL, "http") + "/" }
@@ -272,6 +292,14 @@ func (e *env) startClient(t testing.TB, cfg map[string]any, pcm []float32) *clie
 	if pcm != nil {
 		require.NoError(t, cl.c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, 2, pcm)))
 	}
+	cl.readStart()
+	return cl
+}
+
+// readStart reads ready and the initial buffer, and sets up the mirror.
+func (cl *client) readStart() {
+	t := cl.t
+	t.Helper()
 	cl.ready = cl.readJSON()
 	require.Equal(t, "ready", cl.ready["type"], "ready: %v", cl.ready)
 	cl.ch = int(cl.ready["channels"].(float64))
@@ -280,12 +308,10 @@ func (e *env) startClient(t testing.TB, cfg map[string]any, pcm []float32) *clie
 	require.Equal(t, websocket.BinaryMessage, typ)
 	frames := int(math.Round(cl.ready["duration"].(float64) * 48000))
 	require.Equal(t, frames*cl.ch*2, len(buf), "initial buffer = frames × channels × 2 bytes")
-	cl.mirror = &Mirror{}
 	m, err := NewMirror(cl.ch, make([]float32, cl.ch))
 	require.NoError(t, err)
 	cl.mirror = m
 	require.NoError(t, m.ApplyF16(cl.ch, buf))
-	return cl
 }
 
 // readStems reads stem_assets + 2 binaries (or stem_failed).
@@ -307,23 +333,45 @@ func (cl *client) readStems() map[string]any {
 func (cl *client) readSlices(n int) {
 	cl.t.Helper()
 	for got := 0; got < n; {
-		typ, b, err := cl.read()
-		require.NoError(cl.t, err)
-		if typ == websocket.TextMessage {
-			var m map[string]any
-			require.NoError(cl.t, json.Unmarshal(b, &m))
-			cl.events = append(cl.events, m)
-			continue
+		if _, ok := cl.readSlice(); ok {
+			got++
 		}
-		h, _, err := DecodeSliceHeader(b)
-		require.NoError(cl.t, err)
-		require.EqualValues(cl.t, cl.ch, h.Channels)
-		require.Zero(cl.t, h.StartSample%1920, "latent-aligned start")
-		require.Less(cl.t, int(h.StartSample), cl.mirror.Frames())
-		require.NoError(cl.t, cl.mirror.Apply(b))
-		cl.slices++
-		got++
 	}
+}
+
+// readSlice reads one message: a slice is checked and applied to the
+// mirror (ok), a JSON event is kept in cl.events.
+func (cl *client) readSlice() (h SliceHeader, ok bool) {
+	cl.t.Helper()
+	typ, b, err := cl.read()
+	require.NoError(cl.t, err)
+	if typ == websocket.TextMessage {
+		var m map[string]any
+		require.NoError(cl.t, json.Unmarshal(b, &m))
+		cl.events = append(cl.events, m)
+		return h, false
+	}
+	h, _, err = DecodeSliceHeader(b)
+	require.NoError(cl.t, err)
+	require.EqualValues(cl.t, cl.ch, h.Channels)
+	require.Zero(cl.t, h.StartSample%1920, "latent-aligned start")
+	require.Less(cl.t, int(h.StartSample), cl.mirror.Frames())
+	require.NoError(cl.t, cl.mirror.Apply(b))
+	cl.slices++
+	return h, true
+}
+
+// upload sends one upload socket's header and PCM frame and returns the
+// reply (upload_ok or upload_failed).
+func (e *env) upload(t testing.TB, name string, channels int, pcm []float32) map[string]any {
+	t.Helper()
+	c := e.dial(t)
+	defer c.Close()
+	require.NoError(t, c.WriteJSON(map[string]any{"type": "upload_track", "name": name}))
+	require.NoError(t, c.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, channels, pcm)))
+	var reply map[string]any
+	require.NoError(t, c.ReadJSON(&reply))
+	return reply
 }
 
 // waitEvent reads (applying slices) until a JSON event of type typ.

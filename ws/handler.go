@@ -47,7 +47,11 @@ type Options struct {
 	UploadsDir string
 	// AllowedOrigins is the Origin allow-list for WebSocket upgrades
 	// ("https://host:port" exact matches, or "*"). Empty allows same-host
-	// origins only. Requests without an Origin (non-browser clients) are
+	// origins, plus, on a connection that arrived on a loopback address,
+	// loopback origins on any port (DEMON's own web client on
+	// http://localhost:6660 talks to a local demond on another port; a
+	// browser never lets a page forge its Origin, so a remote page cannot
+	// pass for one). Requests without an Origin (non-browser clients) are
 	// always allowed. A refused origin gets 403.
 	AllowedOrigins []string
 	// APIKey, if set, is required on WebSocket upgrades and the upload
@@ -63,8 +67,20 @@ type Options struct {
 	MaxUploadBytes int64
 	// MaxUploadSeconds truncates uploads (default 240 s, the engine limit).
 	MaxUploadSeconds float64
-	// WriteTimeout bounds every socket write (default 10 s).
+	// MaxConcurrentUploads caps upload sockets receiving or storing a track
+	// at once (default 2; negative = unlimited): each may hold a PCM frame of
+	// up to MaxUploadBytes several times over while it is decoded and
+	// written. Over the cap: upload_failed, close 1013.
+	MaxConcurrentUploads int
+	// WriteTimeout bounds every socket write (default 10 s). A message over
+	// 64 KiB (the initial and swap buffers: 46 MB for 240 s) is written in
+	// chunks instead, each within WriteTimeout, and the whole within
+	// WriteTimeout + size/MinWriteRate.
 	WriteTimeout time.Duration
+	// MinWriteRate is the slowest average rate, in bytes per second, at which
+	// a client may take a large message (default 128 KiB/s, about 1 Mbit/s:
+	// 6 min for a 240 s buffer; a client that slow cannot stream anyway).
+	MinWriteRate int64
 	// PingInterval is the WebSocket ping period (default 20 s); a peer that
 	// sends nothing, not even a pong, for two intervals is dropped.
 	PingInterval time.Duration
@@ -137,6 +153,7 @@ type Server struct {
 	idle         zerowait.Signal // fired whenever conns drops to zero
 	dying        int             // sessions whose client is gone, not yet closed
 	dyingDone    zerowait.Signal // fired whenever dying drops to zero
+	uploadSlots  chan struct{}   // one token per upload in progress; nil = unlimited
 
 	// disableHandshakeGuard turns the handshake guard off (lifecycle L4): a
 	// session that fails between Create and Run is then left open, as DEMON
@@ -148,6 +165,10 @@ type Server struct {
 	// "the client disconnects right after stem_assets" deterministic. Set
 	// before serving.
 	testHookStemHeaderSent func(ctx context.Context)
+	// testHookBeforeCreate, when set, runs right before Manager.Create.
+	// TEST ONLY: makes "the client speaks before the session exists"
+	// deterministic. Set before serving.
+	testHookBeforeCreate func(c *conn)
 }
 
 // Defaults.
@@ -157,6 +178,8 @@ const (
 	DefaultPingInterval         = 20 * time.Second
 	DefaultHandshakeTimeout     = 60 * time.Second
 	DefaultTeardownWait         = 10 * time.Second
+	DefaultMinWriteRate         = 128 << 10
+	DefaultMaxConcurrentUploads = 2
 	// textReadLimit is the read limit for text messages while streaming.
 	textReadLimit = 64 << 10
 )
@@ -181,6 +204,12 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MinWriteRate <= 0 {
+		opts.MinWriteRate = DefaultMinWriteRate
+	}
+	if opts.MaxConcurrentUploads == 0 {
+		opts.MaxConcurrentUploads = DefaultMaxConcurrentUploads
 	}
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = DefaultPingInterval
@@ -207,6 +236,9 @@ func NewServer(opts Options) (*Server, error) {
 		uploads: &uploadStore{dir: opts.UploadsDir}, page: webPage(),
 		conns: map[*conn]struct{}{}, perIP: map[string]int{},
 		drainCh: make(chan struct{}),
+	}
+	if opts.MaxConcurrentUploads > 0 {
+		s.uploadSlots = make(chan struct{}, opts.MaxConcurrentUploads)
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize: 32 << 10, WriteBufferSize: 64 << 10,
@@ -254,11 +286,35 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	}
 	if len(s.opts.AllowedOrigins) == 0 {
 		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
+		if err != nil {
+			return false
+		}
+		return strings.EqualFold(u.Host, r.Host) || (loopbackHost(u.Hostname()) && arrivedOnLoopback(r))
 	}
 	return slices.ContainsFunc(s.opts.AllowedOrigins, func(o string) bool {
 		return o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
 	})
+}
+
+// loopbackHost reports whether host (no port) names this machine's
+// loopback interface: "localhost" or a loopback IP.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// arrivedOnLoopback reports whether the request's connection was accepted on
+// a loopback address (the server listens there, or the client is local).
+func arrivedOnLoopback(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	return err == nil && loopbackHost(host)
 }
 
 func clientIP(r *http.Request) string {
@@ -335,6 +391,25 @@ func (s *Server) releaseSlot(ip string) {
 	defer s.mu.Unlock()
 	if s.perIP[ip]--; s.perIP[ip] <= 0 {
 		delete(s.perIP, ip)
+	}
+}
+
+// acquireUpload takes an upload slot without waiting.
+func (s *Server) acquireUpload() bool {
+	if s.uploadSlots == nil {
+		return true
+	}
+	select {
+	case s.uploadSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) releaseUpload() {
+	if s.uploadSlots != nil {
+		<-s.uploadSlots
 	}
 }
 

@@ -82,6 +82,9 @@ func (c *conn) runSession(first []byte) (out outcome) {
 	if c.cause() != nil {
 		return c.endedOutcome()
 	}
+	if h := c.s.testHookBeforeCreate; h != nil {
+		h(c)
+	}
 	t0 := time.Now()
 	sess, err := mgr.Create(c.ctx, session.CreateRequest{
 		PCM: pcm, Channels: channels, FixtureName: cfg.FixtureName, CropSeconds: cfg.Crop,
@@ -125,6 +128,7 @@ func (c *conn) runSession(first []byte) (out outcome) {
 	}
 
 	c.startWriter()
+	c.startReplay(sess)
 	enteredRun = true
 	runErr := sess.Run(c.ctx, &output{c: c})
 	// Run has closed the session.

@@ -234,7 +234,10 @@ func TestAdmissionOneSessionDevice(t *testing.T) {
 }
 
 // TestLoadConcurrentClients: N clients connect concurrently, stream for a
-// while and leave; reports sessions sustained and ledger bytes per session.
+// while and leave. It requires that several sessions were live at once and
+// reports, per session, underruns (bench/stream.go's definition: a stretch
+// of the track left unpatched between consecutive slices), ledger bytes
+// and host RSS (server and clients share this process).
 func TestLoadConcurrentClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
@@ -244,9 +247,11 @@ func TestLoadConcurrentClients(t *testing.T) {
 	e := newEnv(t, envOptions{realistic: true, capacity: 200 << 30, opts: func(o *Options) { o.MaxSessionsPerClient = -1 }})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	slices, bytesIn := 0, 0
+	slices, bytesIn, underruns, sessionsWithUnderruns := 0, 0, 0, 0
+	var staleS float64
 	var maxLive int
-	var perSession uint64
+	var perSession, rssPerSession uint64
+	rssBase := processRSS()
 	start := time.Now()
 	for i := range clients {
 		wg.Add(1)
@@ -261,7 +266,17 @@ func TestLoadConcurrentClients(t *testing.T) {
 			if !assert.NoError(t, c.WriteJSON(fixtureConfig(map[string]any{"fixture_name": fixture}))) {
 				return
 			}
-			n, b := 0, 0
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			var ready map[string]any
+			if !assert.NoError(t, c.ReadJSON(&ready)) || !assert.Equal(t, "ready", ready["type"]) {
+				return
+			}
+			typ, buf, err := c.ReadMessage() // the initial buffer
+			if !assert.NoError(t, err) || !assert.Equal(t, websocket.BinaryMessage, typ) {
+				return
+			}
+			cov := coverage{durationS: ready["duration"].(float64)}
+			n, b := 0, len(buf)
 			deadline := time.Now().Add(streamFor + 10*time.Second)
 			var streamingSince time.Time
 			for time.Now().Before(deadline) {
@@ -271,10 +286,16 @@ func TestLoadConcurrentClients(t *testing.T) {
 					return
 				}
 				b += len(data)
-				if typ == websocket.BinaryMessage && len(data) < 2_000_000 {
-					n++
+				if typ != websocket.BinaryMessage {
+					continue
 				}
-				if streamingSince.IsZero() && n > 0 {
+				h, _, err := DecodeSliceHeader(data)
+				if !assert.NoError(t, err) {
+					return
+				}
+				cov.add(sliceSpan{int(h.StartSample), int(h.StartSample + h.NumSamples)})
+				n++
+				if streamingSince.IsZero() {
 					streamingSince = time.Now()
 					mu.Lock()
 					live := e.mgr.Open()
@@ -282,16 +303,24 @@ func TestLoadConcurrentClients(t *testing.T) {
 						maxLive = live
 						l := trttest.Snapshot(t, e.dev)
 						perSession = (l.Totals.UsedBytes - e.base.Totals.UsedBytes) / uint64(live)
+						if rss := processRSS(); rss > rssBase {
+							rssPerSession = (rss - rssBase) / uint64(live)
+						}
 					}
 					mu.Unlock()
 				}
-				if !streamingSince.IsZero() && time.Since(streamingSince) > streamFor {
+				if time.Since(streamingSince) > streamFor {
 					break
 				}
 			}
 			mu.Lock()
 			slices += n
 			bytesIn += b
+			underruns += cov.underruns
+			staleS += cov.staleS
+			if cov.underruns > 0 {
+				sessionsWithUnderruns++
+			}
 			mu.Unlock()
 			assert.GreaterOrEqual(t, n, 2, "slices per client")
 		}()
@@ -299,6 +328,11 @@ func TestLoadConcurrentClients(t *testing.T) {
 	wg.Wait()
 	e.waitReleased(t)
 	el := time.Since(start)
-	t.Logf("load: %d clients, %d sessions live at peak, %d slices (%.1f/s per session), %.1f MB received, %.2f GB ledger bytes per live session (realistic footprints), %v wall",
-		clients, maxLive, slices, float64(slices)/float64(clients)/streamFor.Seconds(), float64(bytesIn)/1e6, gb(perSession), el.Round(time.Millisecond))
+	assert.GreaterOrEqual(t, maxLive, 2, "sessions live at once")
+	t.Logf("load: %d clients, %d sessions live at peak, %d slices (%.1f/s per session), %.1f MB received, %v wall",
+		clients, maxLive, slices, float64(slices)/float64(clients)/streamFor.Seconds(), float64(bytesIn)/1e6, el.Round(time.Millisecond))
+	t.Logf("load: %d of %d sessions sustained without underruns (%d underruns, %.2f s stale in all)",
+		clients-sessionsWithUnderruns, clients, underruns, staleS)
+	t.Logf("load: per live session %.2f GB ledger bytes (realistic footprints), %.1f MB host RSS (server and clients in one process)",
+		gb(perSession), float64(rssPerSession)/1e6)
 }

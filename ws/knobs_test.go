@@ -3,6 +3,7 @@ package ws
 import (
 	"testing"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -60,4 +61,39 @@ func TestKnobAccessors(t *testing.T) {
 		"dcw_mode":"pix","dcw_wavelet":"bogus","rcfg_mode":5,"ch_g3":9,"ch56":0.25,
 		"lora_str_abc":2.5,"lora_str_":1,"steps_override":"12","custom":"x"}`)))
 	assert.False(t, k.Equal(decodeRaw(t, `{"seed":1}`)))
+}
+
+// TestAppliedAndIgnoredKnobsAreHonest: every knob demon claims to apply
+// changes the session controls, and every knob it reports as ignored does
+// not.
+func TestAppliedAndIgnoredKnobsAreHonest(t *testing.T) {
+	var base session.Controls
+	applyKnobs(&base, Knobs{})
+	other := func(spec KnobSpec) KnobValue {
+		switch spec.Kind {
+		case KnobEnum:
+			return KnobValue{Kind: ValueString, Str: spec.Enum[len(spec.Enum)-1]}
+		case KnobBool:
+			return KnobValue{Kind: ValueBool, Bool: spec.Default == 0}
+		}
+		if spec.Max != spec.Default {
+			return KnobValue{Kind: ValueNumber, Num: spec.Max}
+		}
+		return KnobValue{Kind: ValueNumber, Num: spec.Min}
+	}
+	names := append(KnobNames(), KnobLoRAStrengthPrefix+"x")
+	for _, name := range names {
+		spec, ok := LookupKnob(name)
+		require.True(t, ok, name)
+		var ct session.Controls
+		applyKnobs(&ct, Knobs{name: other(spec)})
+		if appliedKnobs[name] {
+			assert.NotEqual(t, base, ct, "%s is applied", name)
+			assert.False(t, ignoredKnob(name), name)
+			continue
+		}
+		assert.Equal(t, base, ct, "%s has no effect on the controls", name)
+		assert.Equal(t, name != KnobLoRADefaultStrength, ignoredKnob(name), name)
+	}
+	assert.False(t, ignoredKnob("my_own_key"), "unknown keys are not reported")
 }

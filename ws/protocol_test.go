@@ -2,7 +2,6 @@ package ws
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -177,12 +176,7 @@ func TestUploadSocketThenSessionByName(t *testing.T) {
 	assert.Contains(t, body, name, "uploads are usable server-side")
 
 	// Short upload and wrong follow-up.
-	up3 := e.dial(t)
-	defer up3.Close()
-	require.NoError(t, up3.WriteJSON(map[string]any{"type": "upload_track", "name": "short"}))
-	require.NoError(t, up3.WriteMessage(websocket.BinaryMessage, AppendPCMFrame(nil, 2, testPCM(1))))
-	ok = nil
-	require.NoError(t, up3.ReadJSON(&ok))
+	ok = e.upload(t, "short", 2, testPCM(1))
 	assert.Equal(t, "upload_failed", ok["type"])
 	assert.Contains(t, ok["error"], "too short")
 	up4 := e.dial(t)
@@ -203,34 +197,14 @@ func TestUploadSocketThenSessionByName(t *testing.T) {
 }
 
 // applyUntil reads messages, applying slices (and a swap buffer right after
-// swap_ready), until an event of type typ.
+// swap_ready), until an event of type typ, and returns it ("swap_buffer":
+// until the swap buffer, nil).
 func (cl *client) applyUntil(typ string) map[string]any {
 	cl.t.Helper()
-	for {
-		mt, b, err := cl.read()
-		require.NoError(cl.t, err, "waiting for %s", typ)
-		if mt == websocket.BinaryMessage {
-			if cl.swapPending {
-				require.NoError(cl.t, cl.mirror.ApplyF16(cl.ch, b))
-				cl.swapPending = false
-				if typ == "swap_buffer" {
-					return nil
-				}
-				continue
-			}
-			require.NoError(cl.t, cl.mirror.Apply(b))
-			cl.slices++
-			continue
-		}
-		var m map[string]any
-		require.NoError(cl.t, json.Unmarshal(b, &m))
-		if m["type"] == "swap_ready" {
-			cl.swapPending = true
-		}
-		if m["type"] == typ {
-			return m
-		}
+	if evs := cl.eventsUntil(typ); typ != "swap_buffer" {
+		return evs[len(evs)-1]
 	}
+	return nil
 }
 
 func TestStreamingMessagesAreAnswered(t *testing.T) {
@@ -273,6 +247,12 @@ func TestStreamingMessagesAreAnswered(t *testing.T) {
 	// LoRA, timbre, structure, unknown types: never left unanswered.
 	cl.sendJSON(map[string]any{"type": "enable_lora", "id": "x"})
 	assert.Equal(t, []any{}, cl.applyUntil("lora_catalog")["catalog"])
+	ns := cl.applyUntil("not_supported")
+	assert.Equal(t, "enable_lora", ns["request"])
+	assert.Contains(t, ns["message"], "LoRA adapters are not supported")
+	cl.sendJSON(map[string]any{"type": "disable_lora", "id": "x"})
+	assert.Equal(t, []any{}, cl.applyUntil("lora_catalog")["catalog"])
+	assert.Equal(t, "disable_lora", cl.applyUntil("not_supported")["request"])
 	cl.sendJSON(map[string]any{"type": "set_timbre_fixture", "name": "demo_groove_C_30s.wav"})
 	assert.Contains(t, cl.applyUntil("timbre_failed")["error"], "not supported")
 	cl.sendJSON(map[string]any{"type": "set_structure_source", "name": "x"})
@@ -280,7 +260,7 @@ func TestStreamingMessagesAreAnswered(t *testing.T) {
 	assert.Contains(t, cl.applyUntil("structure_failed")["error"], "not supported")
 	cl.sendJSON(map[string]any{"type": "loop_band", "start_sec": nil, "end_sec": nil})
 	cl.sendJSON(map[string]any{"type": "teleport", "where": "mars"})
-	ns := cl.applyUntil("not_supported")
+	ns = cl.applyUntil("not_supported")
 	assert.Equal(t, "teleport", ns["request"])
 
 	// swap_source by name → swap_ready + buffer; slices keep matching.

@@ -297,6 +297,8 @@ type UploadFailed struct {
 type NotSupported struct {
 	Request string `json:"request"`
 	Message string `json:"message"`
+	// Knobs names the params knobs demon ignores (request "params" only).
+	Knobs Strings `json:"knobs,omitempty"`
 }
 
 func (Ready) MessageType() string            { return TypeReady }
