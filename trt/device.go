@@ -114,7 +114,7 @@ func (d *Device) use(op string, fn func(h *C.dm_device) error) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "device")
 	}
 	return fn(d.h)
 }

@@ -160,7 +160,7 @@ func (e *Engine) useEngine(op string, fn func(h *C.dm_engine) error) error {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "engine")
 	}
 	return fn(e.h)
 }
@@ -230,7 +230,7 @@ func (c *Context) with(op string, fn func(h *C.dm_context, name *C.char) error, 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "context")
 	}
 	return fn(c.h, cn)
 }
@@ -258,7 +258,7 @@ func (c *Context) Bind(name string, b *Buffer) error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.h == nil {
-			return &Error{Op: op, Code: CodeState, Msg: "buffer " + ErrClosed.Error()}
+			return errClosed(op, "buffer")
 		}
 		var ce C.dm_error
 		if err := check(op, C.dm_context_bind(h, cn, b.h, &ce), &ce); err != nil {
@@ -285,7 +285,7 @@ func (c *Context) Execute() error {
 	defer c.mu.Unlock()
 	op := "execute " + c.component
 	if c.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "context")
 	}
 	if err := c.lockBound(op); err != nil {
 		return err

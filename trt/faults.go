@@ -110,7 +110,7 @@ func (f *Faults) Arm(spec string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.h == nil {
-		return &Error{Op: "arm faults", Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed("arm faults", "fault registry")
 	}
 	var e C.dm_error
 	if err := check("arm faults", C.dm_faults_arm(f.h, cs, &e), &e); err != nil {

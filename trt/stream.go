@@ -124,7 +124,7 @@ func (s *Stream) do(op string, fn func(h *C.dm_stream, e *C.dm_error) C.int) err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "stream")
 	}
 	return check(op, fn(s.h, &s.cerr), &s.cerr)
 }
@@ -202,7 +202,7 @@ func (s *Stream) Tick(p *TickParams, slice []float32) (TickResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.h == nil {
-		return TickResult{}, &Error{Op: "tick", Code: CodeState, Msg: ErrClosed.Error()}
+		return TickResult{}, errClosed("tick", "stream")
 	}
 	cp := &s.cparams
 	cp.submit = cbool(p.Submit)
