@@ -30,8 +30,7 @@ func (b *Buffer) Close() error {
 	if b.h == nil {
 		return nil
 	}
-	C.dm_buffer_free(b.h)
-	b.h = nil
+	C.dm_buffer_free(&b.h) // frees the handle and sets b.h to nil
 	b.st.release()
 	return nil
 }

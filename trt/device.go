@@ -97,8 +97,7 @@ func (d *Device) Close() error {
 	if d.h == nil {
 		return nil
 	}
-	C.dm_device_free(d.h)
-	d.h = nil
+	C.dm_device_free(&d.h) // frees the handle and sets d.h to nil
 	d.st.release()
 	return nil
 }

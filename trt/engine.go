@@ -136,8 +136,7 @@ func (e *Engine) Close() error {
 	if e.h == nil {
 		return nil
 	}
-	C.dm_engine_free(e.h)
-	e.h = nil
+	C.dm_engine_free(&e.h) // frees the handle and sets e.h to nil
 	e.st.release()
 	return nil
 }
@@ -217,8 +216,7 @@ func (c *Context) Close() error {
 	if c.h == nil {
 		return nil
 	}
-	C.dm_context_free(c.h)
-	c.h = nil
+	C.dm_context_free(&c.h) // frees the handle and sets c.h to nil
 	c.bound = nil
 	c.st.release()
 	return nil

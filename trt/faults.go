@@ -91,8 +91,7 @@ func (f *Faults) Close() error {
 	if f.h == nil {
 		return nil
 	}
-	C.dm_faults_free(f.h)
-	f.h = nil
+	C.dm_faults_free(&f.h) // frees the handle and sets f.h to nil
 	for _, p := range f.points {
 		p.action.Store(actionOff)
 	}

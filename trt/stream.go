@@ -114,8 +114,7 @@ func (s *Stream) Close() error {
 	if s.h == nil {
 		return nil
 	}
-	C.dm_stream_free(s.h)
-	s.h = nil
+	C.dm_stream_free(&s.h) // frees the handle and sets s.h to nil
 	s.st.release()
 	return nil
 }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -161,7 +162,7 @@ class CApi : public ::testing::Test {
     ASSERT_EQ(dm_ledger_totals_get(dev_, &t, &err_), DM_OK);
     EXPECT_EQ(t.used_bytes, 0u) << "test leaked device memory";
     EXPECT_EQ(t.live_handles, 0) << "test leaked handles";
-    dm_device_free(dev_);
+    dm_device_free(&dev_);
   }
   dm_device* dev_ = nullptr;
   dm_error err_{};
@@ -193,6 +194,117 @@ TEST_F(CApi, NullHandlesAndNullErr) {
   EXPECT_EQ(dm_faults_point_name(dm_faults_point_count()), nullptr);
 }
 
+// The live handles of `kind` on the ledger of `dev` (0 when the kind holds nothing).
+int64_t LiveOfKind(const dm_device* dev, const char* kind) {
+  dm_ledger_entry e[16];
+  int n = 0;
+  dm_error err{};
+  EXPECT_EQ(dm_ledger_by_kind(dev, e, 16, &n, &err), DM_OK) << err.msg;
+  for (int i = 0; i < n && i < 16; ++i) {
+    if (std::strcmp(e[i].name, kind) == 0) return e[i].live_handles;
+  }
+  return 0;
+}
+
+// Every free takes the caller's variable: NULL and a variable holding NULL are no-ops, and
+// freeing the same variable twice frees once (under ASan a real second free would abort).
+TEST_F(CApi, FreesAreNullSafeAndIdempotent) {
+  dm_faults_free(nullptr);
+  dm_device_free(nullptr);
+  dm_buffer_free(nullptr);
+  dm_engine_free(nullptr);
+  dm_context_free(nullptr);
+  dm_stream_free(nullptr);
+  dm_faults* no_faults = nullptr;
+  dm_device* no_device = nullptr;
+  dm_buffer* no_buffer = nullptr;
+  dm_engine* no_engine = nullptr;
+  dm_context* no_context = nullptr;
+  dm_stream* no_stream = nullptr;
+  dm_faults_free(&no_faults);
+  dm_device_free(&no_device);
+  dm_buffer_free(&no_buffer);
+  dm_engine_free(&no_engine);
+  dm_context_free(&no_context);
+  dm_stream_free(&no_stream);
+
+  // Engines, a context and a stream on the fixture's device (capacity 1 MiB is too small).
+  dm_device_options o{};
+  o.kind = DM_DEVICE_HOST;
+  o.capacity_bytes = 1ull << 30;
+  dm_device* dev = nullptr;
+  ASSERT_EQ(dm_device_create(&o, &dev, &err_), DM_OK) << err_.msg;
+  auto engine = [&](const char* component, const char* variant) {
+    std::string path = ::testing::TempDir() + "/capi_free_" + component + ".dmeng";
+    dm_reference_options r{};
+    r.component = component;
+    r.variant = variant;
+    r.seed = 3;
+    r.duration_s = 10;
+    EXPECT_EQ(dm_reference_engine_write(&r, path.c_str(), &err_), DM_OK) << err_.msg;
+    dm_engine_options eo{};
+    eo.path = path.c_str();
+    eo.component = component;
+    eo.backend = "cpu-ref";
+    eo.backend_version = "cpu-ref-1";
+    eo.owner = "model:free";
+    dm_engine* e = nullptr;
+    EXPECT_EQ(dm_engine_load(dev, &eo, &e, &err_), DM_OK) << err_.msg;
+    std::remove(path.c_str());
+    return e;
+  };
+  dm_engine* dec = engine("decoder", "oracle");
+  dm_engine* vae = engine("vae_decode_windowed", "");
+  ASSERT_NE(dec, nullptr);
+  ASSERT_NE(vae, nullptr);
+  dm_context* ctx = nullptr;
+  ASSERT_EQ(dm_context_create(dec, "session:free", &ctx, &err_), DM_OK) << err_.msg;
+  dm_stream_options so{};
+  so.frames = 126;
+  so.max_depth = 1;
+  so.depth = 1;
+  so.steps = 1;
+  so.shift = 1;
+  so.max_cond_len = 32;
+  dm_stream* stream = nullptr;
+  ASSERT_EQ(dm_stream_create(ctx, vae, "session:free", &so, &stream, &err_), DM_OK) << err_.msg;
+  dm_buffer* buf = nullptr;
+  ASSERT_EQ(dm_buffer_alloc(dev, 64, "session:free", &buf, &err_), DM_OK) << err_.msg;
+  dm_faults* faults = nullptr;
+  ASSERT_EQ(dm_faults_create("", &faults, &err_), DM_OK) << err_.msg;
+
+  // Each free clears the variable and drops exactly one handle of its kind; the second free
+  // of the same variable changes nothing.
+  auto twice = [&](const char* kind, auto** handle, auto free_fn) {
+    SCOPED_TRACE(kind);
+    int64_t live = LiveOfKind(dev, kind);
+    ASSERT_GE(live, 1);
+    free_fn(handle);
+    EXPECT_EQ(*handle, nullptr) << "the variable is cleared";
+    EXPECT_EQ(LiveOfKind(dev, kind), live - 1);
+    free_fn(handle);
+    EXPECT_EQ(*handle, nullptr);
+    EXPECT_EQ(LiveOfKind(dev, kind), live - 1) << "the second free is a no-op";
+  };
+  twice("stream", &stream, dm_stream_free);
+  twice("buffer", &buf, dm_buffer_free);
+  twice("context", &ctx, dm_context_free);
+  twice("engine", &dec, dm_engine_free);
+  twice("engine", &vae, dm_engine_free);
+  dm_faults_free(&faults);
+  EXPECT_EQ(faults, nullptr);
+  dm_faults_free(&faults);
+
+  dm_ledger_totals t{};
+  ASSERT_EQ(dm_ledger_totals_get(dev, &t, &err_), DM_OK);
+  EXPECT_EQ(t.used_bytes, 0u);
+  EXPECT_EQ(t.live_handles, 0);
+  EXPECT_EQ(t.allocations, t.frees) << "every allocation freed exactly once";
+  dm_device_free(&dev);
+  EXPECT_EQ(dev, nullptr);
+  dm_device_free(&dev);
+}
+
 TEST_F(CApi, ErrorClearedOnSuccess) {
   dm_buffer* b = nullptr;
   err_.code = 99;
@@ -200,7 +312,7 @@ TEST_F(CApi, ErrorClearedOnSuccess) {
   ASSERT_EQ(dm_buffer_alloc(dev_, 10, "x", &b, &err_), DM_OK);
   EXPECT_EQ(err_.code, DM_OK);
   EXPECT_STREQ(err_.msg, "");
-  dm_buffer_free(b);
+  dm_buffer_free(&b);
 }
 
 TEST_F(CApi, LedgerEntriesReportTotalBeyondCap) {
@@ -213,7 +325,7 @@ TEST_F(CApi, LedgerEntriesReportTotalBeyondCap) {
   EXPECT_EQ(n, 3);
   EXPECT_STREQ(e[0].name, "a");
   EXPECT_STREQ(e[1].name, "b");
-  for (auto* p : b) dm_buffer_free(p);
+  for (auto*& p : b) dm_buffer_free(&p);
 }
 
 TEST_F(CApi, ExceptionBarrier) {
@@ -260,8 +372,8 @@ TEST_F(CApi, BadAllocInsideValueAndListFunctionsIsAStatus) {
   EXPECT_EQ(n, 1);
   EXPECT_STREQ(e[0].name, "an-owner-tag-longer-than-sso");
   EXPECT_EQ(dm_faults_hits(f, point), 1);
-  dm_faults_free(f);
-  dm_buffer_free(b);
+  dm_faults_free(&f);
+  dm_buffer_free(&b);
 }
 
 // A device shares its fault registry: freeing the dm_faults handle first leaves the device
@@ -277,12 +389,12 @@ TEST_F(CApi, FaultsFreedBeforeTheirDevice) {
   ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
   dm_buffer* b[3] = {};
   ASSERT_EQ(dm_buffer_alloc(d, 8, "x", &b[0], &err_), DM_OK) << err_.msg;
-  dm_faults_free(f);
+  dm_faults_free(&f);
   // Hit 2 was armed to fail; the free disarmed it, and the hit lands on live memory.
   EXPECT_EQ(dm_buffer_alloc(d, 8, "x", &b[1], &err_), DM_OK) << err_.msg;
   EXPECT_EQ(dm_buffer_alloc(d, 8, "x", &b[2], &err_), DM_OK) << err_.msg;
-  for (auto* p : b) dm_buffer_free(p);
-  dm_device_free(d);
+  for (auto*& p : b) dm_buffer_free(&p);
+  dm_device_free(&d);
 }
 
 // Freeing the handle releases a hit hung on the registry (nobody could re-arm it).
@@ -311,12 +423,12 @@ TEST_F(CApi, FreeingFaultsReleasesAHungHit) {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(rc.load(), -1) << "the allocation hangs";
   auto freed = std::chrono::steady_clock::now();
-  dm_faults_free(f);
+  dm_faults_free(&f);
   t.join();
   EXPECT_LT(std::chrono::steady_clock::now() - freed, std::chrono::seconds(5));
   EXPECT_EQ(rc.load(), DM_OK);
-  dm_buffer_free(b);
-  dm_device_free(d);
+  dm_buffer_free(&b);
+  dm_device_free(&d);
 }
 
 TEST_F(CApi, FaultedAllocationLeavesNothing) {
@@ -336,9 +448,9 @@ TEST_F(CApi, FaultedAllocationLeavesNothing) {
   EXPECT_EQ(t.live_handles, 0);
   EXPECT_EQ(t.failed, 1u);
   ASSERT_EQ(dm_buffer_alloc(d, 100, "x", &b, &err_), DM_OK);
-  dm_buffer_free(b);
-  dm_device_free(d);
-  dm_faults_free(f);
+  dm_buffer_free(&b);
+  dm_device_free(&d);
+  dm_faults_free(&f);
 }
 
 }  // namespace

@@ -12,11 +12,14 @@
  *    it, and native/tests/capi_test.cc checks every declaration at compile time. The few
  *    functions that return a value instead of a dm_status return their documented
  *    "nothing" value (0, -1 or NULL) should the shim fail inside them.
- *  - *_free functions are NULL-safe and never fail. Each handle must be freed exactly once:
- *    a handle is a plain pointer to memory the shim owns, and freeing it releases that
- *    memory, so a second free is a double free the shim cannot detect (it has nothing left
- *    to look at). The Go binding makes its Close idempotent (it clears the pointer under a
- *    lock), so double frees cannot reach the shim from Go.
+ *  - dm_X_free(dm_X** h) takes the address of the caller's handle variable: it frees the
+ *    handle `*h` holds and sets `*h = NULL`. It is NULL-safe (h == NULL or *h == NULL: a
+ *    no-op) and idempotent (freeing the same variable again finds NULL and does nothing),
+ *    and it never fails. It clears only the variable it is given: a handle is a plain
+ *    pointer, so freeing through another copy of it afterwards is a double free the shim
+ *    cannot detect. Keep each handle in one variable (the Go binding keeps it in the
+ *    handle's struct and frees it under that struct's lock). Thread rule for every free:
+ *    no other thread may be using the handle, or freeing the same variable, during it.
  *  - Pointers to caller memory (strings, byte ranges) are only read or written during the
  *    call; the shim never keeps them.
  *  - Thread rules: a dm_device and its ledger are safe to use from several threads; a
@@ -84,7 +87,7 @@ typedef struct dm_faults dm_faults;
  * freeing the handle first is safe. It disarms every point (nobody could re-arm them) and
  * releases hung hits; those devices keep counting hits but nothing fires any more. */
 int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) DM_NOEXCEPT;
-void dm_faults_free(dm_faults* faults) DM_NOEXCEPT;
+void dm_faults_free(dm_faults** faults) DM_NOEXCEPT;
 
 /* Arms (or disarms, with "off") the points named in `spec`. Validates the whole spec
  * first: on error nothing changes. Hit counters are not reset. */
@@ -151,7 +154,7 @@ int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* e
 
 /* Frees the device handle. Objects still alive on it keep the device's internals alive
  * until they are freed (their bytes stay on the ledger: a leak a test can see). */
-void dm_device_free(dm_device* device) DM_NOEXCEPT;
+void dm_device_free(dm_device** device) DM_NOEXCEPT;
 
 /* Writes a one-line human description, e.g. "host device (capacity 24.00 GiB)". */
 int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err) DM_NOEXCEPT;
@@ -233,7 +236,7 @@ typedef struct dm_buffer dm_buffer;
  * the message names the bytes requested and the bytes free. Fault point: device.alloc. */
 int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buffer** out,
                     dm_error* err) DM_NOEXCEPT;
-void dm_buffer_free(dm_buffer* buffer) DM_NOEXCEPT;
+void dm_buffer_free(dm_buffer** buffer) DM_NOEXCEPT;
 uint64_t dm_buffer_size(const dm_buffer* buffer) DM_NOEXCEPT; /* 0 for NULL */
 
 /* Copies n bytes from host memory into the buffer at `offset` (host-to-device). */
@@ -298,7 +301,7 @@ typedef struct dm_engine_options {
  * weights are resident. On error nothing stays allocated. */
 int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,
                    dm_error* err) DM_NOEXCEPT;
-void dm_engine_free(dm_engine* engine) DM_NOEXCEPT;
+void dm_engine_free(dm_engine** engine) DM_NOEXCEPT;
 
 /* Number of inputs and outputs; 0 for NULL. */
 int dm_engine_io_count(const dm_engine* engine) DM_NOEXCEPT;
@@ -311,7 +314,7 @@ uint64_t dm_engine_context_bytes(const dm_engine* engine) DM_NOEXCEPT;
  * Fault point: session.init.context. */
 int dm_context_create(dm_engine* engine, const char* owner, dm_context** out,
                       dm_error* err) DM_NOEXCEPT;
-void dm_context_free(dm_context* context) DM_NOEXCEPT;
+void dm_context_free(dm_context** context) DM_NOEXCEPT;
 
 /* Sets an input's shape; each dimension must lie in the engine's profile. */
 int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
@@ -420,7 +423,7 @@ typedef struct dm_tick_result {
  * engine. Memory is accounted to `owner`. */
 int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char* owner,
                      const dm_stream_options* opts, dm_stream** out, dm_error* err) DM_NOEXCEPT;
-void dm_stream_free(dm_stream* stream) DM_NOEXCEPT;
+void dm_stream_free(dm_stream** stream) DM_NOEXCEPT;
 /* Bytes the stream allocated (buffers and pipeline). */
 uint64_t dm_stream_bytes(const dm_stream* stream) DM_NOEXCEPT;
 /* Sets the source from VAE-encode moments [1,128,T] in a device buffer. */
