@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <new>
 #include <regex>
 #include <set>
@@ -18,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "demon/demon.h"
 
@@ -116,20 +118,33 @@ DM_ENTRY_POINTS(DM_ASSERT_NOEXCEPT)
 int MayThrow(int);
 static_assert(!IsNoexceptFunction<decltype(MayThrow)>::value, "trait must reject a throwing fn");
 
-// Every function demon.h declares is in DM_ENTRY_POINTS, so the static_asserts above cover
-// the whole API. The header is found next to this file (CMake passes absolute paths).
-TEST(CApiBarrier, EveryEntryPointIsChecked) {
+// The text of demon.h, found next to this file (CMake passes absolute paths); empty, with
+// a test failure, if it cannot be read.
+std::string ReadHeader() {
   std::string here = __FILE__;
   const std::string suffix = "tests/capi_test.cc";
-  ASSERT_GT(here.size(), suffix.size());
-  ASSERT_EQ(here.substr(here.size() - suffix.size()), suffix) << here;
+  if (here.size() <= suffix.size() || here.substr(here.size() - suffix.size()) != suffix) {
+    ADD_FAILURE() << "unexpected source path " << here;
+    return "";
+  }
   std::string header = here.substr(0, here.size() - suffix.size()) + "include/demon/demon.h";
   std::ifstream in(header);
-  ASSERT_TRUE(in.good()) << "cannot read " << header;
+  if (!in.good()) {
+    ADD_FAILURE() << "cannot read " << header;
+    return "";
+  }
   std::stringstream ss;
   ss << in.rdbuf();
+  return ss.str();
+}
+
+// Every function demon.h declares is in DM_ENTRY_POINTS, so the static_asserts above cover
+// the whole API.
+TEST(CApiBarrier, EveryEntryPointIsChecked) {
+  std::string source = ReadHeader();
+  ASSERT_FALSE(source.empty());
   // Declarations only: drop the comments, which also name functions ("dm_x()").
-  std::string text = std::regex_replace(ss.str(), std::regex(R"(/\*[\s\S]*?\*/)"), "");
+  std::string text = std::regex_replace(source, std::regex(R"(/\*[\s\S]*?\*/)"), "");
   std::set<std::string> declared;
   std::regex decl(R"(\b(dm_\w+)\s*\()");
   for (auto it = std::sregex_iterator(text.begin(), text.end(), decl); it != std::sregex_iterator();
@@ -146,6 +161,40 @@ TEST(CApiBarrier, EveryEntryPointIsChecked) {
   }
   for (const auto& name : checked) {
     EXPECT_EQ(declared.count(name), 1u) << name << " is checked but not declared in demon.h";
+  }
+}
+
+// STYLE item 16 and the header's conventions: the comment right above every declaration
+// states ownership on success and on error ("Owns:"), NULL handling ("NULL:") and the
+// thread rule ("Threads:").
+TEST(CApiDocs, EveryFunctionStatesOwnershipNullAndThreads) {
+  std::istringstream lines(ReadHeader());
+  const std::regex decl(R"(\b(dm_\w+)\s*\()");
+  std::map<std::string, std::string> doc;  // function -> the comment right above it
+  std::string comment;
+  bool in_comment = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (in_comment || line.rfind("/*", 0) == 0) {
+      if (!in_comment) comment.clear();
+      comment += line + "\n";
+      in_comment = line.find("*/") == std::string::npos;
+      continue;
+    }
+    std::smatch m;
+    if (line.rfind("#", 0) != 0 && std::regex_search(line, m, decl)) {
+      doc[m[1].str()] = comment;
+    }
+    comment.clear();  // a comment documents only the declaration right below it
+  }
+#define DM_NAME(fn) #fn,
+  const std::vector<std::string> functions = {DM_ENTRY_POINTS(DM_NAME)};
+#undef DM_NAME
+  for (const auto& fn : functions) {
+    ASSERT_EQ(doc.count(fn), 1u) << fn << " not found in demon.h";
+    for (const char* part : {"Owns:", "NULL:", "Threads:"}) {
+      EXPECT_NE(doc[fn].find(part), std::string::npos)
+          << fn << ": the comment above it lacks \"" << part << "\"";
+    }
   }
 }
 
