@@ -2,6 +2,8 @@ package trt_test
 
 import (
 	"errors"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -88,10 +90,28 @@ func TestOutOfMemoryAtExactCapacity(t *testing.T) {
 	require.ErrorIs(t, err, trt.ErrOutOfMemory)
 }
 
+// vmRSS returns the process's resident set size (VmRSS in /proc/self/status) in bytes.
+func vmRSS(t *testing.T) uint64 {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			require.NoError(t, err, "VmRSS line %q", line)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/self/status")
+	return 0
+}
+
 func TestLargeCapacityDoesNotCommitMemory(t *testing.T) {
 	trttest.NoLeaks(t)
 	// A 24 GiB card on a 24 GiB machine: 13.5 GB and 4 GB footprints are mapped, not used.
 	d := trttest.HostDevice(t, 24*gib, nil)
+	got := make([]byte, 3)
+	rssBefore := vmRSS(t)
 	dec, err := d.Alloc(13_500_000_000, "model:decoder")
 	require.NoError(t, err)
 	defer dec.Close()
@@ -101,9 +121,14 @@ func TestLargeCapacityDoesNotCommitMemory(t *testing.T) {
 	// Touch a little at both ends: the memory is real.
 	require.NoError(t, dec.Write(0, []byte{1, 2, 3}))
 	require.NoError(t, dec.Write(13_500_000_000-3, []byte{4, 5, 6}))
-	got := make([]byte, 3)
 	require.NoError(t, dec.Read(13_500_000_000-3, got))
 	assert.Equal(t, []byte{4, 5, 6}, got)
+	rssAfter := vmRSS(t)
+	// Only the touched pages (and whatever else the process did meanwhile) become resident;
+	// committing the footprints would add 17.7 GB.
+	growth := int64(rssAfter) - int64(rssBefore)
+	t.Logf("VmRSS %d kB before, %d kB after mapping 17678000000 bytes: %+d kB", rssBefore>>10, rssAfter>>10, growth>>10)
+	assert.Less(t, growth, int64(64*mib), "mapping the footprints committed memory")
 
 	l := trttest.Snapshot(t, d)
 	assert.Equal(t, uint64(13_500_000_000), l.Owner("model:decoder").UsedBytes)
