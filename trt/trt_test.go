@@ -106,6 +106,29 @@ func vmRSS(t *testing.T) uint64 {
 	return 0
 }
 
+// An allocation the ledger admits but the device cannot make (a mapping larger than the
+// address space) fails with ErrOutOfMemory and moves only the failure count: used bytes,
+// peak, allocations, frees and the per-kind and per-owner entries stay as they were.
+func TestRefusedRawAllocationMovesOnlyTheFailureCount(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<62, nil)
+	kept, err := d.Alloc(4096, "test:kept")
+	require.NoError(t, err)
+	defer kept.Close()
+	before := trttest.Snapshot(t, d)
+
+	_, err = d.Alloc(1<<60, "test:refused")
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "host mapping of 1152921504606846976 bytes")
+
+	after := trttest.Snapshot(t, d)
+	want := before.Totals
+	want.Failed++
+	assert.Equal(t, want, after.Totals)
+	assert.Equal(t, before.ByKind, after.ByKind)
+	assert.Equal(t, before.ByOwner, after.ByOwner)
+}
+
 func TestLargeCapacityDoesNotCommitMemory(t *testing.T) {
 	trttest.NoLeaks(t)
 	// A 24 GiB card on a 24 GiB machine: 13.5 GB and 4 GB footprints are mapped, not used.

@@ -480,6 +480,35 @@ TEST_F(CApi, FreeingFaultsReleasesAHungHit) {
   dm_device_free(&d);
 }
 
+// A raw allocation the ledger admitted but the device could not make (an anonymous
+// mapping larger than the address space) is refused with DM_ERR_OUT_OF_MEMORY and moves
+// only `failed`: not used, peak, allocations or frees.
+TEST_F(CApi, RefusedRawAllocationMovesOnlyTheFailureCount) {
+  dm_device_options o{};
+  o.kind = DM_DEVICE_HOST;
+  o.capacity_bytes = 1ull << 62;
+  dm_device* d = nullptr;
+  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  dm_buffer* kept = nullptr;
+  ASSERT_EQ(dm_buffer_alloc(d, 4096, "x", &kept, &err_), DM_OK);
+  dm_ledger_totals before{};
+  ASSERT_EQ(dm_ledger_totals_get(d, &before, &err_), DM_OK);
+  dm_buffer* b = nullptr;
+  EXPECT_EQ(dm_buffer_alloc(d, 1ull << 60, "x", &b, &err_), DM_ERR_OUT_OF_MEMORY);
+  EXPECT_NE(std::strstr(err_.msg, "host mapping of"), nullptr) << err_.msg;
+  EXPECT_EQ(b, nullptr);
+  dm_ledger_totals after{};
+  ASSERT_EQ(dm_ledger_totals_get(d, &after, &err_), DM_OK);
+  EXPECT_EQ(after.used_bytes, before.used_bytes);
+  EXPECT_EQ(after.peak_bytes, before.peak_bytes);
+  EXPECT_EQ(after.allocations, before.allocations);
+  EXPECT_EQ(after.frees, before.frees);
+  EXPECT_EQ(after.live_handles, before.live_handles);
+  EXPECT_EQ(after.failed, before.failed + 1);
+  dm_buffer_free(&kept);
+  dm_device_free(&d);
+}
+
 TEST_F(CApi, FaultedAllocationLeavesNothing) {
   dm_faults* f = nullptr;
   ASSERT_EQ(dm_faults_create("device.alloc=oom@1", &f, &err_), DM_OK);

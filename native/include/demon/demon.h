@@ -228,7 +228,8 @@ typedef struct dm_ledger_totals {
   uint64_t peak_bytes;     /* high-water mark of used_bytes since creation/reset_peak */
   uint64_t allocations;    /* successful allocations, cumulative */
   uint64_t frees;          /* frees, cumulative */
-  uint64_t failed;         /* refused allocations (out of memory or injected) */
+  uint64_t failed;         /* refused allocations (out of memory, injected, or failed in the
+                              device after the ledger admitted them) */
   int64_t live_handles;    /* live handles of every kind on this device */
 } dm_ledger_totals;
 
@@ -240,6 +241,8 @@ typedef struct dm_ledger_entry {
 } dm_ledger_entry;
 
 /* Writes the device ledger's totals: one consistent snapshot, taken under the ledger's lock.
+ * A refused allocation (by the ledger, a fault point or the device itself after the ledger
+ * admitted it) moves only `failed`: used, peak, allocations and frees stay as they were.
  *   Owns: writes *out (caller memory) on success only; nothing to free.
  *   NULL: device and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
  *   Threads: safe concurrently with every call on the device except its free. */
