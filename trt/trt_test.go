@@ -45,7 +45,8 @@ func TestAllocFreeRoundTripsToBaseline(t *testing.T) {
 	assert.Equal(t, sum, l.Totals.PeakBytes)
 	assert.Equal(t, int64(len(sizes)), l.Totals.LiveHandles)
 	assert.Equal(t, sum, l.Owner("test:roundtrip").UsedBytes)
-	assert.Equal(t, int64(len(sizes)), l.Kind("buffer").LiveHandles)
+	assert.Equal(t, trt.LedgerEntry{Name: "buffer", UsedBytes: sum, PeakBytes: sum, LiveHandles: int64(len(sizes))}, l.Kind("buffer"))
+	require.Len(t, l.ByKind, 1, "buffers are the only kind allocated")
 
 	for _, b := range bufs {
 		require.NoError(t, b.Close())
@@ -57,6 +58,8 @@ func TestAllocFreeRoundTripsToBaseline(t *testing.T) {
 	assert.Equal(t, uint64(len(sizes)), after.Totals.Allocations)
 	assert.Equal(t, uint64(len(sizes)), after.Totals.Frees)
 	assert.Empty(t, after.ByOwner, "owners with nothing live are not listed")
+	assert.Empty(t, after.ByKind, "kinds with nothing live are not listed")
+	assert.Zero(t, after.Kind("buffer").UsedBytes)
 	d.ResetPeak()
 	assert.Zero(t, trttest.Snapshot(t, d).Totals.PeakBytes)
 }

@@ -64,13 +64,18 @@ TEST(Ledger, KindsOwnersAndHandles) {
   auto kinds = l.ByKind();
   ASSERT_EQ(kinds.size(), 2u);
   EXPECT_EQ(kinds[0].name, "context");
+  EXPECT_EQ(kinds[0].used_bytes, 100u);
+  EXPECT_EQ(kinds[0].live_handles, 1);
   EXPECT_EQ(kinds[1].name, "model");
+  EXPECT_EQ(kinds[1].used_bytes, 0u) << "a handle without bytes";
+  EXPECT_EQ(kinds[1].live_handles, 1);
   EXPECT_EQ(l.Totals().live_handles, 2);
   l.Release(HandleKind::kContext, "session:a", 100);
   l.RemoveHandle(HandleKind::kContext, "session:a");
   l.RemoveHandle(HandleKind::kModel, "model");
   EXPECT_EQ(l.Totals().live_handles, 0);
   EXPECT_TRUE(l.ByOwner().empty());
+  EXPECT_TRUE(l.ByKind().empty());
 }
 
 // A raw allocation that fails after its bytes were admitted (the reservation is destroyed
