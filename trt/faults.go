@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -134,8 +135,9 @@ func (f *Faults) Reset() {
 }
 
 // Hit records a hit of a Go-side point and returns the injected error if it fires (a
-// "hang" point blocks until the registry is re-armed or reset). A nil *Faults never
-// fires, so code paths can hit points unconditionally.
+// "hang" point blocks until the registry is re-armed, reset or closed, at most 10 minutes,
+// and then returns nil). A nil *Faults never fires, so code paths can hit points
+// unconditionally.
 func (f *Faults) Hit(point string) error {
 	if f == nil {
 		return nil
@@ -156,13 +158,37 @@ func (f *Faults) Hit(point string) error {
 	case actionOOM:
 		return &Error{Op: point, Code: CodeOutOfMemory, Msg: fmt.Sprintf("out of memory (injected at fault point %s, hit %d)", point, n)}
 	case actionHang:
-		f.mu.Lock()
-		rearmed := f.rearmed
-		f.mu.Unlock()
-		<-rearmed
+		f.hang(p, n)
 		return nil
 	}
 	return &Error{Op: point, Code: CodeFaultInjected, Msg: fmt.Sprintf("fault injected at %s (hit %d)", point, n)}
+}
+
+// maxHang caps a "hang" like the native registry does: a forgotten hang point cannot park
+// a goroutine forever.
+var maxHang = 10 * time.Minute
+
+// hang blocks hit n of p until the registry is re-armed, reset or closed, at most maxHang.
+// The arming read lock-free in Hit may already be stale: Arm, Reset and Close change it and
+// replace f.rearmed under f.mu, so the decision is re-made under f.mu, together with
+// reading the channel. If the point no longer hangs at this hit, the change that disarmed
+// it has happened and Hit returns; if it still does, the channel read here is the one the
+// next change closes.
+func (f *Faults) hang(p *goPoint, n int64) {
+	f.mu.Lock()
+	nth := p.nth.Load()
+	if p.action.Load() != actionHang || (nth != 0 && nth != n) {
+		f.mu.Unlock()
+		return
+	}
+	rearmed := f.rearmed
+	f.mu.Unlock()
+	limit := time.NewTimer(maxHang)
+	defer limit.Stop()
+	select {
+	case <-rearmed:
+	case <-limit.C:
+	}
 }
 
 // Hits returns how often point was hit (natively and from Go) since creation or Reset;
