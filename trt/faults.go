@@ -25,6 +25,9 @@ type Faults struct {
 	h      *C.dm_faults
 	st     *handleState
 	points map[string]*goPoint // every declared point; the map itself never changes
+	// declared holds the same points in declaration order: declared[i] is the shim's point
+	// i (dm_faults_point_name), so syncing the arming needs no Go strings in C.
+	declared []*goPoint
 	// rearmed is closed and replaced by Arm and Reset: it releases hung Go-side points.
 	rearmed chan struct{}
 }
@@ -55,26 +58,28 @@ func NewFaults(spec string) (*Faults, error) {
 		return nil, err
 	}
 	f := &Faults{h: h, points: map[string]*goPoint{}, rearmed: make(chan struct{})}
-	for _, p := range FaultPoints() {
-		f.points[p] = &goPoint{}
+	for _, name := range FaultPoints() {
+		p := &goPoint{}
+		f.points[name] = p
+		f.declared = append(f.declared, p)
 	}
 	f.syncArmingLocked()
 	f.st = track(f, "faults")
 	return f, nil
 }
 
-// syncArmingLocked copies the shim's arming of every point into the Go twin.
+// syncArmingLocked copies the shim's arming of every point into the Go twin. It names
+// each point by the shim's own static string (dm_faults_point_name), so it allocates
+// nothing in C and has nothing to free.
 func (f *Faults) syncArmingLocked() {
-	for name, p := range f.points {
-		cn := C.CString(name)
+	for i, p := range f.declared {
 		var action C.int
 		var nth C.int64_t
 		var e C.dm_error
-		if C.dm_faults_arming(f.h, cn, &action, &nth, &e) == C.DM_OK {
+		if C.dm_faults_arming(f.h, C.dm_faults_point_name(C.int(i)), &action, &nth, &e) == C.DM_OK {
 			p.action.Store(int32(action))
 			p.nth.Store(int64(nth))
 		}
-		C.free(unsafe.Pointer(cn))
 	}
 	close(f.rearmed)
 	f.rearmed = make(chan struct{})
