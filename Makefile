@@ -8,7 +8,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 BUILD := build
 GOFLAGS_ASAN := -asan -ldflags='-s=false -w=false'
 # Packages whose tests also run under AddressSanitizer/LeakSanitizer (C++ instrumented).
-ASAN_PKGS := ./trt/... ./session/...
+ASAN_PKGS := ./trt/... ./session/... ./models/...
 
 NATIVE_DEPS := g++ cmake libgtest-dev
 RUN_DEPS := g++
