@@ -14,21 +14,8 @@ import (
 // (what the caller did) and ErrState (its code), and names the closed handle's kind.
 func TestUseAfterCloseMatchesErrClosed(t *testing.T) {
 	trttest.NoLeaks(t)
-	f := trttest.Faults(t, "")
-	d := trttest.HostDevice(t, 1<<30, f)
-	dec := loadRef(t, d, "decoder", "oracle", 10)
-	vae := loadRef(t, d, "vae_decode_windowed", "", 10)
-	ctx, err := dec.NewContext("session:closed")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ctx.Close() })
-	stream, err := trt.NewStream(ctx, vae, "session:closed", trt.StreamOptions{
-		Frames: 126, MaxDepth: 2, Depth: 1, Steps: 2, Shift: 3, MaxCondLen: 32,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stream.Close() })
-	buf, err := d.Alloc(64, "test:closed")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = buf.Close() })
+	r := newStreamRig(t, "oracle", 126, 1)
+	d, dec, ctx, stream := r.dev, r.dec, r.ctx, r.stream
 	spare, err := d.Alloc(64, "test:closed")
 	require.NoError(t, err)
 
@@ -79,7 +66,7 @@ func TestUseAfterCloseMatchesErrClosed(t *testing.T) {
 	}
 
 	// Only closed handles match ErrClosed: a state error of an open handle does not.
-	_, err = trt.NewStream(ctx, vae, "x", trt.StreamOptions{Frames: 126, MaxDepth: 1, Depth: 1, Steps: 1, Shift: 1, MaxCondLen: 32})
+	_, err = trt.NewStream(ctx, r.vae, "x", trt.StreamOptions{Frames: 126, MaxDepth: 1, Depth: 1, Steps: 1, Shift: 1, MaxCondLen: 32})
 	require.ErrorIs(t, err, trt.ErrClosed, "a closed decoder context as an argument")
 	open, err := d.Alloc(8, "test:closed")
 	require.NoError(t, err)

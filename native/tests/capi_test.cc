@@ -198,13 +198,24 @@ TEST(CApiDocs, EveryFunctionStatesOwnershipNullAndThreads) {
   }
 }
 
+// A host device of `capacity` bytes using `faults` (may be NULL); NULL, and a test failure,
+// if it cannot be created.
+dm_device* NewHostDevice(uint64_t capacity, dm_faults* faults = nullptr) {
+  dm_device_options o{};
+  o.kind = DM_DEVICE_HOST;
+  o.capacity_bytes = capacity;
+  o.faults = faults;
+  dm_device* d = nullptr;
+  dm_error err{};
+  EXPECT_EQ(dm_device_create(&o, &d, &err), DM_OK) << err.msg;
+  return d;
+}
+
 class CApi : public ::testing::Test {
  protected:
   void SetUp() override {
-    dm_device_options o{};
-    o.kind = DM_DEVICE_HOST;
-    o.capacity_bytes = 1 << 20;
-    ASSERT_EQ(dm_device_create(&o, &dev_, &err_), DM_OK) << err_.msg;
+    dev_ = NewHostDevice(1 << 20);
+    ASSERT_NE(dev_, nullptr);
   }
   void TearDown() override {
     dm_ledger_totals t{};
@@ -278,11 +289,8 @@ TEST_F(CApi, FreesAreNullSafeAndIdempotent) {
   dm_stream_free(&no_stream);
 
   // Engines, a context and a stream on the fixture's device (capacity 1 MiB is too small).
-  dm_device_options o{};
-  o.kind = DM_DEVICE_HOST;
-  o.capacity_bytes = 1ull << 30;
-  dm_device* dev = nullptr;
-  ASSERT_EQ(dm_device_create(&o, &dev, &err_), DM_OK) << err_.msg;
+  dm_device* dev = NewHostDevice(1ull << 30);
+  ASSERT_NE(dev, nullptr);
   auto engine = [&](const char* component, const char* variant) {
     std::string path = ::testing::TempDir() + "/capi_free_" + component + ".dmeng";
     dm_reference_options r{};
@@ -430,12 +438,8 @@ TEST_F(CApi, BadAllocInsideValueAndListFunctionsIsAStatus) {
 TEST_F(CApi, FaultsFreedBeforeTheirDevice) {
   dm_faults* f = nullptr;
   ASSERT_EQ(dm_faults_create("device.alloc=error@2", &f, &err_), DM_OK);
-  dm_device_options o{};
-  o.kind = DM_DEVICE_HOST;
-  o.capacity_bytes = 4096;
-  o.faults = f;
-  dm_device* d = nullptr;
-  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  dm_device* d = NewHostDevice(4096, f);
+  ASSERT_NE(d, nullptr);
   dm_buffer* b[3] = {};
   ASSERT_EQ(dm_buffer_alloc(d, 8, "x", &b[0], &err_), DM_OK) << err_.msg;
   dm_faults_free(&f);
@@ -450,12 +454,8 @@ TEST_F(CApi, FaultsFreedBeforeTheirDevice) {
 TEST_F(CApi, FreeingFaultsReleasesAHungHit) {
   dm_faults* f = nullptr;
   ASSERT_EQ(dm_faults_create("device.alloc=hang", &f, &err_), DM_OK);
-  dm_device_options o{};
-  o.kind = DM_DEVICE_HOST;
-  o.capacity_bytes = 4096;
-  o.faults = f;
-  dm_device* d = nullptr;
-  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  dm_device* d = NewHostDevice(4096, f);
+  ASSERT_NE(d, nullptr);
   std::atomic<int> rc{-1};
   dm_buffer* b = nullptr;
   std::thread t([&] {
@@ -484,11 +484,8 @@ TEST_F(CApi, FreeingFaultsReleasesAHungHit) {
 // mapping larger than the address space) is refused with DM_ERR_OUT_OF_MEMORY and moves
 // only `failed`: not used, peak, allocations or frees.
 TEST_F(CApi, RefusedRawAllocationMovesOnlyTheFailureCount) {
-  dm_device_options o{};
-  o.kind = DM_DEVICE_HOST;
-  o.capacity_bytes = 1ull << 62;
-  dm_device* d = nullptr;
-  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  dm_device* d = NewHostDevice(1ull << 62);
+  ASSERT_NE(d, nullptr);
   dm_buffer* kept = nullptr;
   ASSERT_EQ(dm_buffer_alloc(d, 4096, "x", &kept, &err_), DM_OK);
   dm_ledger_totals before{};
@@ -512,12 +509,8 @@ TEST_F(CApi, RefusedRawAllocationMovesOnlyTheFailureCount) {
 TEST_F(CApi, FaultedAllocationLeavesNothing) {
   dm_faults* f = nullptr;
   ASSERT_EQ(dm_faults_create("device.alloc=oom@1", &f, &err_), DM_OK);
-  dm_device_options o{};
-  o.kind = DM_DEVICE_HOST;
-  o.capacity_bytes = 4096;
-  o.faults = f;
-  dm_device* d = nullptr;
-  ASSERT_EQ(dm_device_create(&o, &d, &err_), DM_OK);
+  dm_device* d = NewHostDevice(4096, f);
+  ASSERT_NE(d, nullptr);
   dm_buffer* b = nullptr;
   EXPECT_EQ(dm_buffer_alloc(d, 100, "x", &b, &err_), DM_ERR_OUT_OF_MEMORY);
   dm_ledger_totals t{};
