@@ -8,7 +8,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 BUILD := build
 GOFLAGS_ASAN := -asan -ldflags='-s=false -w=false'
 # Packages whose tests also run under AddressSanitizer/LeakSanitizer (C++ instrumented).
-ASAN_PKGS := ./trt/... ./session/...
+ASAN_PKGS := ./trt/... ./session/... ./models/...
 
 NATIVE_DEPS := g++ cmake libgtest-dev
 RUN_DEPS := g++
@@ -85,11 +85,11 @@ check:
 	@cp go.mod $(BUILD)/go.mod.bak && cp go.sum $(BUILD)/go.sum.bak && $(GO) mod tidy && \
 		if ! diff -q go.mod $(BUILD)/go.mod.bak >/dev/null || ! diff -q go.sum $(BUILD)/go.sum.bak >/dev/null; then \
 			cp $(BUILD)/go.mod.bak go.mod; cp $(BUILD)/go.sum.bak go.sum; echo "go mod tidy changes go.mod/go.sum"; exit 1; fi
-	clang-format --dry-run -Werror $$(git ls-files 'native/*.cc' 'native/*.h')
+	clang-format --dry-run -Werror $$(git ls-files 'native/*.cc' 'native/*.h' 'native/*.c')
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
-	clang-format -i $$(git ls-files 'native/*.cc' 'native/*.h')
+	clang-format -i $$(git ls-files 'native/*.cc' 'native/*.h' 'native/*.c')
 
 ## bench: the benchmark harness, short profile (a few minutes on 2 cores), in-process;
 ## results in bench-out/ (summary.json, summary.md, *.png). Scale up with BENCH_ARGS, e.g.

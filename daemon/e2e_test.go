@@ -113,9 +113,18 @@ func readSlices(t *testing.T, c *websocket.Conn, n int) {
 }
 
 // The real binary under a fake systemd: READY=1 after warmup, WATCHDOG=1 while healthy,
-// and on SIGTERM: STOPPING=1, live sessions get the shutdown frame and close 1001, the
-// ledger is back at zero, exit code 0.
+// and on SIGTERM (systemd's stop) or SIGINT (Ctrl-C under `make run`): STOPPING=1, live
+// sessions get the shutdown frame and close 1001, the ledger is back at zero, exit code 0.
 func TestBinaryNotifyAndDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"SIGTERM", syscall.SIGTERM}, {"SIGINT", syscall.SIGINT}} {
+		t.Run(tc.name, func(t *testing.T) { notifyAndDrainOn(t, tc.sig) })
+	}
+}
+
+func notifyAndDrainOn(t *testing.T, sig syscall.Signal) {
 	cmd, addr, msgs, logs := runDemond(t, nil, "--warmup=true")
 	m := await(t, msgs, "READY=1", 60*time.Second)
 	assert.Contains(t, m, "STATUS=ready")
@@ -131,7 +140,7 @@ func TestBinaryNotifyAndDrain(t *testing.T) {
 	assert.NotEmpty(t, ready["session_id"])
 	readSlices(t, c, 2)
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Process.Signal(sig))
 	await(t, msgs, "STOPPING=1", 5*time.Second)
 	var frame map[string]any
 	var closeCode int

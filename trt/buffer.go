@@ -30,8 +30,7 @@ func (b *Buffer) Close() error {
 	if b.h == nil {
 		return nil
 	}
-	C.dm_buffer_free(b.h)
-	b.h = nil
+	C.dm_buffer_free(&b.h) // frees the handle and sets b.h to nil
 	b.st.release()
 	return nil
 }
@@ -47,7 +46,7 @@ func (b *Buffer) Write(offset uint64, src []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.h == nil {
-		return &Error{Op: "write buffer", Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed("write buffer", "buffer")
 	}
 	var e C.dm_error
 	var p unsafe.Pointer
@@ -62,7 +61,7 @@ func (b *Buffer) Read(offset uint64, dst []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.h == nil {
-		return &Error{Op: "read buffer", Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed("read buffer", "buffer")
 	}
 	var e C.dm_error
 	var p unsafe.Pointer

@@ -80,6 +80,9 @@ func TestCUDAFakeOutOfMemory(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, tot.UsedBytes)
 	assert.Equal(t, uint64(2), tot.Failed)
+	assert.Zero(t, tot.PeakBytes, "a refused allocation never raised the peak")
+	assert.Zero(t, tot.Allocations, "nor counted as an allocation")
+	assert.Zero(t, tot.Frees, "nor as a free")
 }
 
 func TestCUDAFakeFaultPoints(t *testing.T) {

@@ -97,8 +97,7 @@ func (d *Device) Close() error {
 	if d.h == nil {
 		return nil
 	}
-	C.dm_device_free(d.h)
-	d.h = nil
+	C.dm_device_free(&d.h) // frees the handle and sets d.h to nil
 	d.st.release()
 	return nil
 }
@@ -114,7 +113,7 @@ func (d *Device) use(op string, fn func(h *C.dm_device) error) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "device")
 	}
 	return fn(d.h)
 }

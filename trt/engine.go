@@ -136,8 +136,7 @@ func (e *Engine) Close() error {
 	if e.h == nil {
 		return nil
 	}
-	C.dm_engine_free(e.h)
-	e.h = nil
+	C.dm_engine_free(&e.h) // frees the handle and sets e.h to nil
 	e.st.release()
 	return nil
 }
@@ -160,7 +159,7 @@ func (e *Engine) useEngine(op string, fn func(h *C.dm_engine) error) error {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "engine")
 	}
 	return fn(e.h)
 }
@@ -217,8 +216,7 @@ func (c *Context) Close() error {
 	if c.h == nil {
 		return nil
 	}
-	C.dm_context_free(c.h)
-	c.h = nil
+	C.dm_context_free(&c.h) // frees the handle and sets c.h to nil
 	c.bound = nil
 	c.st.release()
 	return nil
@@ -230,7 +228,7 @@ func (c *Context) with(op string, fn func(h *C.dm_context, name *C.char) error, 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "context")
 	}
 	return fn(c.h, cn)
 }
@@ -258,7 +256,7 @@ func (c *Context) Bind(name string, b *Buffer) error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.h == nil {
-			return &Error{Op: op, Code: CodeState, Msg: "buffer " + ErrClosed.Error()}
+			return errClosed(op, "buffer")
 		}
 		var ce C.dm_error
 		if err := check(op, C.dm_context_bind(h, cn, b.h, &ce), &ce); err != nil {
@@ -285,7 +283,7 @@ func (c *Context) Execute() error {
 	defer c.mu.Unlock()
 	op := "execute " + c.component
 	if c.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "context")
 	}
 	if err := c.lockBound(op); err != nil {
 		return err

@@ -62,7 +62,8 @@ var (
 	ErrState           = errors.New("invalid state")
 	ErrCUDA            = errors.New("cuda error")
 	ErrInternal        = errors.New("internal error")
-	// ErrClosed is returned by methods called on a handle after Close.
+	// ErrClosed is returned by methods called on a handle after Close (and by methods
+	// given a closed handle as an argument). Such an error also matches ErrState.
 	ErrClosed = errors.New("handle is closed")
 )
 
@@ -87,16 +88,28 @@ type Error struct {
 	Code Code
 	// Msg is the shim's message.
 	Msg string
+	// closed marks a use-after-Close (errClosed): the error also matches ErrClosed.
+	closed bool
 }
 
 // Error implements error.
 func (e *Error) Error() string { return e.Op + ": " + e.Msg }
 
 // Is reports whether target is the sentinel for e's code, so callers can write
-// errors.Is(err, trt.ErrOutOfMemory).
+// errors.Is(err, trt.ErrOutOfMemory); a use-after-Close also matches ErrClosed.
 func (e *Error) Is(target error) bool {
+	if e.closed && target == ErrClosed {
+		return true
+	}
 	s, ok := sentinels[e.Code]
 	return ok && s == target
+}
+
+// errClosed is the error of op on a closed handle of the given kind ("buffer",
+// "device", ...): the one place such errors are made, so every one matches both ErrClosed
+// and ErrState.
+func errClosed(op, kind string) *Error {
+	return &Error{Op: op, Code: CodeState, Msg: kind + " " + ErrClosed.Error(), closed: true}
 }
 
 // NewError builds an *Error for Go-side failures that should match the same sentinels

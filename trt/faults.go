@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -24,6 +25,9 @@ type Faults struct {
 	h      *C.dm_faults
 	st     *handleState
 	points map[string]*goPoint // every declared point; the map itself never changes
+	// declared holds the same points in declaration order: declared[i] is the shim's point
+	// i (dm_faults_point_name), so syncing the arming needs no Go strings in C.
+	declared []*goPoint
 	// rearmed is closed and replaced by Arm and Reset: it releases hung Go-side points.
 	rearmed chan struct{}
 }
@@ -54,26 +58,28 @@ func NewFaults(spec string) (*Faults, error) {
 		return nil, err
 	}
 	f := &Faults{h: h, points: map[string]*goPoint{}, rearmed: make(chan struct{})}
-	for _, p := range FaultPoints() {
-		f.points[p] = &goPoint{}
+	for _, name := range FaultPoints() {
+		p := &goPoint{}
+		f.points[name] = p
+		f.declared = append(f.declared, p)
 	}
 	f.syncArmingLocked()
 	f.st = track(f, "faults")
 	return f, nil
 }
 
-// syncArmingLocked copies the shim's arming of every point into the Go twin.
+// syncArmingLocked copies the shim's arming of every point into the Go twin. It names
+// each point by the shim's own static string (dm_faults_point_name), so it allocates
+// nothing in C and has nothing to free.
 func (f *Faults) syncArmingLocked() {
-	for name, p := range f.points {
-		cn := C.CString(name)
+	for i, p := range f.declared {
 		var action C.int
 		var nth C.int64_t
 		var e C.dm_error
-		if C.dm_faults_arming(f.h, cn, &action, &nth, &e) == C.DM_OK {
+		if C.dm_faults_arming(f.h, C.dm_faults_point_name(C.int(i)), &action, &nth, &e) == C.DM_OK {
 			p.action.Store(int32(action))
 			p.nth.Store(int64(nth))
 		}
-		C.free(unsafe.Pointer(cn))
 	}
 	close(f.rearmed)
 	f.rearmed = make(chan struct{})
@@ -91,8 +97,7 @@ func (f *Faults) Close() error {
 	if f.h == nil {
 		return nil
 	}
-	C.dm_faults_free(f.h)
-	f.h = nil
+	C.dm_faults_free(&f.h) // frees the handle and sets f.h to nil
 	for _, p := range f.points {
 		p.action.Store(actionOff)
 	}
@@ -110,7 +115,7 @@ func (f *Faults) Arm(spec string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.h == nil {
-		return &Error{Op: "arm faults", Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed("arm faults", "fault registry")
 	}
 	var e C.dm_error
 	if err := check("arm faults", C.dm_faults_arm(f.h, cs, &e), &e); err != nil {
@@ -135,8 +140,9 @@ func (f *Faults) Reset() {
 }
 
 // Hit records a hit of a Go-side point and returns the injected error if it fires (a
-// "hang" point blocks until the registry is re-armed or reset). A nil *Faults never
-// fires, so code paths can hit points unconditionally.
+// "hang" point blocks until the registry is re-armed, reset or closed, at most 10 minutes,
+// and then returns nil). A nil *Faults never fires, so code paths can hit points
+// unconditionally.
 func (f *Faults) Hit(point string) error {
 	if f == nil {
 		return nil
@@ -157,13 +163,37 @@ func (f *Faults) Hit(point string) error {
 	case actionOOM:
 		return &Error{Op: point, Code: CodeOutOfMemory, Msg: fmt.Sprintf("out of memory (injected at fault point %s, hit %d)", point, n)}
 	case actionHang:
-		f.mu.Lock()
-		rearmed := f.rearmed
-		f.mu.Unlock()
-		<-rearmed
+		f.hang(p, n)
 		return nil
 	}
 	return &Error{Op: point, Code: CodeFaultInjected, Msg: fmt.Sprintf("fault injected at %s (hit %d)", point, n)}
+}
+
+// maxHang caps a "hang" like the native registry does: a forgotten hang point cannot park
+// a goroutine forever.
+var maxHang = 10 * time.Minute
+
+// hang blocks hit n of p until the registry is re-armed, reset or closed, at most maxHang.
+// The arming read lock-free in Hit may already be stale: Arm, Reset and Close change it and
+// replace f.rearmed under f.mu, so the decision is re-made under f.mu, together with
+// reading the channel. If the point no longer hangs at this hit, the change that disarmed
+// it has happened and Hit returns; if it still does, the channel read here is the one the
+// next change closes.
+func (f *Faults) hang(p *goPoint, n int64) {
+	f.mu.Lock()
+	nth := p.nth.Load()
+	if p.action.Load() != actionHang || (nth != 0 && nth != n) {
+		f.mu.Unlock()
+		return
+	}
+	rearmed := f.rearmed
+	f.mu.Unlock()
+	limit := time.NewTimer(maxHang)
+	defer limit.Stop()
+	select {
+	case <-rearmed:
+	case <-limit.C:
+	}
 }
 
 // Hits returns how often point was hit (natively and from Go) since creation or Reset;

@@ -114,8 +114,7 @@ func (s *Stream) Close() error {
 	if s.h == nil {
 		return nil
 	}
-	C.dm_stream_free(s.h)
-	s.h = nil
+	C.dm_stream_free(&s.h) // frees the handle and sets s.h to nil
 	s.st.release()
 	return nil
 }
@@ -124,7 +123,7 @@ func (s *Stream) do(op string, fn func(h *C.dm_stream, e *C.dm_error) C.int) err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.h == nil {
-		return &Error{Op: op, Code: CodeState, Msg: ErrClosed.Error()}
+		return errClosed(op, "stream")
 	}
 	return check(op, fn(s.h, &s.cerr), &s.cerr)
 }
@@ -202,7 +201,7 @@ func (s *Stream) Tick(p *TickParams, slice []float32) (TickResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.h == nil {
-		return TickResult{}, &Error{Op: "tick", Code: CodeState, Msg: ErrClosed.Error()}
+		return TickResult{}, errClosed("tick", "stream")
 	}
 	cp := &s.cparams
 	cp.submit = cbool(p.Submit)

@@ -2,6 +2,8 @@ package trt_test
 
 import (
 	"errors"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,7 +45,8 @@ func TestAllocFreeRoundTripsToBaseline(t *testing.T) {
 	assert.Equal(t, sum, l.Totals.PeakBytes)
 	assert.Equal(t, int64(len(sizes)), l.Totals.LiveHandles)
 	assert.Equal(t, sum, l.Owner("test:roundtrip").UsedBytes)
-	assert.Equal(t, int64(len(sizes)), l.Kind("buffer").LiveHandles)
+	assert.Equal(t, trt.LedgerEntry{Name: "buffer", UsedBytes: sum, PeakBytes: sum, LiveHandles: int64(len(sizes))}, l.Kind("buffer"))
+	require.Len(t, l.ByKind, 1, "buffers are the only kind allocated")
 
 	for _, b := range bufs {
 		require.NoError(t, b.Close())
@@ -55,6 +58,8 @@ func TestAllocFreeRoundTripsToBaseline(t *testing.T) {
 	assert.Equal(t, uint64(len(sizes)), after.Totals.Allocations)
 	assert.Equal(t, uint64(len(sizes)), after.Totals.Frees)
 	assert.Empty(t, after.ByOwner, "owners with nothing live are not listed")
+	assert.Empty(t, after.ByKind, "kinds with nothing live are not listed")
+	assert.Zero(t, after.Kind("buffer").UsedBytes)
 	d.ResetPeak()
 	assert.Zero(t, trttest.Snapshot(t, d).Totals.PeakBytes)
 }
@@ -88,10 +93,51 @@ func TestOutOfMemoryAtExactCapacity(t *testing.T) {
 	require.ErrorIs(t, err, trt.ErrOutOfMemory)
 }
 
+// vmRSS returns the process's resident set size (VmRSS in /proc/self/status) in bytes.
+func vmRSS(t *testing.T) uint64 {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			require.NoError(t, err, "VmRSS line %q", line)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// An allocation the ledger admits but the device cannot make (a mapping larger than the
+// address space) fails with ErrOutOfMemory and moves only the failure count: used bytes,
+// peak, allocations, frees and the per-kind and per-owner entries stay as they were.
+func TestRefusedRawAllocationMovesOnlyTheFailureCount(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<62, nil)
+	kept, err := d.Alloc(4096, "test:kept")
+	require.NoError(t, err)
+	defer kept.Close()
+	before := trttest.Snapshot(t, d)
+
+	_, err = d.Alloc(1<<60, "test:refused")
+	require.ErrorIs(t, err, trt.ErrOutOfMemory)
+	assert.Contains(t, err.Error(), "host mapping of 1152921504606846976 bytes")
+
+	after := trttest.Snapshot(t, d)
+	want := before.Totals
+	want.Failed++
+	assert.Equal(t, want, after.Totals)
+	assert.Equal(t, before.ByKind, after.ByKind)
+	assert.Equal(t, before.ByOwner, after.ByOwner)
+}
+
 func TestLargeCapacityDoesNotCommitMemory(t *testing.T) {
 	trttest.NoLeaks(t)
 	// A 24 GiB card on a 24 GiB machine: 13.5 GB and 4 GB footprints are mapped, not used.
 	d := trttest.HostDevice(t, 24*gib, nil)
+	got := make([]byte, 3)
+	rssBefore := vmRSS(t)
 	dec, err := d.Alloc(13_500_000_000, "model:decoder")
 	require.NoError(t, err)
 	defer dec.Close()
@@ -101,9 +147,14 @@ func TestLargeCapacityDoesNotCommitMemory(t *testing.T) {
 	// Touch a little at both ends: the memory is real.
 	require.NoError(t, dec.Write(0, []byte{1, 2, 3}))
 	require.NoError(t, dec.Write(13_500_000_000-3, []byte{4, 5, 6}))
-	got := make([]byte, 3)
 	require.NoError(t, dec.Read(13_500_000_000-3, got))
 	assert.Equal(t, []byte{4, 5, 6}, got)
+	rssAfter := vmRSS(t)
+	// Only the touched pages (and whatever else the process did meanwhile) become resident;
+	// committing the footprints would add 17.7 GB.
+	growth := int64(rssAfter) - int64(rssBefore)
+	t.Logf("VmRSS %d kB before, %d kB after mapping 17678000000 bytes: %+d kB", rssBefore>>10, rssAfter>>10, growth>>10)
+	assert.Less(t, growth, int64(64*mib), "mapping the footprints committed memory")
 
 	l := trttest.Snapshot(t, d)
 	assert.Equal(t, uint64(13_500_000_000), l.Owner("model:decoder").UsedBytes)

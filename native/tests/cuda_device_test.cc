@@ -42,9 +42,9 @@ class FakeCuda : public ::testing::Test {
       dm_ledger_totals s{};
       ASSERT_EQ(dm_device_staging_totals(dev_, &s, nullptr), DM_OK);
       EXPECT_EQ(s.used_bytes, 0u) << "staging back at zero";
-      dm_device_free(dev_);
+      dm_device_free(&dev_);
     }
-    dm_faults_free(faults_);
+    dm_faults_free(&faults_);
     EXPECT_EQ(FakeLive(nullptr), 0) << "the fake driver holds no allocation";
     unsetenv("DEMON_CUDA_LIBRARY");
   }
@@ -153,7 +153,7 @@ TEST_F(FakeCuda, BuffersLedgerAndDriverAgree) {
   EXPECT_EQ(in, out);
   EXPECT_EQ(dm_buffer_write(bufs[0], 50, in.data(), 51, &err), DM_ERR_INVALID_ARGUMENT);
 
-  for (dm_buffer* b : bufs) dm_buffer_free(b);
+  for (dm_buffer*& b : bufs) dm_buffer_free(&b);
   ASSERT_EQ(dm_device_driver_memory(dev_, &free, &total, &err), DM_OK);
   EXPECT_EQ(free, total);
 }
@@ -211,7 +211,7 @@ TEST_F(FakeCuda, StreamOrderedAllocationWherePoolsExist) {
   ASSERT_EQ(dm_buffer_read(b, 0, back.data(), back.size(), &err), DM_OK) << err.msg;
   for (uint8_t v : back) ASSERT_EQ(v, 0) << "new memory reads as zeros";
 
-  dm_buffer_free(a);
+  dm_buffer_free(&a);
   FakeAsyncCalls(&allocs, &frees);
   EXPECT_EQ(frees, 1);
   EXPECT_EQ(FakeLive(nullptr), 2) << "the free is queued on the allocation stream";
@@ -219,7 +219,7 @@ TEST_F(FakeCuda, StreamOrderedAllocationWherePoolsExist) {
   ASSERT_EQ(dm_device_driver_memory(dev_, &free, &total, &err), DM_OK) << err.msg;
   EXPECT_EQ(total - free, 1000u) << "reading the driver's memory lands the queued frees";
   EXPECT_EQ(FakeLive(nullptr), 1);
-  dm_buffer_free(b);  // still queued when the device goes: its destructor synchronises
+  dm_buffer_free(&b);  // still queued when the device goes: its destructor synchronises
 }
 
 // Without memory pools (old driver or GPU), plain cuMemAlloc / cuMemFree.
@@ -235,7 +235,7 @@ TEST_F(FakeCuda, WithoutMemoryPoolsPlainCuMemAlloc) {
   ASSERT_EQ(dm_buffer_alloc(dev_, 4096, "test:plain", &a, &err), DM_OK) << err.msg;
   EXPECT_EQ(dm_buffer_alloc(dev_, 2 << 20, "test:plain", &b, &err), DM_ERR_OUT_OF_MEMORY);
   EXPECT_NE(std::strstr(err.msg, "cuMemAlloc_v2 of 2097152 bytes"), nullptr) << err.msg;
-  dm_buffer_free(a);
+  dm_buffer_free(&a);
   EXPECT_EQ(FakeLive(nullptr), 0) << "cuMemFree returns the memory at once";
   long allocs = 0, frees = 0;
   FakeAsyncCalls(&allocs, &frees);
@@ -252,8 +252,8 @@ TEST_F(FakeCuda, NthDriverAllocationFails) {
   EXPECT_EQ(dm_buffer_alloc(dev_, 64, "test:nth", &b, &err), DM_ERR_OUT_OF_MEMORY);
   EXPECT_NE(std::strstr(err.msg, "CUDA_ERROR_OUT_OF_MEMORY"), nullptr) << err.msg;
   ASSERT_EQ(dm_buffer_alloc(dev_, 64, "test:nth", &c, &err), DM_OK);
-  dm_buffer_free(a);
-  dm_buffer_free(c);
+  dm_buffer_free(&a);
+  dm_buffer_free(&c);
 }
 
 TEST_F(FakeCuda, FaultPointsFireOnTheCudaDevice) {
@@ -269,7 +269,7 @@ TEST_F(FakeCuda, FaultPointsFireOnTheCudaDevice) {
   ASSERT_EQ(dm_buffer_alloc(dev_, 256, "test:fault", &a, &err), DM_OK);
   EXPECT_EQ(dm_buffer_alloc(dev_, 256, "test:fault", &b, &err), DM_ERR_OUT_OF_MEMORY);
   EXPECT_EQ(FakeLive(nullptr), 1) << "the injected failure never reached the driver";
-  dm_buffer_free(a);
+  dm_buffer_free(&a);
 }
 
 TEST_F(FakeCuda, TimeCopiesFreesEverything) {
@@ -329,10 +329,10 @@ class StagedEngine : public FakeCuda {
       EXPECT_EQ(s.live_handles, 3) << "scratch and two tensor shadows";
       EXPECT_EQ(s.used_bytes, 64 + uint64_t(len) * 4 + uint64_t(len) * 2048 * 4);
     }
-    dm_buffer_free(in);
-    dm_buffer_free(out);
-    dm_context_free(ctx);
-    dm_engine_free(eng);
+    dm_buffer_free(&in);
+    dm_buffer_free(&out);
+    dm_context_free(&ctx);
+    dm_engine_free(&eng);
     return result;
   }
 };
@@ -352,7 +352,7 @@ TEST_F(StagedEngine, MatchesTheHostDevice) {
   dm_device* host = nullptr;
   ASSERT_EQ(dm_device_create(&ho, &host, &err), DM_OK);
   std::vector<float> want = Embed(host, path);
-  dm_device_free(host);
+  dm_device_free(&host);
 
   ASSERT_EQ(Create(&err), DM_OK) << err.msg;
   std::vector<float> got = Embed(dev_, path);

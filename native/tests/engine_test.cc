@@ -31,8 +31,8 @@ class EngineLoad : public ::testing::Test {
     ASSERT_EQ(dm_ledger_totals_get(dev_, &t, &err_), DM_OK);
     EXPECT_EQ(t.used_bytes, 0u) << "a refused load left memory behind";
     EXPECT_EQ(t.live_handles, 0) << "a refused load left a handle behind";
-    dm_device_free(dev_);
-    dm_faults_free(faults_);
+    dm_device_free(&dev_);
+    dm_faults_free(&faults_);
     std::remove(path_.c_str());
   }
   dm_engine_options Options() const {
@@ -57,7 +57,7 @@ TEST_F(EngineLoad, ReferenceEngineLoads) {
   ASSERT_EQ(dm_engine_load(dev_, &o, &e, &err_), DM_OK) << err_.msg;
   EXPECT_GT(dm_engine_io_count(e), 0);
   EXPECT_EQ(dm_faults_hits(faults_, "model.load.vae_encode"), 1);
-  dm_engine_free(e);
+  dm_engine_free(&e);
 }
 
 // No build has a TensorRT backend (engine.h, "The TensorRT seam"): the refusal says so and

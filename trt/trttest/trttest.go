@@ -3,6 +3,7 @@
 package trttest
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/demon-audio/demon/trt"
@@ -55,18 +56,39 @@ func Snapshot(t testing.TB, d *trt.Device) trt.Ledger {
 }
 
 // RequireBaseline fails the test unless the device's use is exactly back at base: same
-// used bytes, same live handles, and no owner holding anything it did not hold before.
+// used bytes, same live handles, and every handle kind and every owner holding exactly
+// the bytes and handles it held at base (a kind or owner listed on one side only must
+// hold nothing on the other).
 func RequireBaseline(t testing.TB, d *trt.Device, base trt.Ledger) {
 	t.Helper()
-	now := Snapshot(t, d)
-	if now.Totals.UsedBytes != base.Totals.UsedBytes || now.Totals.LiveHandles != base.Totals.LiveHandles {
-		t.Fatalf("ledger not at baseline: used %d bytes / %d handles, baseline %d bytes / %d handles; owners now %+v",
-			now.Totals.UsedBytes, now.Totals.LiveHandles, base.Totals.UsedBytes, base.Totals.LiveHandles, now.ByOwner)
+	if diff := baselineDiff(Snapshot(t, d), base); diff != "" {
+		t.Fatalf("ledger not at baseline: %s", diff)
 	}
-	for _, o := range now.ByOwner {
-		b := base.Owner(o.Name)
-		if o.UsedBytes != b.UsedBytes || o.LiveHandles != b.LiveHandles {
-			t.Fatalf("owner %q holds %d bytes / %d handles, baseline %d / %d", o.Name, o.UsedBytes, o.LiveHandles, b.UsedBytes, b.LiveHandles)
+}
+
+// baselineDiff says how now differs from base in what RequireBaseline compares ("" when
+// it does not): the totals first, then the first handle kind, then the first owner.
+func baselineDiff(now, base trt.Ledger) string {
+	if now.Totals.UsedBytes != base.Totals.UsedBytes || now.Totals.LiveHandles != base.Totals.LiveHandles {
+		return fmt.Sprintf("used %d bytes / %d handles, baseline %d bytes / %d handles; kinds now %+v; owners now %+v",
+			now.Totals.UsedBytes, now.Totals.LiveHandles, base.Totals.UsedBytes, base.Totals.LiveHandles, now.ByKind, now.ByOwner)
+	}
+	if diff := entriesDiff("handle kind", now.ByKind, base.ByKind, now.Kind, base.Kind); diff != "" {
+		return diff
+	}
+	return entriesDiff("owner", now.ByOwner, base.ByOwner, now.Owner, base.Owner)
+}
+
+// entriesDiff compares the used bytes and live handles of every entry listed now or at
+// base, looked up on both sides (an entry not listed holds nothing).
+func entriesDiff(what string, listedNow, listedAtBase []trt.LedgerEntry, nowOf, baseOf func(name string) trt.LedgerEntry) string {
+	for _, listed := range [][]trt.LedgerEntry{listedNow, listedAtBase} {
+		for _, e := range listed {
+			n, b := nowOf(e.Name), baseOf(e.Name)
+			if n.UsedBytes != b.UsedBytes || n.LiveHandles != b.LiveHandles {
+				return fmt.Sprintf("%s %q holds %d bytes / %d handles, baseline %d / %d", what, e.Name, n.UsedBytes, n.LiveHandles, b.UsedBytes, b.LiveHandles)
+			}
 		}
 	}
+	return ""
 }

@@ -12,16 +12,25 @@
  *    it, and native/tests/capi_test.cc checks every declaration at compile time. The few
  *    functions that return a value instead of a dm_status return their documented
  *    "nothing" value (0, -1 or NULL) should the shim fail inside them.
- *  - *_free functions are NULL-safe and never fail. Each handle must be freed exactly once:
- *    a handle is a plain pointer to memory the shim owns, and freeing it releases that
- *    memory, so a second free is a double free the shim cannot detect (it has nothing left
- *    to look at). The Go binding makes its Close idempotent (it clears the pointer under a
- *    lock), so double frees cannot reach the shim from Go.
+ *  - dm_X_free(dm_X** h) takes the address of the caller's handle variable: it frees the
+ *    handle `*h` holds and sets `*h = NULL`. It is NULL-safe (h == NULL or *h == NULL: a
+ *    no-op) and idempotent (freeing the same variable again finds NULL and does nothing),
+ *    and it never fails. It clears only the variable it is given: a handle is a plain
+ *    pointer, so freeing through another copy of it afterwards is a double free the shim
+ *    cannot detect. Keep each handle in one variable (the Go binding keeps it in the
+ *    handle's struct and frees it under that struct's lock). Thread rule for every free:
+ *    no other thread may be using the handle, or freeing the same variable, during it.
  *  - Pointers to caller memory (strings, byte ranges) are only read or written during the
  *    call; the shim never keeps them.
  *  - Thread rules: a dm_device and its ledger are safe to use from several threads; a
  *    dm_buffer must not be freed while another thread reads or writes it; a dm_faults
  *    registry is safe to use from several threads.
+ *
+ * Each function's comment ends with three lines that apply these rules to it:
+ *   Owns:    what the caller owns on success and on error (a new handle to free, or only
+ *            its own memory, written by the call).
+ *   NULL:    which pointer arguments may be NULL, and what a NULL does.
+ *   Threads: with which other calls it may run concurrently.
  */
 #ifndef DEMON_DEMON_H_
 #define DEMON_DEMON_H_
@@ -63,7 +72,10 @@ typedef struct dm_error {
   char msg[DM_ERROR_MSG_LEN];
 } dm_error;
 
-/* Library version, e.g. "0.1.0". Static storage; never NULL. */
+/* Library version, e.g. "0.1.0".
+ *   Owns: nothing to free: the string is static storage. Cannot fail.
+ *   NULL: takes no pointer; never returns NULL.
+ *   Threads: any thread, any time. */
 const char* dm_version(void) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
@@ -79,37 +91,76 @@ const char* dm_version(void) DM_NOEXCEPT;
  * ------------------------------------------------------------------------------------- */
 typedef struct dm_faults dm_faults;
 
-/* Creates a registry armed with `spec` (NULL or "" = nothing armed). On success the caller
- * owns *out and frees it with dm_faults_free. Devices created with it share the registry:
- * freeing the handle first is safe. It disarms every point (nobody could re-arm them) and
- * releases hung hits; those devices keep counting hits but nothing fires any more. */
+/* Creates a registry armed with `spec` (NULL or "" = nothing armed); a malformed spec or an
+ * undeclared point is an error. Devices created with it share the registry: freeing the
+ * handle first is safe (see dm_faults_free).
+ *   Owns: on success the caller owns *out and frees it with dm_faults_free; on error *out
+ *         is untouched and nothing was allocated.
+ *   NULL: spec may be NULL (nothing armed); out must not be (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: any thread. */
 int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) DM_NOEXCEPT;
-void dm_faults_free(dm_faults* faults) DM_NOEXCEPT;
+
+/* Frees the registry handle in *faults and sets *faults = NULL. Devices created with the
+ * registry keep their own reference to it, so they stay valid; because nobody could re-arm
+ * it any more, the free disarms every point and releases hits hung on it (those devices
+ * keep counting hits, but nothing fires any more).
+ *   Owns: the handle is gone; nothing else to free. Cannot fail.
+ *   NULL: faults == NULL or *faults == NULL is a no-op, so a second free of the same
+ *         variable does nothing.
+ *   Threads: not concurrently with any other call on the same handle. */
+void dm_faults_free(dm_faults** faults) DM_NOEXCEPT;
 
 /* Arms (or disarms, with "off") the points named in `spec`. Validates the whole spec
- * first: on error nothing changes. Hit counters are not reset. */
+ * first: on error nothing changes. Hit counters are not reset. Releases hits hung on the
+ * registry (a re-arm is what a "hang" waits for).
+ *   Owns: nothing to free, on success or error.
+ *   NULL: faults must not be NULL (DM_ERR_INVALID_ARGUMENT); spec NULL is "" (arms nothing).
+ *   Threads: safe concurrently with every call on the registry except its free. */
 int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err) DM_NOEXCEPT;
 
-/* Disarms every point and resets every hit counter to zero. */
+/* Disarms every point, resets every hit counter to zero and releases hung hits.
+ *   Owns: nothing to free. Cannot fail.
+ *   NULL: faults NULL is a no-op.
+ *   Threads: safe concurrently with every call on the registry except its free. */
 void dm_faults_reset(dm_faults* faults) DM_NOEXCEPT;
 
 /* Records one hit of `point`. Returns DM_OK when the point does not fire, its injected
  * status when it does (message names the point and the hit), DM_ERR_NOT_FOUND for an
- * undeclared point. Used by Go-side points; native points call the registry directly. */
+ * undeclared point. A "hang" point blocks the calling thread until the registry is re-armed,
+ * reset or freed, at most 10 minutes. Used by Go-side points; native points call the
+ * registry directly.
+ *   Owns: nothing to free, on success or error.
+ *   NULL: faults and point must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the registry except its free. */
 int dm_faults_hit(dm_faults* faults, const char* point, dm_error* err) DM_NOEXCEPT;
 
 /* The arming of `point`: writes its action (0 off, 1 error, 2 oom, 3 hang) and N (0 = every
  * hit). Lets the Go twin of the registry mirror the arming of Go-side points, so hitting
- * them costs no cgo call. Returns DM_ERR_NOT_FOUND for an undeclared point. */
+ * them costs no cgo call. Returns DM_ERR_NOT_FOUND for an undeclared point.
+ *   Owns: writes *action and *nth (caller memory) on success only; nothing to free.
+ *   NULL: no argument but err may be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the registry except its free. */
 int dm_faults_arming(const dm_faults* faults, const char* point, int* action, int64_t* nth,
                      dm_error* err) DM_NOEXCEPT;
 
-/* Hits recorded for `point` since creation or the last reset; -1 if undeclared. */
+/* Hits recorded for `point` (native and through dm_faults_hit) since creation or the last
+ * reset; -1 for an undeclared point, or if the shim fails inside.
+ *   Owns: nothing to free.
+ *   NULL: faults or point NULL returns -1.
+ *   Threads: safe concurrently with every call on the registry except its free. */
 int64_t dm_faults_hits(const dm_faults* faults, const char* point) DM_NOEXCEPT;
 
-/* The declared points, in declaration order: index 0..dm_faults_point_count()-1.
- * Returns static strings; NULL for an index out of range. */
+/* The number of declared points; dm_faults_point_name(0..count-1) lists them in declaration
+ * order.
+ *   Owns: nothing to free. Cannot fail.
+ *   NULL: takes no pointer.
+ *   Threads: any thread, any time. */
 int dm_faults_point_count(void) DM_NOEXCEPT;
+
+/* The name of declared point `index`.
+ *   Owns: nothing to free: the string is static storage.
+ *   NULL: takes no pointer; returns NULL for an index outside 0..dm_faults_point_count()-1.
+ *   Threads: any thread, any time. */
 const char* dm_faults_point_name(int index) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
@@ -146,14 +197,29 @@ typedef struct dm_device_options {
  * until dm_device_free (and every object on it) is gone. Buffers on a cuda device are GPU
  * memory: read and write them with dm_buffer_read/dm_buffer_write. A driver refusal to
  * allocate (CUDA_ERROR_OUT_OF_MEMORY) is DM_ERR_OUT_OF_MEMORY, like a ledger refusal.
- * Fault point: device.create, before the driver is loaded. */
+ * Fault point: device.create, before the driver is loaded.
+ *   Owns: on success the caller owns *out and frees it with dm_device_free; on error *out is
+ *         untouched and nothing was allocated.
+ *   NULL: opts and out must not be NULL (DM_ERR_INVALID_ARGUMENT); opts->faults may be.
+ *   Threads: any thread. */
 int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* err) DM_NOEXCEPT;
 
-/* Frees the device handle. Objects still alive on it keep the device's internals alive
- * until they are freed (their bytes stay on the ledger: a leak a test can see). */
-void dm_device_free(dm_device* device) DM_NOEXCEPT;
+/* Frees the device handle in *device and sets *device = NULL. Objects still alive on it
+ * (buffers, engines, contexts, streams) keep the device's internals alive until they are
+ * freed (their bytes stay on the ledger: a leak a test can see).
+ *   Owns: the handle is gone; objects created on it are still the caller's to free.
+ *         Cannot fail.
+ *   NULL: device == NULL or *device == NULL is a no-op, so a second free of the same
+ *         variable does nothing.
+ *   Threads: not concurrently with any other call on the same handle (calls on objects
+ *            created on it may go on). */
+void dm_device_free(dm_device** device) DM_NOEXCEPT;
 
-/* Writes a one-line human description, e.g. "host device (capacity 24.00 GiB)". */
+/* Writes a one-line human description, e.g. "host device (capacity 24.00 GiB)", truncated
+ * to len-1 bytes and NUL-terminated.
+ *   Owns: writes buf (caller memory) on success only; nothing to free.
+ *   NULL: device and buf must not be NULL, and len must be > 0 (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err) DM_NOEXCEPT;
 
 typedef struct dm_ledger_totals {
@@ -162,7 +228,8 @@ typedef struct dm_ledger_totals {
   uint64_t peak_bytes;     /* high-water mark of used_bytes since creation/reset_peak */
   uint64_t allocations;    /* successful allocations, cumulative */
   uint64_t frees;          /* frees, cumulative */
-  uint64_t failed;         /* refused allocations (out of memory or injected) */
+  uint64_t failed;         /* refused allocations (out of memory, injected, or failed in the
+                              device after the ledger admitted them) */
   int64_t live_handles;    /* live handles of every kind on this device */
 } dm_ledger_totals;
 
@@ -173,17 +240,38 @@ typedef struct dm_ledger_entry {
   int64_t live_handles; /* live handles attributed to it */
 } dm_ledger_entry;
 
+/* Writes the device ledger's totals: one consistent snapshot, taken under the ledger's lock.
+ * A refused allocation (by the ledger, a fault point or the device itself after the ledger
+ * admitted it) moves only `failed`: used, peak, allocations and frees stay as they were.
+ *   Owns: writes *out (caller memory) on success only; nothing to free.
+ *   NULL: device and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_ledger_totals_get(const dm_device* device, dm_ledger_totals* out, dm_error* err) DM_NOEXCEPT;
 
-/* Copies up to `cap` entries, sorted by name, into `entries` and writes the total number
- * of entries into *count (which may exceed cap: call again with a bigger array). Entries
- * whose bytes and handles are both back to zero are omitted. */
+/* Copies up to `cap` per-handle-kind entries, sorted by name, into `entries` and writes the
+ * total number of entries into *count (which may exceed cap: call again with a bigger
+ * array). Entries whose bytes and handles are both back to zero are omitted.
+ *   Owns: writes entries[0..min(cap,*count)-1] and *count (caller memory) on success only;
+ *         nothing to free.
+ *   NULL: device and count must not be NULL; entries may be NULL only when cap <= 0 (to
+ *         ask for the count) (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_ledger_by_kind(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
                       dm_error* err) DM_NOEXCEPT;
+
+/* dm_ledger_by_kind, per owner tag instead of per handle kind.
+ *   Owns: writes entries[0..min(cap,*count)-1] and *count (caller memory) on success only;
+ *         nothing to free.
+ *   NULL: device and count must not be NULL; entries may be NULL only when cap <= 0 (to
+ *         ask for the count) (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_ledger_by_owner(const dm_device* device, dm_ledger_entry* entries, int cap, int* count,
                        dm_error* err) DM_NOEXCEPT;
 
-/* Resets peak_bytes (totals and entries) to the current use. */
+/* Resets peak_bytes (totals and entries) to the current use.
+ *   Owns: nothing to free. Cannot fail.
+ *   NULL: device NULL is a no-op.
+ *   Threads: safe concurrently with every call on the device except its free. */
 void dm_ledger_reset_peak(dm_device* device) DM_NOEXCEPT;
 
 /* The driver's view of the device's memory, for cross-checking the ledger.
@@ -191,7 +279,11 @@ void dm_ledger_reset_peak(dm_device* device) DM_NOEXCEPT;
  * context itself, and the driver returns freed memory asynchronously: compare against a
  * baseline taken after a warm-up, with a tolerance, after a settle (the Go binding's
  * trt.WaitDriverMemory polls). host: *free_bytes = capacity − used and *total_bytes =
- * capacity, from the ledger. Both out-pointers must be non-NULL. Thread-safe. */
+ * capacity, from the ledger.
+ *   Owns: writes *free_bytes and *total_bytes (caller memory) on success only; nothing to
+ *         free.
+ *   NULL: device, free_bytes and total_bytes must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint64_t* total_bytes,
                             dm_error* err) DM_NOEXCEPT;
 
@@ -202,7 +294,10 @@ int dm_device_driver_memory(const dm_device* device, uint64_t* free_bytes, uint6
  * device ledger (attributed to its owner tag, so dm_ledger_by_owner and leak checks on
  * live_handles see it) while its bytes are accounted on a separate staging ledger whose
  * totals this returns (capacity_bytes = UINT64_MAX: no limit of its own; a refused pinned
- * allocation fails in the driver). The host device never stages: all zero. Thread-safe. */
+ * allocation fails in the driver). The host device never stages: all zero.
+ *   Owns: writes *out (caller memory) on success only; nothing to free.
+ *   NULL: device and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_device_staging_totals(const dm_device* device, dm_ledger_totals* out,
                              dm_error* err) DM_NOEXCEPT;
 
@@ -219,7 +314,12 @@ typedef struct dm_copy_timing {
  * (1..10000) host-to-device copies then as many device-to-host copies (cuda: async on a
  * private stream from pinned memory, timed with events; host: memcpy, wall clock), and
  * frees both before returning, on success and on error. For the GPU check; not for the hot
- * path. Thread rule: like any allocation, safe from any thread. */
+ * path.
+ *   Owns: writes *out (caller memory) on success only; nothing stays allocated and there is
+ *         nothing to free, on success or error.
+ *   NULL: device, owner and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: like any allocation, safe concurrently with every call on the device except
+ *            its free. */
 int dm_device_time_copies(dm_device* device, uint64_t bytes, int iterations, const char* owner,
                           dm_copy_timing* out, dm_error* err) DM_NOEXCEPT;
 
@@ -229,17 +329,50 @@ int dm_device_time_copies(dm_device* device, uint64_t bytes, int iterations, con
 typedef struct dm_buffer dm_buffer;
 
 /* Allocates `bytes` (> 0) of zero-filled device memory owned by `owner` (non-empty, at
- * most 95 bytes). Fails with DM_ERR_OUT_OF_MEMORY when `bytes` exceeds the free capacity;
- * the message names the bytes requested and the bytes free. Fault point: device.alloc. */
+ * most 95 bytes, no control characters). Fails with DM_ERR_OUT_OF_MEMORY when `bytes`
+ * exceeds the free capacity; the message names the bytes requested and the bytes free.
+ * The buffer's bytes and one "buffer" handle are on the ledger until it is freed.
+ * Fault point: device.alloc.
+ *   Owns: on success the caller owns *out and frees it with dm_buffer_free; on error *out
+ *         is untouched, nothing was allocated and the ledger counts one failure only.
+ *   NULL: device, owner and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buffer** out,
                     dm_error* err) DM_NOEXCEPT;
-void dm_buffer_free(dm_buffer* buffer) DM_NOEXCEPT;
-uint64_t dm_buffer_size(const dm_buffer* buffer) DM_NOEXCEPT; /* 0 for NULL */
 
-/* Copies n bytes from host memory into the buffer at `offset` (host-to-device). */
+/* Frees the buffer in *buffer (its memory and its ledger entry) and sets *buffer = NULL.
+ * A context the buffer is bound to must not execute afterwards (rebind the tensor first).
+ *   Owns: the handle and its memory are gone. Cannot fail.
+ *   NULL: buffer == NULL or *buffer == NULL is a no-op, so a second free of the same
+ *         variable does nothing.
+ *   Threads: not concurrently with any other call using the buffer (reads, writes, an
+ *            execute of a context it is bound to). */
+void dm_buffer_free(dm_buffer** buffer) DM_NOEXCEPT;
+
+/* The buffer's size in bytes, as allocated.
+ *   Owns: nothing to free. Cannot fail.
+ *   NULL: buffer NULL returns 0.
+ *   Threads: safe concurrently with every call on the buffer except its free. */
+uint64_t dm_buffer_size(const dm_buffer* buffer) DM_NOEXCEPT;
+
+/* Copies n bytes from host memory into the buffer at `offset` (host-to-device). An offset
+ * or size past the end is DM_ERR_INVALID_ARGUMENT and copies nothing.
+ *   Owns: reads src (caller memory) during the call only; nothing to free.
+ *   NULL: buffer must not be NULL; src may be NULL only when n == 0
+ *         (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: not concurrently with the buffer's free; concurrent copies of overlapping
+ *            ranges are the caller's data race, as with any memory. */
 int dm_buffer_write(dm_buffer* buffer, uint64_t offset, const void* src, uint64_t n,
                     dm_error* err) DM_NOEXCEPT;
-/* Copies n bytes from the buffer at `offset` into host memory (device-to-host). */
+
+/* Copies n bytes from the buffer at `offset` into host memory (device-to-host). An offset
+ * or size past the end is DM_ERR_INVALID_ARGUMENT and copies nothing.
+ *   Owns: writes dst (caller memory); after a driver failure its contents are
+ *         unspecified. Nothing to free.
+ *   NULL: buffer must not be NULL; dst may be NULL only when n == 0
+ *         (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: not concurrently with the buffer's free; concurrent copies of overlapping
+ *            ranges are the caller's data race, as with any memory. */
 int dm_buffer_read(const dm_buffer* buffer, uint64_t offset, void* dst, uint64_t n,
                    dm_error* err) DM_NOEXCEPT;
 
@@ -295,35 +428,91 @@ typedef struct dm_engine_options {
  * build implements yet (native/src/engine/engine.h, "The TensorRT seam").
  * An unknown component is DM_ERR_INVALID_ARGUMENT, checked before any fault point.
  * Fault points: model.load.<component> first; model.place_decoder once the decoder's
- * weights are resident. On error nothing stays allocated. */
+ * weights are resident.
+ *   Owns: on success the caller owns *out and frees it with dm_engine_free; on error *out
+ *         is untouched and nothing stays allocated.
+ *   NULL: device, opts and out must not be NULL, nor any string in opts
+ *         (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the device except its free. */
 int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine** out,
                    dm_error* err) DM_NOEXCEPT;
-void dm_engine_free(dm_engine* engine) DM_NOEXCEPT;
 
-/* Number of inputs and outputs; 0 for NULL. */
+/* Frees the engine handle in *engine and sets *engine = NULL. Contexts and streams made
+ * from it keep its internals (and its resident memory on the ledger) alive until they are
+ * freed: free them first.
+ *   Owns: the handle is gone; contexts made from it are still the caller's to free.
+ *         Cannot fail.
+ *   NULL: engine == NULL or *engine == NULL is a no-op, so a second free of the same
+ *         variable does nothing.
+ *   Threads: not concurrently with any other call on the same handle (calls on its
+ *            contexts may go on). */
+void dm_engine_free(dm_engine** engine) DM_NOEXCEPT;
+
+/* Number of inputs and outputs.
+ *   Owns: nothing to free. Returns 0 if the shim fails inside.
+ *   NULL: engine NULL returns 0.
+ *   Threads: safe concurrently with every call on the engine except its free. */
 int dm_engine_io_count(const dm_engine* engine) DM_NOEXCEPT;
+
+/* Describes input or output `index` (0..dm_engine_io_count()-1) with its profile.
+ *   Owns: writes *out (caller memory) on success only; nothing to free.
+ *   NULL: engine and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the engine except its free. */
 int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out,
                  dm_error* err) DM_NOEXCEPT;
-/* Activation bytes one context allocates; 0 for NULL. */
+
+/* Activation bytes one context allocates.
+ *   Owns: nothing to free. Returns 0 if the shim fails inside.
+ *   NULL: engine NULL returns 0.
+ *   Threads: safe concurrently with every call on the engine except its free. */
 uint64_t dm_engine_context_bytes(const dm_engine* engine) DM_NOEXCEPT;
 
-/* Creates a context; its activation memory is accounted to `owner`.
- * Fault point: session.init.context. */
+/* Creates a context; its activation memory is allocated now, through the ledger, and
+ * accounted to `owner` (rules of dm_buffer_alloc). Fault point: session.init.context.
+ *   Owns: on success the caller owns *out and frees it with dm_context_free; on error *out
+ *         is untouched and nothing was allocated.
+ *   NULL: engine, owner and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: safe concurrently with every call on the engine except its free. */
 int dm_context_create(dm_engine* engine, const char* owner, dm_context** out,
                       dm_error* err) DM_NOEXCEPT;
-void dm_context_free(dm_context* context) DM_NOEXCEPT;
 
-/* Sets an input's shape; each dimension must lie in the engine's profile. */
+/* Frees the context in *context (its activation memory, unless a stream still uses it) and
+ * sets *context = NULL. Bound buffers are borrowed: they are not freed.
+ *   Owns: the handle is gone; its bound buffers are still the caller's. Cannot fail.
+ *   NULL: context == NULL or *context == NULL is a no-op, so a second free of the same
+ *         variable does nothing.
+ *   Threads: not concurrently with any other call on the same context. */
+void dm_context_free(dm_context** context) DM_NOEXCEPT;
+
+/* Sets an input's shape; each dimension must lie in the engine's profile.
+ *   Owns: reads dims during the call only; nothing to free.
+ *   NULL: context, name and dims must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per context. */
 int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
                          dm_error* err) DM_NOEXCEPT;
-/* Binds a tensor to a device buffer (borrowed: it must outlive every execute using it). */
+
+/* Binds a tensor to a device buffer.
+ *   Owns: the buffer stays the caller's (borrowed: it must outlive every execute using it,
+ *         or be rebound first); nothing to free. On error the tensor's binding is unchanged
+ *         or cleared.
+ *   NULL: context, name and buffer must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per context. */
 int dm_context_bind(dm_context* context, const char* name, dm_buffer* buffer,
                     dm_error* err) DM_NOEXCEPT;
+
 /* Runs the engine synchronously. Fails with the tensor named if a shape is unset, a binding
- * is missing or too small, or shapes disagree. */
+ * is missing or too small, or shapes disagree.
+ *   Owns: writes the bound output buffers (still the caller's); nothing to free. On error
+ *         their contents are unspecified.
+ *   NULL: context must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per context; no bound buffer may be freed meanwhile. */
 int dm_context_execute(dm_context* context, dm_error* err) DM_NOEXCEPT;
+
 /* Writes a tensor's current shape (inputs: as set; outputs: as inferred by the last
- * execute) into dims[DM_MAX_RANK] and its rank into *rank (0 if unset). */
+ * execute) into dims[DM_MAX_RANK] and its rank into *rank (0 if unset).
+ *   Owns: writes dims and *rank (caller memory) on success only; nothing to free.
+ *   NULL: context, name, dims and rank must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per context. */
 int dm_context_shape(const dm_context* context, const char* name, int64_t* dims, int* rank,
                      dm_error* err) DM_NOEXCEPT;
 
@@ -339,12 +528,21 @@ typedef struct dm_prompt {
 
 /* Tokenizes a prompt into ids[cap] (cap >= 512) for the text_encoder engine's token_ids
  * input; writes the sequence length L (32..512, zero-padded) into *len. `negative` selects
- * the unconditional prompt (empty tags). */
+ * the unconditional prompt (empty tags).
+ *   Owns: writes ids and *len (caller memory); on error *len is untouched and ids are
+ *         unspecified. Nothing to free.
+ *   NULL: prompt, ids and len must not be NULL (DM_ERR_INVALID_ARGUMENT); prompt's fields
+ *         may be.
+ *   Threads: any thread, any time (no shared state). */
 int dm_prompt_tokenize(const dm_prompt* prompt, int negative, int32_t* ids, int cap, int* len,
                        dm_error* err) DM_NOEXCEPT;
 
 /* Validates an engine file held in memory (container, version, checksum) without loading
- * it. For tools and the fuzz target of the parser. */
+ * it. For tools and the fuzz target of the parser.
+ *   Owns: reads data during the call only; nothing to free.
+ *   NULL: data may be NULL only when size == 0 (DM_ERR_INVALID_ARGUMENT; an empty file is
+ *         then DM_ERR_CORRUPT).
+ *   Threads: any thread, any time (no shared state). */
 int dm_engine_file_check(const void* data, size_t size, dm_error* err) DM_NOEXCEPT;
 
 /* Writes a reference (cpu-ref) engine file: the model repository builder uses it. */
@@ -354,6 +552,14 @@ typedef struct dm_reference_options {
   uint64_t seed;       /* deterministic weights/embeddings (< 2^63) */
   int duration_s;      /* profile: longest source in seconds, 1..240 */
 } dm_reference_options;
+
+/* Writes the reference engine `opts` describes to `path`, through a temporary file
+ * renamed into place.
+ *   Owns: the file is the caller's; nothing to free. On error `path` is untouched and the
+ *         temporary is removed.
+ *   NULL: opts, opts->component and path must not be NULL (DM_ERR_INVALID_ARGUMENT);
+ *         opts->variant may be ("").
+ *   Threads: any thread; concurrent writes to the same path are the caller's race. */
 int dm_reference_engine_write(const dm_reference_options* opts, const char* path,
                               dm_error* err) DM_NOEXCEPT;
 
@@ -417,32 +623,80 @@ typedef struct dm_tick_result {
 
 /* Creates a stream that runs the decoder through `decoder_ctx` (whose activation memory it
  * uses; the memory stays alive while the stream lives) and decodes with the windowed VAE
- * engine. Memory is accounted to `owner`. */
+ * engine. Memory is accounted to `owner`.
+ *   Owns: on success the caller owns *out and frees it with dm_stream_free; the context and
+ *         engine stay the caller's (the stream keeps what it needs of them alive). On error
+ *         *out is untouched and nothing was allocated.
+ *   NULL: decoder_ctx, window_vae, owner, opts and out must not be NULL
+ *         (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per decoder_ctx; window_vae may be shared. */
 int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char* owner,
                      const dm_stream_options* opts, dm_stream** out, dm_error* err) DM_NOEXCEPT;
-void dm_stream_free(dm_stream* stream) DM_NOEXCEPT;
-/* Bytes the stream allocated (buffers and pipeline). */
+
+/* Frees the stream in *stream (everything it allocated) and sets *stream = NULL.
+ *   Owns: the handle and its memory are gone; the decoder context and VAE engine it was
+ *         created with are still the caller's to free. Cannot fail.
+ *   NULL: stream == NULL or *stream == NULL is a no-op, so a second free of the same
+ *         variable does nothing.
+ *   Threads: not concurrently with any other call on the same stream. */
+void dm_stream_free(dm_stream** stream) DM_NOEXCEPT;
+
+/* Bytes the stream allocated (buffers and pipeline).
+ *   Owns: nothing to free. Returns 0 if the shim fails inside.
+ *   NULL: stream NULL returns 0.
+ *   Threads: one thread at a time per stream. */
 uint64_t dm_stream_bytes(const dm_stream* stream) DM_NOEXCEPT;
-/* Sets the source from VAE-encode moments [1,128,T] in a device buffer. */
+
+/* Sets the source from VAE-encode moments [1,128,T] in a device buffer (copied).
+ *   Owns: the buffer stays the caller's (read during the call only); nothing to free.
+ *   NULL: stream and moments must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per stream; moments must not be freed meanwhile. */
 int dm_stream_set_source(dm_stream* stream, const dm_buffer* moments, int frames,
                          dm_error* err) DM_NOEXCEPT;
-/* Copies conditioning [1,len,2048] from a device buffer into a slot. */
+
+/* Copies conditioning [1,len,2048] from a device buffer into a slot (a dm_condition_slot).
+ *   Owns: the buffer stays the caller's (read during the call only); nothing to free.
+ *   NULL: stream and enc must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per stream; enc must not be freed meanwhile. */
 int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, int len,
                             dm_error* err) DM_NOEXCEPT;
 /* Shared-curve override by DEMON field name ("velocity_scale", "sde_denoise_curve",
  * "ode_noise_curve", "apg_momentum", "x0_target_strength", "cfg_rescale_curve",
  * "guidance_curve"): applies to every in-flight slot from the next tick (spec §4.8).
  * len 0 clears it, 1 is a scalar, T a per-frame curve; copied. DM_ERR_NOT_FOUND for an
- * unknown name. */
+ * unknown name.
+ *   Owns: reads values during the call only; nothing to free.
+ *   NULL: stream must not be NULL (DM_ERR_INVALID_ARGUMENT); values may be NULL only when
+ *         len == 0 (DM_ERR_INVALID_ARGUMENT); a NULL name is DM_ERR_NOT_FOUND.
+ *   Threads: one thread at a time per stream. */
 int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
                         dm_error* err) DM_NOEXCEPT;
-/* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920). */
+
+/* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920), copied.
+ *   Owns: reads interleaved during the call only; nothing to free.
+ *   NULL: stream and interleaved must not be NULL (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per stream. */
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
                            dm_error* err) DM_NOEXCEPT;
+
+/* Copies `frames` interleaved stereo frames of the playback buffer, from frame `start`,
+ * into dst (2·frames floats).
+ *   Owns: writes dst (caller memory); on error its contents are unspecified. Nothing to
+ *         free.
+ *   NULL: stream must not be NULL; dst may be NULL only when frames == 0
+ *         (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per stream. */
 int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, int64_t frames,
                             dm_error* err) DM_NOEXCEPT;
+
 /* One tick. When a latent is decoded, the slice (interleaved stereo float32) is written to
- * `slice` (capacity `slice_cap` floats; 2·17280 is always enough). */
+ * `slice` (capacity `slice_cap` floats; 2·17280 is always enough). Allocates nothing.
+ *   Owns: writes *result on success only, and slice (caller memory) when a slice is
+ *         decoded; on error slice is unspecified. Nothing to free.
+ *   NULL: stream and params must not be NULL (DM_ERR_INVALID_ARGUMENT); result may be NULL
+ *         (not reported); slice may be NULL until a tick decodes a slice, which then fails
+ *         with DM_ERR_INVALID_ARGUMENT (as does a slice_cap too small).
+ *   Threads: one thread at a time per stream. */
 int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
                    float* slice, int64_t slice_cap, dm_error* err) DM_NOEXCEPT;
 
@@ -457,7 +711,10 @@ typedef enum dm_debug_throw_kind {
 } dm_debug_throw_kind;
 
 /* Throws the requested exception inside the shim's exception barrier and returns the
- * status it maps to. Never returns DM_OK (an unknown kind is DM_ERR_INVALID_ARGUMENT). */
+ * status it maps to. Never returns DM_OK (an unknown kind is DM_ERR_INVALID_ARGUMENT).
+ *   Owns: nothing to free; nothing stays allocated.
+ *   NULL: err may be NULL, like everywhere.
+ *   Threads: any thread, any time. */
 int dm_debug_throw(int kind, dm_error* err) DM_NOEXCEPT;
 
 #ifdef __cplusplus

@@ -19,13 +19,13 @@ int dm_faults_create(const char* spec, dm_faults** out, dm_error* err) noexcept 
   });
 }
 
-void dm_faults_free(dm_faults* faults) noexcept {
-  if (faults == nullptr) return;
+void dm_faults_free(dm_faults** faults) noexcept {
+  if (faults == nullptr || *faults == nullptr) return;
   // Devices may still hold the registry. Nobody can re-arm it once the handle is gone, so
   // disarm it: nothing fires any more, and hung hits are released rather than left to
   // their ten-minute limit.
-  dm::GuardVoid([&] { faults->registry->DisarmAll(); });
-  delete faults;
+  dm::GuardVoid([&] { (*faults)->registry->DisarmAll(); });
+  dm::FreeHandle(faults);
 }
 
 int dm_faults_arm(dm_faults* faults, const char* spec, dm_error* err) noexcept {
@@ -90,7 +90,7 @@ int dm_device_create(const dm_device_options* opts, dm_device** out, dm_error* e
   });
 }
 
-void dm_device_free(dm_device* device) noexcept { delete device; }
+void dm_device_free(dm_device** device) noexcept { dm::FreeHandle(device); }
 
 int dm_device_describe(const dm_device* device, char* buf, size_t len, dm_error* err) noexcept {
   return dm::Guard(err, [&] {
@@ -187,7 +187,7 @@ int dm_buffer_alloc(dm_device* device, uint64_t bytes, const char* owner, dm_buf
   });
 }
 
-void dm_buffer_free(dm_buffer* buffer) noexcept { delete buffer; }
+void dm_buffer_free(dm_buffer** buffer) noexcept { dm::FreeHandle(buffer); }
 
 uint64_t dm_buffer_size(const dm_buffer* buffer) noexcept {
   return buffer == nullptr ? 0 : buffer->memory.size();

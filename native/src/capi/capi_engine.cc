@@ -41,7 +41,7 @@ int dm_engine_load(dm_device* device, const dm_engine_options* opts, dm_engine**
   });
 }
 
-void dm_engine_free(dm_engine* engine) noexcept { delete engine; }
+void dm_engine_free(dm_engine** engine) noexcept { dm::FreeHandle(engine); }
 
 int dm_engine_io_count(const dm_engine* engine) noexcept {
   return dm::GuardValue(
@@ -88,7 +88,7 @@ int dm_context_create(dm_engine* engine, const char* owner, dm_context** out,
   });
 }
 
-void dm_context_free(dm_context* context) noexcept { delete context; }
+void dm_context_free(dm_context** context) noexcept { dm::FreeHandle(context); }
 
 int dm_context_set_shape(dm_context* context, const char* name, const int64_t* dims, int rank,
                          dm_error* err) noexcept {

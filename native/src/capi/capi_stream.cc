@@ -30,7 +30,7 @@ int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char*
   });
 }
 
-void dm_stream_free(dm_stream* stream) noexcept { delete stream; }
+void dm_stream_free(dm_stream** stream) noexcept { dm::FreeHandle(stream); }
 
 uint64_t dm_stream_bytes(const dm_stream* stream) noexcept {
   return dm::GuardValue<uint64_t>(

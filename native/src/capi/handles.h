@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "device/device.h"
 #include "engine/engine.h"
@@ -11,6 +12,19 @@
 #include "faults/faults.h"
 
 #define DM_SHIM_VERSION "0.1.0"
+
+namespace dm {
+
+// The body of every dm_*_free (demon.h: "NULL-safe and idempotent"): frees the handle the
+// caller's variable holds, if any, and clears the variable, so a second free of the same
+// variable finds NULL and does nothing. Handle destructors do not throw.
+template <typename Handle>
+void FreeHandle(Handle** handle) noexcept {
+  if (handle == nullptr) return;
+  delete std::exchange(*handle, nullptr);
+}
+
+}  // namespace dm
 
 // Shared: every device created with the registry holds a reference, so dm_faults_free
 // before dm_device_free only drops the handle's (demon.h, dm_device_options.faults).

@@ -33,24 +33,47 @@ void Ledger::Grow(LedgerEntry& e, uint64_t bytes) {
   if (e.used_bytes > e.peak_bytes) e.peak_bytes = e.used_bytes;
 }
 
-void Ledger::Reserve(HandleKind kind, const std::string& owner, uint64_t bytes) {
+Ledger::Reservation Ledger::Reserve(HandleKind kind, const std::string& owner, uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
-  uint64_t free = capacity_ - totals_.used_bytes;
+  uint64_t free = FreeBytesLocked();
   if (bytes > free) {
     totals_.failed++;
     throw Error(Status::kOutOfMemory, "out of memory: requested " + FormatBytes(bytes) + " for " +
                                           owner + ", " + FormatBytes(free) + " free of " +
                                           FormatBytes(capacity_));
   }
-  totals_.used_bytes += bytes;
-  if (totals_.used_bytes > totals_.peak_bytes) totals_.peak_bytes = totals_.used_bytes;
-  totals_.allocations++;
+  // The entries first (inserting may throw bad_alloc): nothing is admitted until they exist.
   auto& k = kinds_[HandleKindName(kind)];
   k.name = HandleKindName(kind);
-  Grow(k, bytes);
   auto& o = owners_[owner];
   o.name = owner;
-  Grow(o, bytes);
+  reserved_ += bytes;
+  return Reservation(this, &k, &o, bytes);
+}
+
+Ledger::Reservation::Reservation(Reservation&& other) noexcept
+    : ledger_(other.ledger_), kind_(other.kind_), owner_(other.owner_), bytes_(other.bytes_) {
+  other.ledger_ = nullptr;
+}
+
+Ledger::Reservation::~Reservation() {
+  if (ledger_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(ledger_->mu_);
+  ledger_->reserved_ -= bytes_;
+  ledger_->totals_.failed++;
+}
+
+void Ledger::Reservation::Commit() noexcept {
+  if (ledger_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(ledger_->mu_);
+  LedgerTotals& t = ledger_->totals_;
+  ledger_->reserved_ -= bytes_;
+  t.used_bytes += bytes_;
+  if (t.used_bytes > t.peak_bytes) t.peak_bytes = t.used_bytes;
+  t.allocations++;
+  Grow(*kind_, bytes_);
+  Grow(*owner_, bytes_);
+  ledger_ = nullptr;
 }
 
 void Ledger::Release(HandleKind kind, const std::string& owner, uint64_t bytes) {
@@ -118,7 +141,7 @@ void Ledger::ResetPeak() {
 
 uint64_t Ledger::FreeBytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return capacity_ - totals_.used_bytes;
+  return FreeBytesLocked();
 }
 
 }  // namespace dm

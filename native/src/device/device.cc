@@ -31,14 +31,9 @@ DeviceBuffer::DeviceBuffer(std::shared_ptr<Device> device, HandleKind kind, std:
     device_->ledger().CountFailure();
     throw;
   }
-  device_->ledger().Reserve(kind_, owner_, bytes_);
-  try {
-    ptr_ = device_->RawAlloc(bytes_);
-  } catch (...) {
-    device_->ledger().Release(kind_, owner_, bytes_);
-    device_->ledger().CountFailure();
-    throw;
-  }
+  Ledger::Reservation admitted = device_->ledger().Reserve(kind_, owner_, bytes_);
+  ptr_ = device_->RawAlloc(bytes_);  // if it throws, `admitted` cancels: one failure counted
+  admitted.Commit();
 }
 
 DeviceBuffer::~DeviceBuffer() {
@@ -101,14 +96,10 @@ StagingBuffer::StagingBuffer(std::shared_ptr<Device> device, std::string owner, 
       bytes_(bytes),
       token_(device_, HandleKind::kStaging, owner_) {
   if (bytes == 0) Fail(Status::kInvalidArgument, "staging of 0 bytes for %s", owner_.c_str());
-  device_->staging_ledger().Reserve(HandleKind::kStaging, owner_, bytes_);
-  try {
-    ptr_ = device_->StagingAlloc(bytes_);
-  } catch (...) {
-    device_->staging_ledger().Release(HandleKind::kStaging, owner_, bytes_);
-    device_->staging_ledger().CountFailure();
-    throw;
-  }
+  Ledger::Reservation admitted =
+      device_->staging_ledger().Reserve(HandleKind::kStaging, owner_, bytes_);
+  ptr_ = device_->StagingAlloc(bytes_);  // if it throws, `admitted` cancels
+  admitted.Commit();
 }
 
 StagingBuffer::~StagingBuffer() {

@@ -199,7 +199,9 @@ EXPORT CUresult cuCtxSetCurrent(CUcontext c) {
   return kSuccess;
 }
 
-static CUresult need_ctx(void) { return (current == &primary && primary.refs > 0) ? kSuccess : kInvalidContext; }
+static CUresult need_ctx(void) {
+  return (current == &primary && primary.refs > 0) ? kSuccess : kInvalidContext;
+}
 
 EXPORT CUresult cuMemGetInfo_v2(size_t* free_out, size_t* total_out) {
   if (need_ctx() != kSuccess) return kInvalidContext;
@@ -236,7 +238,8 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
   }
   a->size = n;
   if (n >= MAP_MIN) {
-    void* m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* m =
+        mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     a->host = m == MAP_FAILED ? NULL : m;
     a->mapped = 1;
   } else {
@@ -392,7 +395,9 @@ static CUresult copy(void* host, CUdeviceptr dev, size_t n, int to_device) {
 EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
   return copy((void*)src, dst, n, 1);
 }
-EXPORT CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) { return copy(dst, src, n, 0); }
+EXPORT CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+  return copy(dst, src, n, 0);
+}
 
 EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
   if (!valid_stream(s)) return kInvalidHandle;

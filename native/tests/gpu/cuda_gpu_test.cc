@@ -32,7 +32,7 @@ class Gpu : public ::testing::Test {
     ASSERT_EQ(dm_ledger_totals_get(dev_, &t, nullptr), DM_OK);
     EXPECT_EQ(t.used_bytes, 0u);
     EXPECT_EQ(t.live_handles, 0);
-    dm_device_free(dev_);
+    dm_device_free(&dev_);
   }
   dm_device* dev_ = nullptr;
 };
@@ -71,7 +71,7 @@ TEST_F(Gpu, AllocRoundTripAndDriverSeesIt) {
   std::vector<uint8_t> zeros(1 << 20, 0xff);
   ASSERT_EQ(dm_buffer_read(bufs[3], 0, zeros.data(), zeros.size(), &err), DM_OK);
   for (uint8_t v : zeros) ASSERT_EQ(v, 0) << "new device memory is zero-filled";
-  for (dm_buffer* b : bufs) dm_buffer_free(b);
+  for (dm_buffer*& b : bufs) dm_buffer_free(&b);
 }
 
 TEST_F(Gpu, DriverRefusalIsOutOfMemory) {
