@@ -18,7 +18,9 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -26,6 +28,19 @@ import (
 // CUDALibraryEnv names the environment variable that overrides the CUDA driver library
 // the cuda device loads (default "libcuda.so.1"). Tests point it at a fake driver.
 const CUDALibraryEnv = "DEMON_CUDA_LIBRARY"
+
+// CUDAUnavailable reports whether err says that this machine has no CUDA at all: the
+// driver library could not be loaded ("no CUDA driver (...)") or the driver found no
+// CUDA-capable device (CUDA_ERROR_NO_DEVICE from cuInit). Any other failure to create a
+// cuda device (a missing entry point, a driver/GPU error, an unknown ordinal) means CUDA is
+// there but broken, which the gpu tier must report as a failure rather than as "no GPU".
+func CUDAUnavailable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrCUDA) {
+		return false
+	}
+	return strings.HasPrefix(e.Msg, "no CUDA driver (") || strings.Contains(e.Msg, "cuInit: CUDA_ERROR_NO_DEVICE")
+}
 
 // DriverMemory returns the driver's free and total memory for the device: cuMemGetInfo
 // on a cuda device (free counts every process and the CUDA context, and the driver frees

@@ -1,12 +1,15 @@
 package trttest
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,6 +81,9 @@ func FakeCUDA(t testing.TB, o FakeCUDAOptions) string {
 		noPools = "1"
 	}
 	t.Setenv("DEMON_FAKE_CUDA_NO_POOLS", noPools)
+	// A stream-ordering hazard (memory freed or read under unfinished work on another
+	// stream, see fake_cuda.c) crashes the test binary rather than passing unnoticed.
+	t.Setenv("DEMON_FAKE_CUDA_ABORT_ON_HAZARD", "1")
 	return lib
 }
 
@@ -98,19 +104,89 @@ func CUDADevice(t testing.TB, faults *trt.Faults) *trt.Device {
 // figures it then prints are the fake's, not a GPU's.
 const AllowFakeGPUEnv = "DEMON_GPU_TIER_ALLOW_FAKE"
 
+// RequireGPUEnv, set to "1", declares that this machine has a GPU, so the gpu tier must
+// run: a test that would skip fails instead (scripts/gpu-check.sh sets it when
+// nvidia-smi lists a GPU).
+const RequireGPUEnv = "DEMON_REQUIRE_GPU"
+
+var smiOnce sync.Once
+var smiGPUs string
+
+// GPUEvidence returns why this machine evidently has an NVIDIA GPU, or "" when nothing
+// says so: $DEMON_REQUIRE_GPU=1, /dev/nvidia0 exists, or `nvidia-smi -L` lists a GPU.
+func GPUEvidence() string {
+	smiOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "nvidia-smi", "-L").Output()
+		if err == nil {
+			smiGPUs = string(out)
+		}
+	})
+	return gpuEvidence(os.Getenv, func(p string) bool { _, err := os.Stat(p); return err == nil }, smiGPUs)
+}
+
+// gpuEvidence is GPUEvidence over its probes (the environment, a file check, and what
+// `nvidia-smi -L` printed, "" when it failed or is not installed).
+func gpuEvidence(getenv func(string) string, exists func(string) bool, smiList string) string {
+	switch {
+	case getenv(RequireGPUEnv) == "1":
+		return "$" + RequireGPUEnv + "=1"
+	case exists("/dev/nvidia0"):
+		return "/dev/nvidia0 exists"
+	}
+	for _, l := range strings.Split(smiList, "\n") {
+		if strings.HasPrefix(l, "GPU ") {
+			return "nvidia-smi -L lists " + strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// gpuTierVerdict decides what the gpu tier does with the outcome of creating the cuda
+// device (err, or the device's description): run (""), skip (skip true) or fail, with
+// the message. Only "there is no CUDA here" may skip — no driver library, no CUDA
+// device, or the fake driver without AllowFakeGPUEnv — and only while nothing says the
+// machine has a GPU (evidence ""): a loader or driver that is broken on a GPU machine must
+// not read as "no GPU".
+func gpuTierVerdict(err error, desc string, allowFake bool, evidence string) (msg string, skip bool) {
+	switch {
+	case err != nil && !trt.CUDAUnavailable(err):
+		return fmt.Sprintf("the gpu tier cannot create the cuda device (CUDA is present but failing): %v", err), false
+	case err != nil:
+		msg = fmt.Sprintf("no GPU for the gpu tier: %v", err)
+	case strings.Contains(desc, "FAKE") && !allowFake:
+		msg = fmt.Sprintf("the gpu tier needs the real CUDA driver; %s points at %s", trt.CUDALibraryEnv, desc)
+	default:
+		return "", false
+	}
+	if evidence != "" {
+		return msg + "; but this machine has a GPU (" + evidence + "), so the gpu tier must run", false
+	}
+	return msg, true
+}
+
 // RequireGPU creates a cuda device on GPU 0 with the real driver and closes it at the end
-// of the test, or skips the test with the reason when there is none: the driver cannot be
-// loaded (no libcuda.so.1), it sees no GPU, or $DEMON_CUDA_LIBRARY points at the fake
-// (unless AllowFakeGPUEnv is set). The gpu test tier (-tags gpu) calls it first.
+// of the test. Without CUDA (no libcuda.so.1, no CUDA device, or $DEMON_CUDA_LIBRARY
+// pointing at the fake unless AllowFakeGPUEnv is set) it skips the test with the reason —
+// unless the machine evidently has a GPU (GPUEvidence), and then it fails the test, as it
+// does for any other error creating the device. The gpu tier (-tags gpu) calls it first.
 func RequireGPU(t testing.TB, faults *trt.Faults) *trt.Device {
 	t.Helper()
 	d, err := trt.NewDevice(trt.DeviceOptions{Kind: trt.DeviceCUDA, Faults: faults})
-	if err != nil {
-		t.Skipf("no GPU for the gpu tier: %v", err)
+	desc := ""
+	if err == nil {
+		desc = d.String()
 	}
-	if s := d.String(); strings.Contains(s, "FAKE") && os.Getenv(AllowFakeGPUEnv) != "1" {
-		_ = d.Close()
-		t.Skipf("the gpu tier needs the real CUDA driver; %s points at %s", trt.CUDALibraryEnv, s)
+	msg, skip := gpuTierVerdict(err, desc, os.Getenv(AllowFakeGPUEnv) == "1", GPUEvidence())
+	if msg != "" {
+		if d != nil {
+			_ = d.Close()
+		}
+		if skip {
+			t.Skip(msg)
+		}
+		t.Fatal(msg)
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	return d
