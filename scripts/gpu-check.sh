@@ -4,6 +4,9 @@
 # failure point (ledger and driver), driver/NVML memory before and after, allocation
 # throughput (allocs/s) and copy throughput (GB/s, H2D and D2H from pinned memory).
 # Finishes in a few minutes. Exit status: 0 all passed, 1 a failure, 2 no GPU (skipped).
+# "No GPU" is only ever the verdict where nothing says there is one: when nvidia-smi lists
+# a GPU, /dev/nvidia0 exists or DEMON_REQUIRE_GPU=1, a tier that skips is a failure (a
+# broken loader must not read as "no GPU").
 #
 #   scripts/gpu-check.sh            # real driver (libcuda.so.1)
 #   scripts/gpu-check.sh --fake     # the FAKE CUDA driver (tests only): runs the same
@@ -31,39 +34,78 @@ nvsmi() {
   fi
 }
 
+# Why this machine evidently has a GPU ("" when nothing says so); the tests apply the same
+# rule (trttest.GPUEvidence, GpuEvidence in native/tests/gpu/cuda_gpu_test.cc).
+gpu_evidence() {
+  local l
+  if [[ "${DEMON_REQUIRE_GPU:-}" == 1 ]]; then echo "DEMON_REQUIRE_GPU=1"; return; fi
+  if [[ -e /dev/nvidia0 ]]; then echo "/dev/nvidia0 exists"; return; fi
+  if command -v nvidia-smi >/dev/null 2>&1 && l=$(timeout 20 nvidia-smi -L 2>/dev/null | grep -m1 '^GPU '); then
+    echo "nvidia-smi -L lists $l"
+  fi
+}
+
+EVIDENCE=""
 if [[ $FAKE == 1 ]]; then
   say "FAKE CUDA driver mode: no GPU is used; every figure below is the fake's"
   ${CC:-cc} -shared -fPIC -O1 -o "$OUT/libfakecuda.so" native/tests/fake_cuda/fake_cuda.c -lpthread
   export DEMON_CUDA_LIBRARY="$PWD/$OUT/libfakecuda.so"
   export DEMON_GPU_TIER_ALLOW_FAKE=1
   export DEMON_FAKE_CUDA_TOTAL_BYTES=$((80 << 30))
+  # The "CUDA context and other processes": memory the driver holds that the ledger never sees.
+  export DEMON_FAKE_CUDA_RESERVED_BYTES=$((512 << 20))
   export DEMON_FAKE_CUDA_FREE_LAG=2
+  export DEMON_FAKE_CUDA_ABORT_ON_HAZARD=1
+else
+  EVIDENCE=$(gpu_evidence)
+  if [[ -n "$EVIDENCE" ]]; then
+    echo "this machine has a GPU ($EVIDENCE): every tier must run, a skip is a failure"
+    export DEMON_REQUIRE_GPU=1
+  fi
 fi
 
 say "GPU (nvidia-smi) before"
 NV_BEFORE=$(nvsmi)
 echo "$NV_BEFORE"
 
+say "dependencies (g++, cmake, GoogleTest)"
+if ! scripts/deps.sh g++ cmake libgtest-dev; then
+  echo "could not install the native tier's dependencies: the native GPU tier cannot run"
+  status=1
+fi
+
 say "build"
 $GO build ./trt/ ./session/ ./daemon/
 $GO vet -tags gpu ./trt/ ./session/
 
-say "native GPU tier (ctest -L gpu)"
-if [[ $FAKE == 1 ]]; then
-  echo "skipped in --fake mode (the native GPU tier skips on the fake driver)"
-elif command -v cmake >/dev/null 2>&1; then
-  if cmake -S . -B "$OUT/native" -DDEMON_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/cmake.log" 2>&1 &&
-    cmake --build "$OUT/native" -j"$(nproc)" --target cuda_gpu_test >>"$OUT/cmake.log" 2>&1; then
-    if ! timeout 300 "$OUT/native/cuda_gpu_test" 2>&1 | tee "$OUT/native.log" | grep -E '^\[ *(OK|FAILED|SKIPPED) *\]|GB/s|device:'; then
-      true
-    fi
-    grep -q '^\[  FAILED  \]' "$OUT/native.log" && status=1
-  else
-    echo "native build failed (see $OUT/cmake.log; GoogleTest: apt-get install libgtest-dev)"
+# The native tier runs on the fake too in --fake mode (DEMON_GPU_TIER_ALLOW_FAKE=1).
+say "native GPU tier (cuda_gpu_test, ctest label gpu)"
+native_skipped=0
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "FAIL: cmake not found, so the native GPU tier cannot be built"
+  status=1
+elif cmake -S . -B "$OUT/native" -DDEMON_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/cmake.log" 2>&1 &&
+  cmake --build "$OUT/native" -j"$(nproc)" --target cuda_gpu_test >>"$OUT/cmake.log" 2>&1; then
+  set +e
+  timeout 300 "$OUT/native/cuda_gpu_test" >"$OUT/native.log" 2>&1
+  native_rc=$?
+  set -e
+  grep -E '^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|GB/s|^device:|Failure|no GPU' "$OUT/native.log" || true
+  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$OUT/native.log" | head -1)
+  skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$OUT/native.log" | head -1)
+  if [[ $native_rc != 0 ]]; then
+    echo "native GPU tier: FAILED (exit status $native_rc; log $OUT/native.log)"
     status=1
+  elif [[ -z "$passed" ]]; then
+    echo "native GPU tier: no test summary in $OUT/native.log"
+    status=1
+  elif [[ "${skipped:-0}" != 0 ]]; then
+    echo "native GPU tier: $skipped of $passed test(s) skipped"
+    native_skipped=1
   fi
 else
-  echo "cmake not found: native GPU tier skipped"
+  echo "native build failed (see $OUT/cmake.log)"
+  status=1
 fi
 
 say "Go GPU tier and fault matrix (N=$N per point)"
@@ -86,6 +128,10 @@ if [[ -z "$lines" ]]; then
   if grep -q -- '--- SKIP' "$OUT/go.log"; then
     echo "no GPU: the GPU tier skipped ($(grep -m1 -o 'no GPU for the gpu tier: .*' "$OUT/go.log" || echo 'see the log'))"
     [[ $status == 0 ]] && status=2
+    if [[ -n "$EVIDENCE" ]]; then
+      echo "but this machine has a GPU ($EVIDENCE): a skipped tier is a failure"
+      status=1
+    fi
   else
     echo "no figures collected (see $OUT/go.log)"
     status=1
@@ -112,6 +158,10 @@ else
     printf '%-30s %4s %18s %18s %16s %16s %10s\n' "$(get point "$l")" "$(get n "$l")" "$(get ledger_leaked_bytes "$l")" \
       "$(get driver_leaked_bytes "$l")" "$(get nvml_used_before "$l")" "$(get nvml_used_after "$l")" "$(get ms_per_start "$l")"
   done < <(grep 'GPUCHECK fault' <<<"$lines" || true)
+fi
+if [[ $native_skipped == 1 && $status == 0 ]]; then
+  echo "the native GPU tier skipped while the Go tier ran: see $OUT/native.log"
+  status=1
 fi
 echo
 case $status in
