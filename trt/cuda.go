@@ -42,6 +42,23 @@ func CUDAUnavailable(err error) bool {
 	return strings.HasPrefix(e.Msg, "no CUDA driver (") || strings.Contains(e.Msg, "cuInit: CUDA_ERROR_NO_DEVICE")
 }
 
+// GPUUUID returns the GPU's UUID in NVML's form ("GPU-xxxxxxxx-xxxx-…"), which is how
+// NVML telemetry finds the NVML device that is this CUDA ordinal (NVML and CUDA may
+// number GPUs differently). It is "" on the host device and when the driver cannot say
+// (no cuDeviceGetUuid). The cuda device names it in its description (", uuid GPU-…, "),
+// which is where it is read from.
+func (d *Device) GPUUUID() string {
+	if d.Kind() != DeviceCUDA {
+		return ""
+	}
+	_, rest, ok := strings.Cut(d.String(), ", uuid GPU-")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, ",")
+	return "GPU-" + id
+}
+
 // DriverMemory returns the driver's free and total memory for the device: cuMemGetInfo
 // on a cuda device (free counts every process and the CUDA context, and the driver frees
 // asynchronously: compare with WaitDriverMemory, not right after a free), the ledger's
