@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# gpu-check.sh — on a GPU machine: build, run the GPU test tier (native and Go), and a
-# fault-matrix loop against real GPU memory, then print one summary: bytes leaked per
-# failure point (ledger and driver), driver/NVML memory before and after, allocation
-# throughput (allocs/s) and copy throughput (GB/s, H2D and D2H from pinned memory).
+# gpu-check.sh — on a GPU machine: build, run the GPU test tier (native and Go), and the
+# session fault matrix against real GPU memory (every fault point: create.*, device.alloc,
+# session.init.*, run.*, close.* through the session API, handshake.* through an in-process
+# WebSocket server), then print one summary: bytes leaked per fault point (ledger and
+# driver), the ledger against the driver and NVML's per-process memory (matched to the CUDA
+# device by UUID) with the difference, the fitted growth of driver memory over many
+# alloc/free cycles and failed starts, allocation throughput (allocs/s) and copy
+# throughput (GB/s, H2D and D2H from pinned memory).
 # Finishes in a few minutes. Exit status: 0 all passed, 1 a failure, 2 no GPU (skipped).
 # "No GPU" is only ever the verdict where nothing says there is one: when nvidia-smi lists
 # a GPU, /dev/nvidia0 exists or DEMON_REQUIRE_GPU=1, a tier that skips is a failure (a
@@ -12,16 +16,18 @@
 #   scripts/gpu-check.sh --fake     # the FAKE CUDA driver (tests only): runs the same
 #                                   # steps and parsing without a GPU; figures are the fake's
 #   DEMON_GPU_CHECK_N=10 scripts/gpu-check.sh   # injected failures per fault point (default 5)
+#   DEMON_GPU_CHECK_CYCLES=1000 ...             # failed starts in the growth fit (default 200)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 OUT=${GPU_CHECK_DIR:-build/gpu-check}
 N=${DEMON_GPU_CHECK_N:-5}
+CYCLES=${DEMON_GPU_CHECK_CYCLES:-200}
 FAKE=0
 [[ "${1:-}" == "--fake" ]] && FAKE=1
 mkdir -p "$OUT"
-export DEMON_GPU_CHECK_N=$N
+export DEMON_GPU_CHECK_N=$N DEMON_GPU_CHECK_CYCLES=$CYCLES
 status=0
 
 say() { printf '\n== %s\n' "$*"; }
@@ -108,9 +114,9 @@ else
   status=1
 fi
 
-say "Go GPU tier and fault matrix (N=$N per point)"
+say "Go GPU tier, fault matrix (N=$N per point) and growth fit ($CYCLES failed starts)"
 set +e
-timeout 480 $GO test -tags gpu -count=1 -v -timeout 450s -run 'GPU' ./trt/ ./session/ >"$OUT/go.log" 2>&1
+timeout 540 $GO test -tags gpu -count=1 -v -timeout 500s -run 'GPU' ./trt/ ./session/ >"$OUT/go.log" 2>&1
 go_rc=$?
 set -e
 grep -E '^(\s*--- (PASS|FAIL|SKIP)|ok |FAIL|panic)' "$OUT/go.log" || true
@@ -145,18 +151,31 @@ else
   [[ -n "$l" ]] && echo "ledger vs driver:    ledger $(get ledger_bytes "$l") B, driver $(get driver_bytes "$l") B for the same buffers"
   l=$(grep 'GPUCHECK alloc_cycles' <<<"$lines" || true)
   [[ -n "$l" ]] && echo "alloc throughput:    $(get allocs_per_s "$l") allocs/s (alloc+free, mixed 4 KiB..64 MiB); driver free $(get driver_free_before "$l") -> $(get driver_free_after "$l") B, leaked $(get leaked_bytes "$l") B"
+  [[ -n "$l" ]] && echo "alloc cycles growth: $(get growth_per_1000 "$l") B per 1000 cycles (least-squares over $(get samples "$l") samples after a warm-up; limit 16 MiB)"
+  l=$(grep 'GPUCHECK growth' <<<"$lines" || true)
+  [[ -n "$l" ]] && echo "failed-start growth: $(get growth_per_1000 "$l") B per 1000 failed starts ($(get failed_starts "$l") starts, $(get samples "$l") samples, $(get s "$l") s; limit 64 MiB)"
   l=$(grep 'GPUCHECK copies' <<<"$lines" || true)
   [[ -n "$l" ]] && echo "copy throughput:     H2D $(get h2d_gbps "$l") GB/s, D2H $(get d2h_gbps "$l") GB/s (pinned, $(get bytes "$l") B x $(get iterations "$l"))"
   l=$(grep 'GPUCHECK staged_stream' <<<"$lines" || true)
   [[ -n "$l" ]] && echo "staged stream tick:  $(get mean_tick_ms "$l") ms mean over $(get ticks "$l") ticks (oracle decoder, T=250)"
-  l=$(grep 'GPUCHECK session' <<<"$lines" || true)
+  l=$(grep 'GPUCHECK session ' <<<"$lines" || true)
   [[ -n "$l" ]] && echo "session:             driver free $(get driver_free_before "$l") -> $(get driver_free_after "$l") B"
   echo
-  printf '%-30s %4s %18s %18s %16s %16s %10s\n' "fault point" "n" "ledger_leaked_B" "driver_leaked_B" "nvml_used_before" "nvml_used_after" "ms/start"
+  echo "ledger vs driver vs NVML (bytes; driver = cuMemGetInfo total - free, the whole GPU; NVML = this PID on the GPU with the device's UUID, -1 = unavailable)"
+  printf '%-16s %14s %14s %16s %16s %16s\n' "phase" "ledger" "driver_used" "driver-ledger" "nvml_process" "nvml-ledger"
   while read -r l; do
     [[ -z "$l" ]] && continue
-    printf '%-30s %4s %18s %18s %16s %16s %10s\n' "$(get point "$l")" "$(get n "$l")" "$(get ledger_leaked_bytes "$l")" \
-      "$(get driver_leaked_bytes "$l")" "$(get nvml_used_before "$l")" "$(get nvml_used_after "$l")" "$(get ms_per_start "$l")"
+    printf '%-16s %14s %14s %16s %16s %16s\n' "$(get phase "$l")" "$(get ledger_bytes "$l")" "$(get driver_used_bytes "$l")" \
+      "$(get driver_minus_ledger "$l")" "$(get nvml_process_bytes "$l")" "$(get nvml_minus_ledger "$l")"
+  done < <(grep 'GPUCHECK accounting' <<<"$lines" || true)
+  grep -m1 -o 'NVML per-process memory unavailable: .*' "$OUT/go.log" || true
+  echo
+  echo "fault matrix: bytes leaked per fault point after N failures (ledger exact; driver settled, after a bounded poll between failures)"
+  printf '%-32s %-13s %3s %12s %12s %10s %14s %14s %9s\n' "fault point" "path" "n" "ledger_leak" "driver_leak" "wait_ms" "nvml_before" "nvml_after" "ms/start"
+  while read -r l; do
+    [[ -z "$l" ]] && continue
+    printf '%-32s %-13s %3s %12s %12s %10s %14s %14s %9s\n' "$(get point "$l")" "$(get path "$l")" "$(get n "$l")" "$(get ledger_leaked_bytes "$l")" \
+      "$(get driver_leaked_bytes "$l")" "$(get max_wait_ms "$l")" "$(get nvml_process_before "$l")" "$(get nvml_process_after "$l")" "$(get ms_per_start "$l")"
   done < <(grep 'GPUCHECK fault' <<<"$lines" || true)
 fi
 if [[ $native_skipped == 1 && $status == 0 ]]; then

@@ -214,3 +214,67 @@ func SettledDriverFree(t testing.TB, d *trt.Device) uint64 {
 	}
 	return last
 }
+
+// DriverGrowth fits how a device's driver memory in use (total − free) grows over a run of
+// cycles. A GPU frees asynchronously and other processes come and go, so a leak check on a
+// GPU does not compare one reading with one baseline: it samples every few cycles after a
+// warm-up and asserts that the least-squares growth per 1000 cycles stays under a
+// tolerance. Each sample is a settled reading (SettledDriverFree), so frees still in
+// flight at the end of a cycle do not count as growth.
+type DriverGrowth struct {
+	dev          *trt.Device
+	cycles, used []float64
+}
+
+// NewDriverGrowth starts an empty fit for dev.
+func NewDriverGrowth(dev *trt.Device) *DriverGrowth { return &DriverGrowth{dev: dev} }
+
+// Sample records the driver's memory in use after cycle.
+func (g *DriverGrowth) Sample(t testing.TB, cycle int) {
+	t.Helper()
+	free := SettledDriverFree(t, g.dev)
+	_, total, err := g.dev.DriverMemory()
+	if err != nil {
+		t.Fatalf("driver memory: %v", err)
+	}
+	g.cycles = append(g.cycles, float64(cycle))
+	g.used = append(g.used, float64(total)-float64(free))
+}
+
+// Len is the number of samples.
+func (g *DriverGrowth) Len() int { return len(g.cycles) }
+
+// PerThousand is the least-squares slope of memory in use against the cycle number, in
+// bytes per 1000 cycles (negative: shrinking); 0 with fewer than two distinct cycles.
+func (g *DriverGrowth) PerThousand() float64 {
+	n := float64(len(g.cycles))
+	var sx, sy float64
+	for i := range g.cycles {
+		sx += g.cycles[i]
+		sy += g.used[i]
+	}
+	mx, my := sx/n, sy/n
+	var sxy, sxx float64
+	for i := range g.cycles {
+		dx := g.cycles[i] - mx
+		sxy += dx * (g.used[i] - my)
+		sxx += dx * dx
+	}
+	if sxx == 0 {
+		return 0
+	}
+	return sxy / sxx * 1000
+}
+
+// RequireBelow fails the test unless at least three samples were taken and the fitted
+// growth per 1000 cycles is at most tolerance bytes.
+func (g *DriverGrowth) RequireBelow(t testing.TB, tolerance float64) {
+	t.Helper()
+	if g.Len() < 3 {
+		t.Fatalf("driver growth: %d samples, need at least 3 for a fit", g.Len())
+	}
+	if got := g.PerThousand(); got > tolerance {
+		t.Fatalf("driver memory grows %.0f bytes per 1000 cycles over %d samples (cycles %.0f..%.0f), tolerance %.0f: a leak outside the ledger",
+			got, g.Len(), g.cycles[0], g.cycles[len(g.cycles)-1], tolerance)
+	}
+}
