@@ -30,8 +30,8 @@ const (
 )
 
 func comparisons(s *Summary) []Comparison {
-	on := fmt.Sprintf("%s, %d cores; %s engines, %s decoder, %s device (%s)",
-		s.Machine.CPUModel, s.Machine.Cores, "CPU reference", s.Setup.Decoder, s.Setup.DeviceKind, s.Setup.Mode)
+	on := fmt.Sprintf("%s, %d cores; engine %s, %s decoder; %s device %s (%s)",
+		s.Machine.CPUModel, s.Machine.Cores, s.Setup.Engine, s.Setup.Decoder, s.Setup.DeviceKind, s.Setup.DeviceDesc, s.Setup.Mode)
 	var out []Comparison
 	add := func(c Comparison) {
 		if c.Theirs > 0 {

@@ -24,12 +24,14 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
+	"github.com/demon-audio/demon/models"
 	"github.com/demon-audio/demon/trt"
 )
 
@@ -277,9 +279,52 @@ func Unaccounted(dev *trt.Device, gpu *GPUTelemetry) (bytes int64, source string
 	return int64(total-free) - int64(tot.UsedBytes), UnaccountedFromDriver, nil
 }
 
-// GPUModule provides the GPUTelemetry and contributes it to the metrics registry.
+// deviceInfoCollector exports demon_device_info: which device and engines this demond
+// runs, so that a client (demon-bench --target) can name the machine behind its figures.
+type deviceInfoCollector struct {
+	dev    *DeviceService
+	models *ModelsService // nil in graphs without the models module
+	desc   *prometheus.Desc
+}
+
+// deviceInfoParams are newDeviceInfoCollector's dependencies.
+type deviceInfoParams struct {
+	fx.In
+	Device *DeviceService
+	Models *ModelsService `optional:"true"`
+}
+
+func newDeviceInfoCollector(p deviceInfoParams) *deviceInfoCollector {
+	return &deviceInfoCollector{dev: p.Device, models: p.Models, desc: prometheus.NewDesc("demon_device_info",
+		"Always 1 while the device is up; the labels name it: kind (host or cuda), device (its description), "+
+			"uuid (the GPU's, \"\" on the host device) and engine (the decoder's backend, version and variant; \"\" before the model loads).",
+		[]string{"kind", "device", "uuid", "engine"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *deviceInfoCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector; it exports nothing before the device starts.
+func (c *deviceInfoCollector) Collect(ch chan<- prometheus.Metric) {
+	dev := c.dev.Device()
+	if dev == nil {
+		return
+	}
+	engine := ""
+	if c.models != nil {
+		if m := c.models.Model(); m != nil {
+			md := m.Metadata(models.Decoder)
+			engine = strings.TrimSpace(md.Backend + " " + md.BackendVersion + " " + md.Variant)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, dev.Kind().String(), dev.String(), dev.GPUUUID(), engine)
+}
+
+// GPUModule provides the GPUTelemetry and contributes it, the unaccounted-memory gauge and
+// the device's info metric to the metrics registry.
 var GPUModule = fx.Module("gpu",
 	fx.Provide(NewGPUTelemetry),
 	fx.Provide(AsCollector(func(g *GPUTelemetry) *GPUTelemetry { return g })),
 	fx.Provide(AsCollector(newUnaccountedCollector)),
+	fx.Provide(AsCollector(newDeviceInfoCollector)),
 )

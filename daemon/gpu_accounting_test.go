@@ -9,6 +9,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
 
 	"github.com/demon-audio/demon/trt"
@@ -97,4 +98,22 @@ func TestUnaccountedMemoryWithoutNVML(t *testing.T) {
 		})
 	}
 	assert.Empty(t, gather(t, newUnaccountedCollector(&DeviceService{}, nil)), "nothing before the device starts")
+}
+
+// /metrics names the device and engine (demon-bench --target reads them), and the
+// unaccounted gauge is exported beside them: 0 on the host device, whose driver figure is
+// the ledger.
+func TestDeviceInfoAndUnaccountedOnTheMetricsRoute(t *testing.T) {
+	trttest.NoLeaks(t)
+	var srv *Server
+	app := fxtest.New(t, Modules(serviceConfig(t), slog.New(slog.DiscardHandler)), fx.Populate(&srv))
+	app.RequireStart()
+	text := scrape(t, srv)
+	app.RequireStop()
+	v, ok := metricValue(t, text, `demon_device_info{device="host device (capacity 67108864 bytes (64.00 MiB))",engine="cpu-ref cpu-ref-1 oracle",kind="host",uuid=""}`)
+	require.True(t, ok, text)
+	assert.Equal(t, 1.0, v)
+	v, ok = metricValue(t, text, `demon_device_unaccounted_bytes{source="driver_total_minus_free"}`)
+	require.True(t, ok, text)
+	assert.Zero(t, v)
 }
