@@ -15,6 +15,8 @@
 #   scripts/gpu-check.sh            # real driver (libcuda.so.1)
 #   scripts/gpu-check.sh --fake     # the FAKE CUDA driver (tests only): runs the same
 #                                   # steps and parsing without a GPU; figures are the fake's
+#   scripts/gpu-check.sh --bench    # also demon-bench's faults scenario on the cuda device
+#                                   # (every fault point through the harness; ~1 min more)
 #   DEMON_GPU_CHECK_N=10 scripts/gpu-check.sh   # injected failures per fault point (default 5)
 #   DEMON_GPU_CHECK_CYCLES=1000 ...             # failed starts in the growth fit (default 200)
 set -euo pipefail
@@ -25,7 +27,14 @@ OUT=${GPU_CHECK_DIR:-build/gpu-check}
 N=${DEMON_GPU_CHECK_N:-5}
 CYCLES=${DEMON_GPU_CHECK_CYCLES:-200}
 FAKE=0
-[[ "${1:-}" == "--fake" ]] && FAKE=1
+BENCH=0
+for arg in "$@"; do
+  case $arg in
+    --fake) FAKE=1 ;;
+    --bench) BENCH=1 ;;
+    *) echo "usage: scripts/gpu-check.sh [--fake] [--bench]" >&2; exit 1 ;;
+  esac
+done
 mkdir -p "$OUT"
 export DEMON_GPU_CHECK_N=$N DEMON_GPU_CHECK_CYCLES=$CYCLES
 status=0
@@ -122,6 +131,26 @@ set -e
 grep -E '^(\s*--- (PASS|FAIL|SKIP)|ok |FAIL|panic)' "$OUT/go.log" || true
 [[ $go_rc != 0 ]] && status=1
 
+if [[ $BENCH == 1 ]]; then
+  say "demon-bench faults scenario on the cuda device"
+  if grep -q 'GPUCHECK ' "$OUT/go.log"; then
+    set +e
+    timeout 300 $GO run ./cmd/demon-bench --device cuda --scenarios faults --profile-seconds 10 --decoder oracle \
+      --fault-rounds 2 --out "$OUT/bench" --no-plots --quiet >"$OUT/bench.log" 2>&1
+    bench_rc=$?
+    set -e
+    if [[ $bench_rc != 0 ]]; then
+      echo "demon-bench failed (exit status $bench_rc):"
+      tail -20 "$OUT/bench.log"
+      status=1
+    else
+      echo "wrote $OUT/bench/summary.md"
+    fi
+  else
+    echo "skipped: the Go GPU tier did not run"
+  fi
+fi
+
 say "GPU (nvidia-smi) after"
 NV_AFTER=$(nvsmi)
 echo "$NV_AFTER"
@@ -177,6 +206,11 @@ else
     printf '%-32s %-13s %3s %12s %12s %10s %14s %14s %9s\n' "$(get point "$l")" "$(get path "$l")" "$(get n "$l")" "$(get ledger_leaked_bytes "$l")" \
       "$(get driver_leaked_bytes "$l")" "$(get max_wait_ms "$l")" "$(get nvml_process_before "$l")" "$(get nvml_process_after "$l")" "$(get ms_per_start "$l")"
   done < <(grep 'GPUCHECK fault' <<<"$lines" || true)
+  if [[ $BENCH == 1 && -f "$OUT/bench/summary.md" ]]; then
+    echo
+    echo "demon-bench (in-process, --device cuda):"
+    sed -n '/^## faults/,/^## /p' "$OUT/bench/summary.md" | sed '1d;$d'
+  fi
 fi
 if [[ $native_skipped == 1 && $status == 0 ]]; then
   echo "the native GPU tier skipped while the Go tier ran: see $OUT/native.log"
