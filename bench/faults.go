@@ -125,7 +125,7 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 		}
 		var driverBase uint64
 		if res.DriverChecked {
-			driverBase = settledDriverFree(env.Dev)
+			driverBase, _ = trt.SettledDriverFree(ctx, env.Dev, 2, 20*time.Millisecond, 2*time.Second)
 		}
 		var cleanup, residual, fail []float64
 		for r := range cfg.FaultRounds {
@@ -195,7 +195,8 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 		if res.DriverChecked {
 			// A bounded poll for the driver's memory to come back, then a settled reading.
 			_, _ = trt.WaitDriverMemory(ctx, env.Dev, driverBase, 0, 2*time.Second)
-			fc.DriverLeakedBytes = int64(driverBase) - int64(settledDriverFree(env.Dev))
+			free, _ := trt.SettledDriverFree(ctx, env.Dev, 2, 20*time.Millisecond, 2*time.Second)
+			fc.DriverLeakedBytes = int64(driverBase) - int64(free)
 		}
 		fc.FailMs, fc.CleanupMs, fc.ResidualMs = Summarize(fail), Summarize(cleanup), Summarize(residual)
 		all = append(all, cleanup...)
@@ -391,27 +392,6 @@ func armedHit(spec string) int64 {
 		}
 	}
 	return 1
-}
-
-// settledDriverFree reads the device driver's free memory until three reads 20 ms apart
-// agree (at most 2 s): a GPU frees asynchronously. 0 when it cannot be read.
-func settledDriverFree(dev *trt.Device) uint64 {
-	var last uint64
-	same := 0
-	for deadline := time.Now().Add(2 * time.Second); same < 2 && time.Now().Before(deadline); {
-		free, _, err := dev.DriverMemory()
-		if err != nil {
-			return 0
-		}
-		if free == last {
-			same++
-		} else {
-			same = 0
-		}
-		last = free
-		time.Sleep(20 * time.Millisecond)
-	}
-	return last
 }
 
 // waitGoroutines waits for the goroutine count to fall to g0; it returns the excess left.

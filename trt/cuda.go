@@ -172,3 +172,34 @@ func WaitDriverMemory(ctx context.Context, d *Device, baselineFree, tolerance ui
 		}
 	}
 }
+
+// SettledDriverFree reads the device's driver free memory (DriverMemory) every interval
+// until agree further readings in a row equal the one before them, or timeout passes (or
+// ctx ends), and returns the last reading: the baseline for a leak check on a GPU, taken
+// once the driver's asynchronous frees have landed.
+func SettledDriverFree(ctx context.Context, d *Device, agree int, interval, timeout time.Duration) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last uint64
+	for same := -1; same < agree; {
+		free, _, err := d.DriverMemory()
+		if err != nil {
+			return 0, err
+		}
+		if free == last {
+			same++
+		} else {
+			same = 0
+		}
+		last = free
+		if same >= agree {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return last, nil
+		case <-time.After(interval):
+		}
+	}
+	return last, nil
+}

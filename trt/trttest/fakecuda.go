@@ -197,22 +197,11 @@ func RequireGPU(t testing.TB, faults *trt.Faults) *trt.Device {
 // warm-up once the driver's asynchronous frees have landed.
 func SettledDriverFree(t testing.TB, d *trt.Device) uint64 {
 	t.Helper()
-	var last uint64
-	same := 0
-	for deadline := time.Now().Add(3 * time.Second); same < 4 && time.Now().Before(deadline); {
-		free, _, err := d.DriverMemory()
-		if err != nil {
-			t.Fatalf("driver memory: %v", err)
-		}
-		if free == last {
-			same++
-		} else {
-			same = 0
-		}
-		last = free
-		time.Sleep(20 * time.Millisecond)
+	free, err := trt.SettledDriverFree(context.Background(), d, 4, 20*time.Millisecond, 3*time.Second)
+	if err != nil {
+		t.Fatalf("driver memory: %v", err)
 	}
-	return last
+	return free
 }
 
 // DriverGrowth fits how a device's driver memory in use (total − free) grows over a run of
