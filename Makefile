@@ -59,7 +59,8 @@ test-leakprobe:
 	fi
 
 ## test-gpu: the GPU tier on a machine with an NVIDIA driver: the native tier (ctest -L gpu)
-## and the Go tier (-tags gpu). Every GPU test skips with the reason where there is no GPU.
+## and the Go tier (-tags gpu). Every GPU test skips with the reason where there is no CUDA,
+## but fails where a GPU is evident (nvidia-smi lists one, /dev/nvidia0, DEMON_REQUIRE_GPU=1).
 test-gpu: deps-test
 	cmake -S . -B $(BUILD)/gpu -DDEMON_WITH_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(BUILD)/gpu -j2 --target cuda_gpu_test

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/trt"
 )
 
 // Defaults the command line shows.
@@ -56,6 +57,12 @@ type Config struct {
 	ActualFootprints bool
 	// CapacityBytes of the in-process host device (default 24 GiB).
 	CapacityBytes uint64
+	// Device is the in-process device kind: "host" (default: host memory accounted like a
+	// GPU of CapacityBytes) or "cuda" (a GPU through the CUDA driver: every allocation is
+	// real GPU memory and the reference engines stage through pinned host memory), and
+	// DeviceOrdinal the GPU.
+	Device        string
+	DeviceOrdinal int
 	// Fixture is the demo track sessions start from (default: picked for the profile).
 	Fixture string
 	// Upload sends the fixture as a PCM frame in WebSocket mode even if the server has it.
@@ -94,6 +101,7 @@ func (c *Config) Defaults() {
 	c.ProfileSeconds = cmp.Or(c.ProfileSeconds, 60)
 	c.Decoder = cmp.Or(c.Decoder, "tiny-dit")
 	c.CapacityBytes = cmp.Or(c.CapacityBytes, 24<<30)
+	c.Device = cmp.Or(c.Device, "host")
 	c.Sessions = cmp.Or(c.Sessions, 12)
 	c.WarmSessions = cmp.Or(c.WarmSessions, 1)
 	c.Cycles = cmp.Or(c.Cycles, 60)
@@ -115,6 +123,12 @@ func (c Config) Validate() error {
 		if !slices.Contains(Scenarios, s) {
 			return fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(Scenarios, ", "))
 		}
+	}
+	if _, err := trt.ParseDeviceKind(c.Device); err != nil {
+		return fmt.Errorf("--device: %w", err)
+	}
+	if c.Target != "" && c.Device != "host" {
+		return errors.New("--device chooses the in-process device; a --target demond uses its own")
 	}
 	if c.Decoder != "tiny-dit" && c.Decoder != "oracle" {
 		return fmt.Errorf("decoder %q: want tiny-dit or oracle", c.Decoder)
@@ -213,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if remote.profile != "" {
 			sum.Setup.Profile = remote.profile + " (reported by the server)"
 		}
-		sum.Setup.Engine = "as configured on the target demond"
+		sum.Setup.Engine = remote.engine
 	} else {
 		sum.Setup.Mode = "in-process"
 		logf("building the reference repository and loading the model (%s)...", cfg.ProfileName())
@@ -225,6 +239,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		defer env.Close()
 		sum.Setup.DeviceKind = env.Dev.Kind().String()
 		sum.Setup.DeviceDesc = env.Dev.String()
+		if env.Dev.Kind() == trt.DeviceCUDA {
+			sum.Setup.Engine = "cpu-ref (reference engines, C++ shim on the CPU, staged through pinned host memory to and from GPU memory)"
+		}
 		sum.Setup.Fixture = env.Fixture
 		sum.Setup.RepoBuildS, sum.Setup.ModelLoadS = env.BuildTime.Seconds(), env.LoadTime.Seconds()
 		sum.Setup.ClientPath = "websocket (in-process ws.Server on a loopback httptest listener); start also via the session API; faults via the session API (create.*, session.init.context, run.runner_init, device.alloc) and the WebSocket (handshake.*)"

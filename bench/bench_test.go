@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,9 +63,30 @@ func TestTinyProfile(t *testing.T) {
 	require.NotNil(t, got.Churn)
 	assert.Zero(t, got.Churn.Errors)
 	assert.Equal(t, got.Churn.Before.LedgerBytes, got.Churn.After.LedgerBytes, "churn leaves the ledger at its baseline")
+	// Sampled mid-session too: the peak shows what a live session costs.
+	assert.Len(t, got.Churn.LiveSamples, len(got.Churn.Samples))
+	assert.Positive(t, got.Churn.LiveLedgerBytes.P50, "a live session holds device memory")
+	assert.Greater(t, got.Churn.Peak.LedgerBytes, got.Churn.Before.LedgerBytes)
+	assert.GreaterOrEqual(t, got.Churn.LedgerPeakBytes, got.Churn.Peak.LedgerBytes, "the ledger's high-water mark covers the samples")
 	require.NotNil(t, got.Stream)
 	assert.NotEmpty(t, got.Stream.Trials)
 	assert.Positive(t, got.Stream.Trials[0].Slices)
+	holds := false
+	for _, tr := range got.Stream.Trials {
+		if !tr.Holds {
+			assert.NotEmpty(t, tr.Reason, "K=%d: a trial that does not hold says why", tr.K)
+			continue
+		}
+		holds = true
+		for i, ss := range tr.Sessions {
+			assert.GreaterOrEqual(t, ss.SliceRate, 0.9*got.Stream.ExpectedRate, "K=%d session %d holds: slices/s", tr.K, i)
+			assert.GreaterOrEqual(t, ss.FreshRatio, 1.0, "K=%d session %d holds: fresh audio", tr.K, i)
+			assert.False(t, ss.EndedEarly, "K=%d session %d holds: streamed to the end", tr.K, i)
+		}
+	}
+	if slices.Contains(got.Plots, "stream_lateness_failing.png") {
+		assert.True(t, holds, "the failing-K plot is drawn beside a holding one, never as its duplicate")
+	}
 	require.NotNil(t, got.Tick)
 	assert.Positive(t, got.Tick.TickMs.Mean)
 	assert.InDelta(t, 1, got.Tick.CgoPerTick, 0.01, "one cgo call per Stream.Tick")
@@ -77,6 +99,7 @@ func TestTinyProfile(t *testing.T) {
 	assert.Zero(t, f.HandlesLeaked, "handles leaked")
 	assert.Equal(t, 1.0, f.RetrySuccessRate, "retry success rate")
 	assert.Equal(t, f.Attempts, f.Fired, "every armed fault fired")
+	assert.Equal(t, f.Fired, f.CleanupMs.N, "the watcher saw every fault fire and the ledger come back")
 	points := map[string]bool{}
 	for _, c := range f.Cases {
 		points[c.Point] = true

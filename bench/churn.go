@@ -30,8 +30,17 @@ type ChurnResult struct {
 	CycleMs Dist          `json:"cycle_ms"`
 	Before  ChurnSample   `json:"before"`
 	After   ChurnSample   `json:"after"`
-	Peak    ChurnSample   `json:"peak_during"`
-	Samples []ChurnSample `json:"samples"`
+	Peak    ChurnSample   `json:"peak_during"` // over the idle and live samples
+	Samples []ChurnSample `json:"samples"`     // between sessions (after a cycle's close)
+	// LiveSamples are taken mid-session, while a session is streaming (after its first
+	// slice), on the same cycles as Samples: what a live session costs.
+	LiveSamples []ChurnSample `json:"live_samples"`
+	// LiveLedgerBytes is each live sample's ledger minus the baseline (Before).
+	LiveLedgerBytes Dist `json:"live_ledger_bytes_over_baseline"`
+	// LedgerPeakBytes is the device ledger's own high-water mark (it sees every
+	// allocation, not only the sampled moments); LedgerPeakSource says over what span.
+	LedgerPeakBytes  float64 `json:"ledger_peak_bytes"`
+	LedgerPeakSource string  `json:"ledger_peak_source"`
 	// GrowthPer1000 is (after − before) / cycles × 1000 per metric; SlopePer1000 is the
 	// least-squares slope over the samples taken during the run, × 1000.
 	GrowthPer1000 map[string]float64 `json:"growth_per_1000_cycles"`
@@ -99,13 +108,34 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 	var c Client
 	var sample func() ChurnSample
 	var idle func()
+	// resetPeak starts the ledger's high-water mark at the baseline; ledgerPeak reads it.
+	var resetPeak func()
+	var ledgerPeak func() float64
 	res := &ChurnResult{Cycles: cfg.Cycles}
 	if remote != nil {
 		c = remote.client
 		sample = func() ChurnSample { return remoteSample(ctx, remote) }
 		idle = func() { waitRemoteIdle(ctx, remote) }
 		res.Source = "target /metrics (device ledger, process RSS/fds, Go runtime of demond)"
+		resetPeak = func() {}
+		ledgerPeak = func() float64 {
+			m, err := remote.scrape(ctx)
+			if err != nil {
+				return 0
+			}
+			return m["demon_device_memory_peak_bytes"]
+		}
+		res.LedgerPeakSource = "the target's demon_device_memory_peak_bytes: since it started (or its last peak reset), not only these cycles"
 	} else {
+		resetPeak = env.Dev.ResetPeak
+		ledgerPeak = func() float64 {
+			t, err := env.Dev.Totals()
+			if err != nil {
+				return 0
+			}
+			return float64(t.PeakBytes)
+		}
+		res.LedgerPeakSource = "the device ledger's PeakBytes, reset at the baseline: the measured cycles only"
 		st, err := newWSStack(env, env.NewManager(SessionConfig(0), sessionHooks{}.hooks()), cfg)
 		if err != nil {
 			return nil, err
@@ -117,7 +147,9 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 		res.Source = "this process (device ledger, /proc/self/statm, /proc/self/fd, runtime) — client and server share it"
 	}
 	res.Path = c.Kind()
-	cycle := func() (time.Duration, error) {
+	// cycle starts a session, streams ChurnSlices slices and closes it; live, if not nil,
+	// is called once mid-session (after the first slice, the session still streaming).
+	cycle := func(live func()) (time.Duration, error) {
 		t0 := time.Now()
 		l, err := c.Start(ctx)
 		if err != nil {
@@ -126,7 +158,13 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 		}
 		n := 0
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err = l.Stream(sctx, func(SliceRecord) bool { n++; return n < cfg.ChurnSlices })
+		err = l.Stream(sctx, func(SliceRecord) bool {
+			n++
+			if n == 1 && live != nil {
+				live()
+			}
+			return n < cfg.ChurnSlices
+		})
 		cancel()
 		cerr := l.Close()
 		idle()
@@ -137,19 +175,29 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 	}
 	// Two warm cycles, then the baseline.
 	for range 2 {
-		if _, err := cycle(); err != nil {
+		if _, err := cycle(nil); err != nil {
 			return nil, fmt.Errorf("warm cycle: %w", err)
 		}
 	}
 	settle()
 	res.Before = sample()
+	resetPeak()
 	t0 := time.Now()
 	every := max(1, cfg.Cycles/60)
 	var durs []float64
 	var errs []error
 	bar := newProgress(cfg.Progress, "churn", cfg.Cycles)
 	for i := 1; i <= cfg.Cycles && ctx.Err() == nil; i++ {
-		d, err := cycle()
+		sampled := i%every == 0 || i == cfg.Cycles
+		var live func()
+		if sampled {
+			live = func() {
+				s := sample()
+				s.Cycle, s.T = i, time.Since(t0).Seconds()
+				res.LiveSamples = append(res.LiveSamples, s)
+			}
+		}
+		d, err := cycle(live)
 		if err != nil {
 			res.Errors++
 			if len(errs) < 5 {
@@ -158,7 +206,7 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 		} else {
 			durs = append(durs, ms(d.Seconds()))
 		}
-		if i%every == 0 || i == cfg.Cycles {
+		if sampled {
 			s := sample()
 			s.Cycle, s.T = i, time.Since(t0).Seconds()
 			res.Samples = append(res.Samples, s)
@@ -190,10 +238,17 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 		}
 		res.SlopePer1000[m] = slope(x, y) * 1000
 	}
+	res.LedgerPeakBytes = ledgerPeak()
 	res.Peak = res.Before
+	var live []float64
 	for _, s := range res.Samples {
 		res.Peak = maxSample(res.Peak, s)
 	}
+	for _, s := range res.LiveSamples {
+		res.Peak = maxSample(res.Peak, s)
+		live = append(live, s.LedgerBytes-res.Before.LedgerBytes)
+	}
+	res.LiveLedgerBytes = Summarize(live)
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%d of %d cycles failed: %w", res.Errors, cfg.Cycles, errors.Join(errs...))
 	}

@@ -13,8 +13,9 @@ import (
 )
 
 // Env is the in-process stack a scenario drives: a reference model repository built in a
-// temporary directory, a host device with a GPU-like capacity, the loaded model and a
-// fault registry. Scenarios make their own session.Manager on it (NewManager).
+// temporary directory, a device (host with a GPU-like capacity, or a real GPU with
+// --device cuda), the loaded model and a fault registry. Scenarios make their own
+// session.Manager on it (NewManager).
 type Env struct {
 	Dir     string
 	Spec    models.ProfileSpec
@@ -59,8 +60,13 @@ func NewEnv(cfg Config) (*Env, error) {
 	if e.Faults, err = trt.NewFaults(""); err != nil {
 		return nil, err
 	}
-	if e.Dev, err = trt.NewDevice(trt.DeviceOptions{Kind: trt.DeviceHost, CapacityBytes: cfg.CapacityBytes, Faults: e.Faults}); err != nil {
+	kind, err := trt.ParseDeviceKind(cfg.Device)
+	if err != nil {
 		return nil, err
+	}
+	// CapacityBytes sizes the host device only; a cuda device's capacity is the GPU's memory.
+	if e.Dev, err = trt.NewDevice(trt.DeviceOptions{Kind: kind, CapacityBytes: cfg.CapacityBytes, Ordinal: cfg.DeviceOrdinal, Faults: e.Faults}); err != nil {
+		return nil, fmt.Errorf("create %s device: %w", kind, err)
 	}
 	t0 = time.Now()
 	if e.Model, err = models.LoadModel(e.Dev, e.Repo, e.Profile, models.LoadOptions{}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,15 +25,23 @@ type FaultCase struct {
 	Fired int `json:"fired"`
 	// LeakedBytes is the largest ledger excess over the baseline once cleanup had had
 	// 5 s; LeakedHandles likewise for native handles; LeakedGoroutines after 2 s.
-	LeakedBytes      uint64   `json:"leaked_bytes"`
-	LeakedHandles    int64    `json:"leaked_handles"`
-	LeakedGoroutines int      `json:"leaked_goroutines"`
-	RetryOK          int      `json:"retry_ok"`
-	Retries          int      `json:"retries"`
-	FailMs           Dist     `json:"fail_ms"`    // attempt start → failure seen by the caller
-	CleanupMs        Dist     `json:"cleanup_ms"` // failure seen → ledger back at baseline
-	Windows          []string `json:"windows"`    // error windows / close codes reported
-	Errors           []string `json:"errors,omitempty"`
+	LeakedBytes      uint64 `json:"leaked_bytes"`
+	LeakedHandles    int64  `json:"leaked_handles"`
+	LeakedGoroutines int    `json:"leaked_goroutines"`
+	RetryOK          int    `json:"retry_ok"`
+	Retries          int    `json:"retries"`
+	FailMs           Dist   `json:"fail_ms"` // attempt start → failure seen by the caller
+	// CleanupMs is the fault firing → the ledger back at its baseline, as a watcher
+	// goroutine sees them (see cleanupWatch); ResidualMs is the failure seen by the caller
+	// → the ledger back at its baseline (0 when the cleanup had finished before the caller
+	// saw the failure, as it must: rollback is synchronous).
+	CleanupMs  Dist     `json:"cleanup_ms"`
+	ResidualMs Dist     `json:"residual_ms"`
+	Windows    []string `json:"windows"` // error windows / close codes reported
+	Errors     []string `json:"errors,omitempty"`
+	// DriverLeakedBytes (cuda device only) is the driver's settled free memory before the
+	// case minus after it, following a bounded poll: memory the ledger cannot see.
+	DriverLeakedBytes int64 `json:"driver_leaked_bytes,omitempty"`
 }
 
 // FaultsResult is the faults scenario.
@@ -47,10 +56,13 @@ type FaultsResult struct {
 	RetryOK          int         `json:"retry_ok"`
 	RetrySuccessRate float64     `json:"retry_success_rate"`
 	CleanupMs        Dist        `json:"cleanup_ms"`
+	ResidualMs       Dist        `json:"residual_ms"`
 	FailMs           Dist        `json:"fail_ms"`
-	BaselineBytes    uint64      `json:"baseline_bytes"`
-	AllocsPerSession int64       `json:"device_allocs_per_session"`
-	ContextsPerStart int64       `json:"contexts_per_start"`
+	// DriverChecked: the device is a GPU and each case also checked the driver's memory.
+	DriverChecked    bool   `json:"driver_checked"`
+	BaselineBytes    uint64 `json:"baseline_bytes"`
+	AllocsPerSession int64  `json:"device_allocs_per_session"`
+	ContextsPerStart int64  `json:"contexts_per_start"`
 }
 
 type faultSpec struct {
@@ -79,6 +91,7 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 	settle()
 	base := env.Ledger()
 	res.BaselineBytes = base.UsedBytes
+	res.DriverChecked = env.Dev.Kind() == trt.DeviceCUDA
 
 	var specs []faultSpec
 	for _, p := range faultPoints() {
@@ -103,14 +116,18 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 	}
 
 	bar := newProgress(cfg.Progress, "faults", len(specs)*cfg.FaultRounds)
-	var all, allFail []float64
+	var all, allResidual, allFail []float64
 	var errs []error
 	for i, fs := range specs {
 		fc := FaultCase{Point: fs.point, Spec: fs.spec, Path: "in-process session API"}
 		if fs.ws {
 			fc.Path = st.Kind()
 		}
-		var cleanup, fail []float64
+		var driverBase uint64
+		if res.DriverChecked {
+			driverBase, _ = trt.SettledDriverFree(ctx, env.Dev, 2, 20*time.Millisecond, 2*time.Second)
+		}
+		var cleanup, residual, fail []float64
 		for r := range cfg.FaultRounds {
 			if ctx.Err() != nil {
 				break
@@ -121,6 +138,7 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 				return nil, err
 			}
 			g0 := runtime.NumGoroutine()
+			watch := watchCleanup(env, fs.point, armedHit(fs.spec), base)
 			t0 := time.Now()
 			var ferr error
 			if fs.ws {
@@ -141,9 +159,14 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 				fc.Errors = append(fc.Errors, "start succeeded: the armed fault did not fire")
 			}
 			fail = append(fail, msSince(t0, tFail))
-			// Failure → back at baseline.
+			// Failure seen → back at baseline (what is left after the caller saw it).
 			d, left := waitBaseline(env, base, 5*time.Second)
-			cleanup = append(cleanup, ms(d.Seconds()))
+			residual = append(residual, ms(d.Seconds()))
+			if span, ok := watch.finish(time.Second); ok {
+				cleanup = append(cleanup, ms(span.Seconds()))
+			} else if len(fc.Errors) < 3 {
+				fc.Errors = append(fc.Errors, "the watcher did not see the fault fire and the ledger come back")
+			}
 			fc.LeakedBytes = max(fc.LeakedBytes, left.UsedBytes-min(left.UsedBytes, base.UsedBytes))
 			fc.LeakedHandles = max(fc.LeakedHandles, left.DeviceHandles-base.DeviceHandles, left.GoHandles-base.GoHandles)
 			fc.LeakedGoroutines = max(fc.LeakedGoroutines, waitGoroutines(g0, 2*time.Second))
@@ -169,8 +192,15 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 			}
 			bar.Set(i*cfg.FaultRounds + r + 1)
 		}
-		fc.FailMs, fc.CleanupMs = Summarize(fail), Summarize(cleanup)
+		if res.DriverChecked {
+			// A bounded poll for the driver's memory to come back, then a settled reading.
+			_, _ = trt.WaitDriverMemory(ctx, env.Dev, driverBase, 0, 2*time.Second)
+			free, _ := trt.SettledDriverFree(ctx, env.Dev, 2, 20*time.Millisecond, 2*time.Second)
+			fc.DriverLeakedBytes = int64(driverBase) - int64(free)
+		}
+		fc.FailMs, fc.CleanupMs, fc.ResidualMs = Summarize(fail), Summarize(cleanup), Summarize(residual)
 		all = append(all, cleanup...)
+		allResidual = append(allResidual, residual...)
 		allFail = append(allFail, fail...)
 		res.Attempts += fc.Attempts
 		res.Fired += fc.Fired
@@ -187,7 +217,7 @@ func runFaults(ctx context.Context, cfg Config, env *Env) (*FaultsResult, error)
 	}
 	bar.Done()
 	env.Faults.Reset()
-	res.CleanupMs, res.FailMs = Summarize(all), Summarize(allFail)
+	res.CleanupMs, res.ResidualMs, res.FailMs = Summarize(all), Summarize(allResidual), Summarize(allFail)
 	if res.Retries > 0 {
 		res.RetrySuccessRate = float64(res.RetryOK) / float64(res.Retries)
 	}
@@ -301,6 +331,67 @@ func waitBaseline(env *Env, base Ledger, limit time.Duration) (time.Duration, Le
 		runtime.Gosched()
 		time.Sleep(50 * time.Microsecond)
 	}
+}
+
+// cleanupWatch follows one failing attempt from a goroutine of its own, polling (every
+// ~0.1 ms: the resolution of its figures) the armed point's hit counter and the ledger: it
+// notes when the fault fired (the counter reached the armed hit) and then the first moment
+// the ledger is back at the baseline. Create rolls back synchronously before it returns,
+// so on the session API this span is the rollback inside Create, which a clock started
+// when the caller sees the failure cannot measure; on the WebSocket path it is the
+// server's teardown of the created session.
+type cleanupWatch struct {
+	fired, clean time.Time
+	stop, done   chan struct{}
+}
+
+func watchCleanup(env *Env, point string, hit int64, base Ledger) *cleanupWatch {
+	w := &cleanupWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if w.fired.IsZero() {
+				if env.Faults.Hits(point) >= hit {
+					w.fired = time.Now()
+				}
+			} else if env.Ledger() == base {
+				w.clean = time.Now()
+				return
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	return w
+}
+
+// finish waits at most limit for the watch to see the ledger back, stops it, and returns
+// the span from the fault firing to the ledger at baseline (ok false if it saw neither).
+func (w *cleanupWatch) finish(limit time.Duration) (time.Duration, bool) {
+	select {
+	case <-w.done:
+	case <-time.After(limit):
+		close(w.stop)
+		<-w.done
+	}
+	if w.fired.IsZero() || w.clean.IsZero() {
+		return 0, false
+	}
+	return w.clean.Sub(w.fired), true
+}
+
+// armedHit is the hit at which spec's fault fires ("point=error@3" → 3; otherwise 1).
+func armedHit(spec string) int64 {
+	if _, n, ok := strings.Cut(spec, "@"); ok {
+		if v, err := strconv.ParseInt(n, 10, 64); err == nil && v > 0 {
+			return v
+		}
+	}
+	return 1
 }
 
 // waitGoroutines waits for the goroutine count to fall to g0; it returns the excess left.

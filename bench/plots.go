@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"os"
 	"path/filepath"
 	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
 var palette = []color.Color{
@@ -55,21 +58,13 @@ func writePlots(dir string, s *Summary) ([]string, error) {
 		}
 	}
 	if c := s.Churn; c != nil && len(c.Samples) > 0 {
-		p := plot.New()
-		p.Title.Text = fmt.Sprintf("memory over %d start/stop cycles", c.Cycles)
-		p.X.Label.Text = "cycle"
-		p.Y.Label.Text = "MiB"
-		p.Legend.Top, p.Legend.Left = true, true
+		if err := churnMemoryPlot(filepath.Join(dir, "churn_memory.png"), c); err != nil {
+			errs = append(errs, fmt.Errorf("churn_memory.png: %w", err))
+		} else {
+			names = append(names, "churn_memory.png")
+		}
 		all := append([]ChurnSample{withCycle(c.Before, 0)}, c.Samples...)
 		all = append(all, c.After)
-		for j, m := range []string{"ledger_used_bytes", "rss_bytes", "heap_inuse_bytes"} {
-			pts := make(plotter.XYs, len(all))
-			for k, x := range all {
-				pts[k] = plotter.XY{X: float64(x.Cycle), Y: x.get(m) / (1 << 20)}
-			}
-			addLine(p, m, pts, palette[j])
-		}
-		save(p, "churn_memory.png", 7*vg.Inch, 4.5*vg.Inch)
 		q := plot.New()
 		q.Title.Text = "goroutines, fds and native handles over churn"
 		q.X.Label.Text = "cycle"
@@ -85,7 +80,7 @@ func writePlots(dir string, s *Summary) ([]string, error) {
 		save(q, "churn_counts.png", 7*vg.Inch, 4.5*vg.Inch)
 	}
 	if r := s.Stream; r != nil && len(r.Trials) > 0 {
-		draw := func(t *StreamTrial, name string) {
+		drawLateness := func(t *StreamTrial, name string) {
 			p := plot.New()
 			p.Title.Text = fmt.Sprintf("slice lateness over time, K=%d (%s)", t.K, ternary(t.Holds, "holds real time", "does not hold real time"))
 			p.X.Label.Text = "s since the measured window opened"
@@ -116,12 +111,15 @@ func writePlots(dir string, s *Summary) ([]string, error) {
 			p.Add(zero)
 			save(p, name, 8*vg.Inch, 4.5*vg.Inch)
 		}
-		if t := bestTrial(r); t != nil {
-			draw(t, "stream_lateness.png")
+		// The best trial (the largest K that holds; the first trial when none holds), and the
+		// first failing K beside it unless that is the same trial.
+		best := bestTrial(r)
+		if best != nil {
+			drawLateness(best, "stream_lateness.png")
 		}
 		for i := range r.Trials {
-			if t := &r.Trials[i]; !t.Holds && t.K == r.FirstFailK {
-				draw(t, "stream_lateness_failing.png")
+			if t := &r.Trials[i]; !t.Holds && t.K == r.FirstFailK && t != best {
+				drawLateness(t, "stream_lateness_failing.png")
 			}
 		}
 	}
@@ -129,6 +127,59 @@ func writePlots(dir string, s *Summary) ([]string, error) {
 }
 
 func withCycle(s ChurnSample, c int) ChurnSample { s.Cycle = c; return s }
+
+// churnMemoryPlot draws memory over churn as two panels with their own axes: the device
+// ledger (GiB: a model resident is many GiB) above, the process's RSS and Go heap (MiB)
+// below, each with the between-session samples as lines and the mid-session samples as
+// points, so a live session's cost and any growth are both visible.
+func churnMemoryPlot(path string, c *ChurnResult) error {
+	idle := append([]ChurnSample{withCycle(c.Before, 0)}, c.Samples...)
+	idle = append(idle, c.After)
+	series := func(samples []ChurnSample, metric string, unit float64) plotter.XYs {
+		pts := make(plotter.XYs, len(samples))
+		for k, x := range samples {
+			pts[k] = plotter.XY{X: float64(x.Cycle), Y: x.get(metric) / unit}
+		}
+		return pts
+	}
+	panel := func(title, ylabel string, unit float64, metrics ...string) *plot.Plot {
+		p := plot.New()
+		p.Title.Text = title
+		p.X.Label.Text = "cycle"
+		p.Y.Label.Text = ylabel
+		p.Legend.Top, p.Legend.Left = true, true
+		for j, m := range metrics {
+			addLine(p, m+" (between sessions)", series(idle, m, unit), palette[j])
+			if pts := series(c.LiveSamples, m, unit); len(pts) > 0 {
+				if sc, err := plotter.NewScatter(pts); err == nil {
+					sc.GlyphStyle.Color = palette[j]
+					sc.GlyphStyle.Radius = vg.Points(2.5)
+					p.Add(sc)
+					p.Legend.Add(m+" (mid-session)", sc)
+				}
+			}
+		}
+		return p
+	}
+	ledger := panel(fmt.Sprintf("device ledger over %d start/stop cycles", c.Cycles), "GiB", 1<<30, "ledger_used_bytes")
+	proc := panel("process memory", "MiB", 1<<20, "rss_bytes", "heap_inuse_bytes")
+	const w, h = 7 * vg.Inch, 8 * vg.Inch
+	img := vgimg.New(w, h)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 2, Cols: 1, PadX: vg.Millimeter, PadY: 3 * vg.Millimeter, PadTop: 2 * vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter}
+	canvases := plot.Align([][]*plot.Plot{{ledger}, {proc}}, tiles, dc)
+	ledger.Draw(canvases[0][0])
+	proc.Draw(canvases[1][0])
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
 
 func cdf(v []float64) plotter.XYs {
 	s := slices.Clone(v)

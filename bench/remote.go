@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -20,6 +21,7 @@ type remoteTarget struct {
 	client     *WSClient
 	deviceKind string
 	deviceDesc string
+	engine     string
 	profile    string
 	http       *http.Client
 }
@@ -29,7 +31,7 @@ func newRemote(ctx context.Context, cfg Config) (*remoteTarget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--target: %w", err)
 	}
-	r := &remoteTarget{base: base, http: defaultHTTP(), deviceKind: "remote (see the server's configuration)"}
+	r := &remoteTarget{base: base, http: defaultHTTP()}
 	fixture := cfg.Fixture
 	if fixture == "" {
 		fixture = demoFor(cfg.ProfileSeconds)
@@ -61,12 +63,75 @@ func newRemote(ctx context.Context, cfg Config) (*remoteTarget, error) {
 		}
 	}
 	r.client = c
-	if m, err := r.scrape(ctx); err == nil {
-		if v, ok := m["demon_device_memory_capacity_bytes"]; ok {
-			r.deviceDesc = fmt.Sprintf("capacity %.2f GiB (from /metrics)", v/(1<<30))
-		}
+	// The machine behind the figures, as the server names it (demon_device_info).
+	text, err := r.metricsText(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", base, err)
+	}
+	dev, ok := metricLabels(text, "demon_device_info")
+	if !ok {
+		return nil, fmt.Errorf("target %s: /metrics has no demon_device_info (a demond too old to name its device)", base)
+	}
+	r.deviceKind, r.deviceDesc, r.engine = dev["kind"], dev["device"], dev["engine"]
+	if r.engine == "" {
+		r.engine = "unknown (the target reports no loaded model)"
 	}
 	return r, nil
+}
+
+// metricsText fetches the target's Prometheus /metrics.
+func (r *remoteTarget) metricsText(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// metricLabels returns the labels of the first series of name in Prometheus text
+// exposition (label values unescaped: \\, \" and \n).
+func metricLabels(text, name string) (map[string]string, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name+"{")
+		if !ok {
+			continue
+		}
+		labels := map[string]string{}
+		for {
+			key, after, ok := strings.Cut(rest, "=\"")
+			if !ok {
+				return labels, true
+			}
+			key = strings.TrimLeft(key, ", ")
+			var val strings.Builder
+			i := 0
+			for ; i < len(after) && after[i] != '"'; i++ {
+				if after[i] == '\\' && i+1 < len(after) {
+					i++
+					if after[i] == 'n' {
+						val.WriteByte('\n')
+						continue
+					}
+				}
+				val.WriteByte(after[i])
+			}
+			labels[key] = val.String()
+			if i >= len(after) {
+				return labels, true
+			}
+			rest = after[i+1:]
+		}
+	}
+	return nil, false
 }
 
 func (r *remoteTarget) getJSON(ctx context.Context, path string, v any) error {
@@ -87,19 +152,11 @@ func (r *remoteTarget) getJSON(ctx context.Context, path string, v any) error {
 
 // scrape reads the target's Prometheus /metrics, summing series of the same name.
 func (r *remoteTarget) scrape(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/metrics", nil)
+	text, err := r.metricsText(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: %s", resp.Status)
-	}
-	return parseMetrics(bufio.NewScanner(resp.Body))
+	return parseMetrics(bufio.NewScanner(strings.NewReader(text)))
 }
 
 // parseMetrics parses Prometheus text exposition: "name{labels} value [ts]".

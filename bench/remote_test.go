@@ -51,6 +51,10 @@ func TestRemoteTarget(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "remote", sum.Setup.Mode)
 	assert.Equal(t, target, sum.Setup.Target)
+	// The machine behind the figures, as the server names it.
+	assert.Equal(t, "host", sum.Setup.DeviceKind)
+	assert.Contains(t, sum.Setup.DeviceDesc, "host device (capacity 2147483648 bytes")
+	assert.Equal(t, "cpu-ref cpu-ref-1 oracle", sum.Setup.Engine)
 
 	require.NotNil(t, sum.Start)
 	require.Len(t, sum.Start.Paths, 1, "a remote target is reached over its WebSocket only")
@@ -77,4 +81,14 @@ func TestRemoteTarget(t *testing.T) {
 	assert.Contains(t, string(md), target)
 	assert.Contains(t, string(md), "n/a (remote)", "tick readings are not faked as zeros")
 	assert.Contains(t, string(md), "done by the target demond")
+}
+
+func TestMetricLabels(t *testing.T) {
+	text := "# HELP demon_device_info x\n# TYPE demon_device_info gauge\n" +
+		`demon_device_info{device="cuda:0 \"A\" (x, y)\\z",engine="cpu-ref 1",kind="cuda",uuid="GPU-1"} 1` + "\n"
+	l, ok := bench.MetricLabels(text, "demon_device_info")
+	require.True(t, ok)
+	assert.Equal(t, map[string]string{"device": `cuda:0 "A" (x, y)\z`, "engine": "cpu-ref 1", "kind": "cuda", "uuid": "GPU-1"}, l)
+	_, ok = bench.MetricLabels(text, "demon_build_info")
+	assert.False(t, ok)
 }

@@ -30,8 +30,8 @@ const (
 )
 
 func comparisons(s *Summary) []Comparison {
-	on := fmt.Sprintf("%s, %d cores; %s engines, %s decoder, %s device (%s)",
-		s.Machine.CPUModel, s.Machine.Cores, "CPU reference", s.Setup.Decoder, s.Setup.DeviceKind, s.Setup.Mode)
+	on := fmt.Sprintf("%s, %d cores; engine %s, %s decoder; %s device %s (%s)",
+		s.Machine.CPUModel, s.Machine.Cores, s.Setup.Engine, s.Setup.Decoder, s.Setup.DeviceKind, s.Setup.DeviceDesc, s.Setup.Mode)
 	var out []Comparison
 	add := func(c Comparison) {
 		if c.Theirs > 0 {
@@ -143,20 +143,37 @@ func Markdown(s *Summary) string {
 			rows = append(rows, []string{name, fmtv(r.Before.get(name)), fmtv(r.Peak.get(name)), fmtv(r.After.get(name)), fmtg(r.GrowthPer1000[name]), fmtg(r.SlopePer1000[name])})
 		}
 		table(&b, []string{"metric", "before", "peak during", "after", "growth / 1000 cycles (after−before)", "slope / 1000 cycles (fit)"}, rows)
+		fmt.Fprintf(&b, "Peak during is over %d samples between sessions and %d taken mid-session (a session streaming, after its first slice). "+
+			"**A live session costs %s of ledger** over the baseline (p50; max %s); the ledger's own high-water mark was %s (%s). "+
+			"Growth and slope use the between-session samples: what is left once each session has closed.\n\n",
+			len(r.Samples), len(r.LiveSamples), mib(r.LiveLedgerBytes.P50), mib(r.LiveLedgerBytes.Max), mib(r.LedgerPeakBytes), r.LedgerPeakSource)
 	}
 
 	if r := s.Faults; r != nil {
 		fmt.Fprintf(&b, "## faults — failed starts at every session fault point, each followed by a retry\n\n"+
 			"**%d failures injected (%d fired), bytes leaked: %d, handles leaked: %d, goroutines leaked: %d, retry success: %d/%d (%.0f%%)**; "+
-			"cleanup (failure seen → ledger at baseline) p50 %s ms, p99 %s ms; failed start p50 %s ms, p99 %s ms. Baseline (model resident): %s; a good session makes %d device allocations and %d execution contexts.\n\n",
+			"cleanup (fault fired → ledger back at baseline) p50 %s ms, p99 %s ms; failed start p50 %s ms, p99 %s ms. Baseline (model resident): %s; a good session makes %d device allocations and %d execution contexts.\n\n"+
+			"Cleanup is timed by a watcher goroutine that polls the armed point's hit counter and the ledger every ~0.1 ms (the resolution of these figures): "+
+			"from the moment the fault fires to the first moment the ledger is back at its baseline. On the session API that span is the rollback inside Create, "+
+			"which is synchronous: by the time the caller sees the failure the ledger is already back (failure seen → baseline: p99 %s ms over all attempts). "+
+			"On the WebSocket (handshake.*) it is the server's teardown of the session it had created.%s\n\n",
 			r.Attempts, r.Fired, r.BytesLeaked, r.HandlesLeaked, r.GoroutinesLeaked, r.RetryOK, r.Retries, 100*r.RetrySuccessRate,
-			f2(r.CleanupMs.P50), f2(r.CleanupMs.P99), f1(r.FailMs.P50), f1(r.FailMs.P99), mib(float64(r.BaselineBytes)), r.AllocsPerSession, r.ContextsPerStart)
+			f2(r.CleanupMs.P50), f2(r.CleanupMs.P99), f1(r.FailMs.P50), f1(r.FailMs.P99), mib(float64(r.BaselineBytes)), r.AllocsPerSession, r.ContextsPerStart,
+			f2(r.ResidualMs.P99), ternary(r.DriverChecked, " On this GPU each case also compares the driver's settled free memory before and after it (a bounded poll first): driver leaked bytes.", ""))
 		var rows [][]string
 		for _, c := range r.Cases {
-			rows = append(rows, []string{"`" + c.Spec + "`", shortPath(c.Path), fmt.Sprintf("%d/%d", c.Fired, c.Attempts), fmt.Sprint(c.LeakedBytes), fmt.Sprint(c.LeakedHandles),
-				fmt.Sprintf("%d/%d", c.RetryOK, c.Retries), f1(c.FailMs.P50), f2(c.CleanupMs.P50) + " / " + f2(c.CleanupMs.P99), strings.Join(c.Windows, ", ")})
+			row := []string{"`" + c.Spec + "`", shortPath(c.Path), fmt.Sprintf("%d/%d", c.Fired, c.Attempts), fmt.Sprint(c.LeakedBytes), fmt.Sprint(c.LeakedHandles),
+				fmt.Sprintf("%d/%d", c.RetryOK, c.Retries), f1(c.FailMs.P50), f2(c.CleanupMs.P50) + " / " + f2(c.CleanupMs.P99), strings.Join(c.Windows, ", ")}
+			if r.DriverChecked {
+				row = append(row, fmt.Sprint(c.DriverLeakedBytes))
+			}
+			rows = append(rows, row)
 		}
-		table(&b, []string{"fault", "path", "fired", "leaked bytes", "leaked handles", "retry ok", "fail ms p50", "cleanup ms p50 / p99", "reported as"}, rows)
+		head := []string{"fault", "path", "fired", "leaked bytes", "leaked handles", "retry ok", "fail ms p50", "cleanup ms p50 / p99", "reported as"}
+		if r.DriverChecked {
+			head = append(head, "driver leaked bytes")
+		}
+		table(&b, head, rows)
 	}
 
 	if r := s.Stream; r != nil {
@@ -179,9 +196,9 @@ func Markdown(s *Summary) string {
 			var rows [][]string
 			for i, ss := range t.Sessions {
 				rows = append(rows, []string{fmt.Sprint(i), fmt.Sprint(ss.Slices), f2(ss.SliceRate), f2(ss.FreshRatio) + "×", fmt.Sprint(ss.Late), fmt.Sprintf("%d (%.2f s)", ss.Underruns, ss.StaleS),
-					f1(ss.LatenessMs.P50) + " / " + f1(ss.LatenessMs.P99), f1(ss.TickMs.P50) + " / " + f1(ss.TickMs.P99)})
+					f1(ss.LatenessMs.P50) + " / " + f1(ss.LatenessMs.P99), f1(ss.TickMs.P50) + " / " + f1(ss.TickMs.P99), ternary(ss.EndedEarly, "yes", "no")})
 			}
-			table(&b, []string{"session", "slices", "slices/s", "fresh audio / wall", "late", "underruns", "lateness ms p50/p99", "tick ms p50/p99 (decoding ticks)"}, rows)
+			table(&b, []string{"session", "slices", "slices/s", "fresh audio / wall", "late", "underruns", "lateness ms p50/p99", "tick ms p50/p99 (decoding ticks)", "ended early"}, rows)
 		}
 		b.WriteString("Lateness = client playhead (wall time since the initial buffer, looping) − slice window start; negative means the slice arrived ahead of the playhead. Late: > 0. Underrun: two consecutive slices leave a stretch of the track (> 1 latent frame) unpatched, which the playhead then plays stale (the browser never runs dry: it loops its buffer, spec/lifecycle.md §6.3).\n\n")
 	}

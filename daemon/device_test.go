@@ -65,17 +65,24 @@ func TestStartFailuresUnwind(t *testing.T) {
 	cases := []struct {
 		name    string
 		args    []string
+		env     map[string]string
 		wantErr error
 		wantMsg string
 	}{
-		{"malformed failpoints", []string{"--failpoints", "device.alloc"}, trt.ErrInvalidArgument, "--failpoints / DEMON_FAILPOINTS"},
-		{"unknown failpoint", []string{"--failpoints", "nope=error"}, trt.ErrNotFound, "unknown fault point nope"},
-		{"device create fault", []string{"--failpoints", "device.create=error"}, trt.ErrFaultInjected, "create host device"},
-		{"cuda without backend", []string{"--device", "cuda"}, nil, "create cuda device"},
+		{"malformed failpoints", []string{"--failpoints", "device.alloc"}, nil, trt.ErrInvalidArgument, "--failpoints / DEMON_FAILPOINTS"},
+		{"unknown failpoint", []string{"--failpoints", "nope=error"}, nil, trt.ErrNotFound, "unknown fault point nope"},
+		{"device create fault", []string{"--failpoints", "device.create=error"}, nil, trt.ErrFaultInjected, "create host device"},
+		// The driver library is pointed at a path that does not exist, so the case fails the
+		// same way on a GPU machine (where libcuda.so.1 would load) as on one without.
+		{"cuda without a driver", []string{"--device", "cuda"}, map[string]string{trt.CUDALibraryEnv: "/nonexistent/libcuda.so.1"},
+			trt.ErrCUDA, "create cuda device: create device: no CUDA driver (/nonexistent/libcuda.so.1 not found"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			trttest.NoLeaks(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
 			app := fx.New(Modules(testConfig(t, tc.args...), slog.New(slog.DiscardHandler)), fx.NopLogger)
 			err := app.Start(t.Context())
 			require.Error(t, err)

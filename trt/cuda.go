@@ -18,7 +18,9 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -26,6 +28,36 @@ import (
 // CUDALibraryEnv names the environment variable that overrides the CUDA driver library
 // the cuda device loads (default "libcuda.so.1"). Tests point it at a fake driver.
 const CUDALibraryEnv = "DEMON_CUDA_LIBRARY"
+
+// CUDAUnavailable reports whether err says that this machine has no CUDA at all: the
+// driver library could not be loaded ("no CUDA driver (...)") or the driver found no
+// CUDA-capable device (CUDA_ERROR_NO_DEVICE from cuInit). Any other failure to create a
+// cuda device (a missing entry point, a driver/GPU error, an unknown ordinal) means CUDA is
+// there but broken, which the gpu tier must report as a failure rather than as "no GPU".
+func CUDAUnavailable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrCUDA) {
+		return false
+	}
+	return strings.HasPrefix(e.Msg, "no CUDA driver (") || strings.Contains(e.Msg, "cuInit: CUDA_ERROR_NO_DEVICE")
+}
+
+// GPUUUID returns the GPU's UUID in NVML's form ("GPU-xxxxxxxx-xxxx-…"), which is how
+// NVML telemetry finds the NVML device that is this CUDA ordinal (NVML and CUDA may
+// number GPUs differently). It is "" on the host device and when the driver cannot say
+// (no cuDeviceGetUuid). The cuda device names it in its description (", uuid GPU-…, "),
+// which is where it is read from.
+func (d *Device) GPUUUID() string {
+	if d.Kind() != DeviceCUDA {
+		return ""
+	}
+	_, rest, ok := strings.Cut(d.String(), ", uuid GPU-")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, ",")
+	return "GPU-" + id
+}
 
 // DriverMemory returns the driver's free and total memory for the device: cuMemGetInfo
 // on a cuda device (free counts every process and the CUDA context, and the driver frees
@@ -139,4 +171,35 @@ func WaitDriverMemory(ctx context.Context, d *Device, baselineFree, tolerance ui
 		case <-tick.C:
 		}
 	}
+}
+
+// SettledDriverFree reads the device's driver free memory (DriverMemory) every interval
+// until agree further readings in a row equal the one before them, or timeout passes (or
+// ctx ends), and returns the last reading: the baseline for a leak check on a GPU, taken
+// once the driver's asynchronous frees have landed.
+func SettledDriverFree(ctx context.Context, d *Device, agree int, interval, timeout time.Duration) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last uint64
+	for same := -1; same < agree; {
+		free, _, err := d.DriverMemory()
+		if err != nil {
+			return 0, err
+		}
+		if free == last {
+			same++
+		} else {
+			same = 0
+		}
+		last = free
+		if same >= agree {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return last, nil
+		case <-time.After(interval):
+		}
+	}
+	return last, nil
 }

@@ -8,6 +8,7 @@ package trt_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -173,3 +174,57 @@ func TestCUDAFakeClosedDevice(t *testing.T) {
 	_, err = dev.StagingTotals()
 	require.ErrorIs(t, err, trt.ErrState)
 }
+
+// The GPU leak check's fit (trttest.DriverGrowth) on the fake driver, whose frees show
+// in cuMemGetInfo only a few queries later: alloc/free cycles fit no growth; the same
+// cycles keeping 1 MiB every 10 cycles fit 100 MiB per 1000 cycles, which the check
+// refuses. Memory held outside the ledger (the fake's reserved bytes) changes nothing.
+func TestCUDADriverGrowthFit(t *testing.T) {
+	trttest.NoLeaks(t)
+	trttest.FakeCUDA(t, trttest.FakeCUDAOptions{TotalBytes: 4 << 30, ReservedBytes: 200 << 20, FreeLag: 2})
+	dev := trttest.CUDADevice(t, nil)
+	var kept []*trt.Buffer
+	defer func() {
+		for _, b := range kept {
+			require.NoError(t, b.Close())
+		}
+	}()
+	run := func(leakEvery int) *trttest.DriverGrowth {
+		g := trttest.NewDriverGrowth(dev)
+		for c := 1; c <= 100; c++ {
+			for _, n := range []uint64{4 << 10, 2 << 20} {
+				b, err := dev.Alloc(n, "test:growth")
+				require.NoError(t, err)
+				require.NoError(t, b.Close())
+			}
+			if leakEvery > 0 && c%leakEvery == 0 {
+				b, err := dev.Alloc(1<<20, "test:growth-leak")
+				require.NoError(t, err)
+				kept = append(kept, b)
+			}
+			if c%10 == 0 {
+				g.Sample(t, c)
+			}
+		}
+		return g
+	}
+	clean := run(0)
+	assert.Equal(t, 10, clean.Len())
+	assert.InDelta(t, 0, clean.PerThousand(), 1, "no growth: %.0f bytes / 1000 cycles", clean.PerThousand())
+	clean.RequireBelow(t, 1<<20)
+
+	leaky := run(10)
+	assert.InDelta(t, 100<<20, leaky.PerThousand(), 1, "1 MiB per 10 cycles")
+	rec := &fatalRecorder{TB: t}
+	leaky.RequireBelow(rec, 1<<20)
+	assert.Contains(t, rec.msg, "driver memory grows 104857600 bytes per 1000 cycles over 10 samples")
+}
+
+// fatalRecorder records Fatalf instead of ending the test (the code under test returns
+// right after calling it).
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) { r.msg = fmt.Sprintf(format, args...) }

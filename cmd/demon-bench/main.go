@@ -32,6 +32,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Decoder, "decoder", "tiny-dit", "reference decoder: tiny-dit or oracle")
 	fs.BoolVar(&cfg.ActualFootprints, "actual-footprints", false, "declare only the memory the reference math needs (default: DEMON's realistic GPU footprints)")
 	fs.Float64Var(&capGiB, "capacity-gib", 24, "in-process host device capacity, GiB")
+	fs.StringVar(&cfg.Device, "device", "host", "in-process device: host (host memory accounted like a GPU) or cuda (a GPU through the CUDA driver)")
+	fs.IntVar(&cfg.DeviceOrdinal, "device-ordinal", 0, "in-process cuda device: the GPU's ordinal")
 	fs.StringVar(&cfg.Fixture, "fixture", "", "demo track to start sessions from (default: picked for the profile)")
 	fs.BoolVar(&cfg.Upload, "upload", false, "WebSocket: upload the track as a PCM frame even if the server has it")
 	fs.IntVar(&cfg.Sessions, "sessions", 12, "start: measured sessions per path")

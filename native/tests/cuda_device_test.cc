@@ -46,6 +46,7 @@ class FakeCuda : public ::testing::Test {
     }
     dm_faults_free(&faults_);
     EXPECT_EQ(FakeLive(nullptr), 0) << "the fake driver holds no allocation";
+    EXPECT_EQ(FakeHazards(), 0) << "no stream-ordering hazard (see fake_cuda.c)";
     unsetenv("DEMON_CUDA_LIBRARY");
   }
 
@@ -65,6 +66,22 @@ class FakeCuda : public ::testing::Test {
     int n = fn != nullptr ? fn(bytes) : -1;
     dlclose(h);
     return n;
+  }
+
+  // Resolves a function of the (loaded) fake driver, or null.
+  template <typename Fn>
+  static Fn FakeFn(const char* name) {
+    void* h = dlopen(DM_FAKE_CUDA_LIBRARY, RTLD_NOW | RTLD_NOLOAD);
+    if (h == nullptr) return nullptr;
+    Fn fn = reinterpret_cast<Fn>(dlsym(h, name));
+    dlclose(h);  // the fake is loaded RTLD_NODELETE by the device: fn stays valid
+    return fn;
+  }
+
+  // Stream-ordering hazards the fake driver has seen since cuInit (0 if never loaded).
+  static long FakeHazards() {
+    auto fn = FakeFn<long (*)()>("demon_fake_cuda_hazards");
+    return fn != nullptr ? fn() : 0;
   }
 
   // Stream-ordered calls the fake driver has seen since cuInit.
@@ -109,6 +126,7 @@ TEST_F(FakeCuda, CapacityIsTheDriverTotal) {
   char buf[256];
   ASSERT_EQ(dm_device_describe(dev_, buf, sizeof buf, &err), DM_OK);
   EXPECT_NE(std::strstr(buf, "cuda:0 FAKE CUDA device"), nullptr) << buf;
+  EXPECT_NE(std::strstr(buf, ", uuid GPU-fa4ec0da-0000-4000-8000-000000000001, "), nullptr) << buf;
   dm_ledger_totals t{};
   ASSERT_EQ(dm_ledger_totals_get(dev_, &t, &err), DM_OK);
   EXPECT_EQ(t.capacity_bytes, kGiB);
@@ -220,6 +238,83 @@ TEST_F(FakeCuda, StreamOrderedAllocationWherePoolsExist) {
   EXPECT_EQ(total - free, 1000u) << "reading the driver's memory lands the queued frees";
   EXPECT_EQ(FakeLive(nullptr), 1);
   dm_buffer_free(&b);  // still queued when the device goes: its destructor synchronises
+}
+
+// The fake's ordering model catches the race this device avoids: legacy-stream work (a
+// cuMemsetD8 that may still be running) followed by a cuMemFreeAsync on a non-blocking
+// stream is a hazard; on a blocking stream, or after a legacy synchronisation, it is not.
+TEST_F(FakeCuda, FakeDriverDetectsLegacyStreamHazards) {
+  dm_error err{};
+  ASSERT_EQ(Create(&err), DM_OK) << err.msg;  // loads the fake and initialises it
+  using Result = int;
+  auto retain = FakeFn<Result (*)(void**, int)>("cuDevicePrimaryCtxRetain");
+  auto release = FakeFn<Result (*)(int)>("cuDevicePrimaryCtxRelease_v2");
+  auto set_current = FakeFn<Result (*)(void*)>("cuCtxSetCurrent");
+  auto stream_create = FakeFn<Result (*)(void**, unsigned)>("cuStreamCreate");
+  auto stream_destroy = FakeFn<Result (*)(void*)>("cuStreamDestroy_v2");
+  auto alloc = FakeFn<Result (*)(unsigned long long*, size_t)>("cuMemAlloc_v2");
+  auto memset_legacy =
+      FakeFn<Result (*)(unsigned long long, unsigned char, size_t)>("cuMemsetD8_v2");
+  auto free_async = FakeFn<Result (*)(unsigned long long, void*)>("cuMemFreeAsync");
+  auto ctx_sync = FakeFn<Result (*)()>("cuCtxSynchronize");
+  for (void* fn : {(void*)retain, (void*)release, (void*)set_current, (void*)stream_create,
+                   (void*)stream_destroy, (void*)alloc, (void*)memset_legacy, (void*)free_async,
+                   (void*)ctx_sync}) {
+    ASSERT_NE(fn, nullptr);
+  }
+  void* ctx = nullptr;
+  ASSERT_EQ(retain(&ctx, 0), 0);
+  ASSERT_EQ(set_current(ctx), 0);
+  void *nonblocking = nullptr, *blocking = nullptr;
+  ASSERT_EQ(stream_create(&nonblocking, 1), 0);
+  ASSERT_EQ(stream_create(&blocking, 0), 0);
+  unsigned long long p = 0;
+  // Racing: a legacy memset, then a free on a non-blocking stream.
+  ASSERT_EQ(alloc(&p, 4096), 0);
+  ASSERT_EQ(memset_legacy(p, 0, 4096), 0);
+  ASSERT_EQ(free_async(p, nonblocking), 0);
+  EXPECT_EQ(FakeHazards(), 1);
+  // Ordered: a blocking stream waits for the legacy stream.
+  ASSERT_EQ(alloc(&p, 4096), 0);
+  ASSERT_EQ(memset_legacy(p, 0, 4096), 0);
+  ASSERT_EQ(free_async(p, blocking), 0);
+  // Ordered: the legacy stream was synchronised first.
+  ASSERT_EQ(alloc(&p, 4096), 0);
+  ASSERT_EQ(memset_legacy(p, 0, 4096), 0);
+  ASSERT_EQ(ctx_sync(), 0);
+  ASSERT_EQ(free_async(p, nonblocking), 0);
+  EXPECT_EQ(FakeHazards(), 1);
+  ASSERT_EQ(stream_destroy(nonblocking), 0);
+  ASSERT_EQ(stream_destroy(blocking), 0);
+  ASSERT_EQ(release(0), 0);
+  // Recreate the device: cuInit resets the fake's counters, so TearDown sees 0 hazards.
+  dm_device_free(dev_);
+  dev_ = nullptr;
+  ASSERT_EQ(Create(&err), DM_OK) << err.msg;
+}
+
+// The demon device puts its zero-fill, copies and stream-ordered frees on one stream: a
+// buffer freed right after it was filled and written is no hazard, with memory pools and
+// without (TearDown checks the fake's hazard count for every test here).
+TEST_F(FakeCuda, FillCopyAndFreeAreOrderedOnTheDeviceStream) {
+  for (const char* no_pools : {"0", "1"}) {
+    setenv("DEMON_FAKE_CUDA_NO_POOLS", no_pools, 1);
+    dm_error err{};
+    ASSERT_EQ(Create(&err), DM_OK) << err.msg;
+    std::vector<float> data(1 << 16, 1.5f);
+    for (uint64_t bytes : {uint64_t(4096), uint64_t(3) << 20}) {
+      dm_buffer* b = nullptr;
+      ASSERT_EQ(dm_buffer_alloc(dev_, bytes, "test:order", &b, &err), DM_OK) << err.msg;
+      ASSERT_EQ(dm_buffer_write(b, 0, data.data(), 4096, &err), DM_OK) << err.msg;
+      dm_buffer_free(b);  // at once: no synchronisation of ours in between
+      EXPECT_EQ(FakeHazards(), 0) << "no_pools=" << no_pools << ", " << bytes << " bytes";
+    }
+    dm_copy_timing t{};
+    ASSERT_EQ(dm_device_time_copies(dev_, 1 << 20, 2, "test:order", &t, &err), DM_OK) << err.msg;
+    EXPECT_EQ(FakeHazards(), 0) << "no_pools=" << no_pools << ", time copies";
+    dm_device_free(dev_);
+    dev_ = nullptr;
+  }
 }
 
 // Without memory pools (old driver or GPU), plain cuMemAlloc / cuMemFree.

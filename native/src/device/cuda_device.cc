@@ -7,16 +7,24 @@
 // the ledger, and a driver refusal (other processes, the context's own memory) surfaces as
 // a CudaError CUDA_ERROR_OUT_OF_MEMORY with status DM_ERR_OUT_OF_MEMORY.
 //
+// One stream per device: every zero-fill, copy and stream-ordered allocation and free the
+// device issues runs on its own (non-blocking) stream, so they are ordered among
+// themselves. Nothing goes to the legacy default stream: a non-blocking stream is NOT
+// ordered after legacy-stream work, so a cuMemsetD8/cuMemcpyHtoD still in flight there
+// (both may return before the GPU has finished) could race a cuMemFreeAsync queued here
+// and the memory be reused under it. The calls that promise completion (an allocation
+// handed out zeroed, a synchronous copy) synchronise the stream before they return.
+//
 // Allocation: where the driver and the GPU support memory pools (CUDA 11.2+,
-// CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED), buffers come from cuMemAllocAsync on a private
-// stream and go back with cuMemFreeAsync: an allocation is synchronised before it is handed
-// out, so every other user sees finished memory; a free is queued without waiting, and the
-// driver reuses or releases the memory once the stream reaches it. A caller must have
-// finished its own GPU work on a buffer before freeing it (demon's copies are synchronous;
-// an engine synchronises its stream before its buffers are released). Elsewhere plain
-// cuMemAlloc / cuMemFree. Reading the driver's memory first synchronises the allocation
-// stream, so queued frees have landed and the pool has trimmed back to the OS (the default
-// pool keeps nothing beyond its release threshold of 0 at a synchronisation).
+// CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED), buffers come from cuMemAllocAsync on that
+// stream and go back with cuMemFreeAsync: an allocation is zero-filled and synchronised
+// before it is handed out, so every other user sees finished memory; a free is queued
+// without waiting, and the driver reuses or releases the memory once the stream reaches
+// it. A caller must have finished its own GPU work on a buffer before freeing it (demon's
+// copies are synchronous; an engine synchronises its stream before its buffers are
+// released). Elsewhere plain cuMemAlloc / cuMemFree. Reading the driver's memory first
+// synchronises the stream, so queued frees have landed and the pool has trimmed back to the
+// OS (the default pool keeps nothing beyond its release threshold of 0 at a synchronisation).
 //
 // Thread rule: the driver binds a context to the calling OS thread, and the device is
 // called from several threads (the session worker, Go's loaders). Every entry point here
@@ -97,19 +105,31 @@ class CudaEvent {
   cu::EventHandle e_ = nullptr;
 };
 
+// Formats a CUuuid as NVML does: "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
+std::string FormatUuid(const cu::Uuid& u) {
+  std::string out = "GPU-";
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    out += Format("%02x", u.bytes[i]);
+  }
+  return out;
+}
+
 // Everything acquired before the Device base can be constructed (its capacity is the
-// GPU's total memory), in acquisition order (so destroyed in reverse: the allocation stream
-// before the context).
+// GPU's total memory), in acquisition order (so destroyed in reverse: the stream before
+// the context).
 struct CudaState {
   std::shared_ptr<CudaDriver> drv;
   int ordinal = 0;
   cu::DeviceId dev = 0;
   std::unique_ptr<PrimaryContext> ctx;
   std::string name;
+  std::string uuid;  // "GPU-…" (NVML's form); "" when the driver cannot say
   int cc_major = 0, cc_minor = 0;
   int driver_version = 0;
   uint64_t total = 0;
-  std::unique_ptr<CudaStream> alloc_stream;  // null: plain cuMemAlloc / cuMemFree
+  std::unique_ptr<CudaStream> stream;  // every memset, copy and stream-ordered alloc/free
+  bool stream_ordered = false;         // false: plain cuMemAlloc / cuMemFree
 };
 
 class CudaDevice final : public Device {
@@ -119,25 +139,26 @@ class CudaDevice final : public Device {
 
   // Queued frees land before the stream and the context go.
   ~CudaDevice() override {
-    if (st_->alloc_stream == nullptr) return;
     try {
       st_->ctx->Bind();
     } catch (...) {
       // The synchronisation below reports the same failure.
     }
-    cu::Result r = drv_.cuStreamSynchronize(st_->alloc_stream->get());
+    cu::Result r = drv_.cuStreamSynchronize(Stream());
     if (r != cu::kSuccess) {
-      std::fprintf(stderr, "demon: cuStreamSynchronize (allocation stream): %s\n",
+      std::fprintf(stderr, "demon: cuStreamSynchronize (device stream): %s\n",
                    drv_.Describe(r).c_str());
     }
   }
 
+  // The UUID is part of the description (", uuid GPU-…") so that telemetry can match this
+  // ordinal to its NVML device without another C API entry point.
   std::string Describe() const override {
-    return Format("cuda:%d %s (compute %d.%d, driver %d.%d, %s, %s, %s)", st_->ordinal,
+    return Format("cuda:%d %s (compute %d.%d, driver %d.%d, %s, %s, uuid %s, %s)", st_->ordinal,
                   st_->name.c_str(), st_->cc_major, st_->cc_minor, st_->driver_version / 1000,
                   (st_->driver_version % 1000) / 10, FormatBytes(ledger().capacity()).c_str(),
                   StreamOrdered() ? "stream-ordered allocation" : "cuMemAlloc",
-                  st_->drv->path.c_str());
+                  st_->uuid.empty() ? "unknown" : st_->uuid.c_str(), st_->drv->path.c_str());
   }
   bool HostAccessible() const override { return false; }
 
@@ -145,8 +166,8 @@ class CudaDevice final : public Device {
     st_->ctx->Bind();
     cu::DevPtr p = 0;
     const char* op = StreamOrdered() ? "cuMemAllocAsync" : "cuMemAlloc_v2";
-    cu::Result r = StreamOrdered() ? drv_.cuMemAllocAsync(&p, bytes, st_->alloc_stream->get())
-                                   : drv_.cuMemAlloc(&p, bytes);
+    cu::Result r =
+        StreamOrdered() ? drv_.cuMemAllocAsync(&p, bytes, Stream()) : drv_.cuMemAlloc(&p, bytes);
     if (r != cu::kSuccess) {
       size_t free = 0, total = 0;
       std::string why = drv_.Describe(r);
@@ -156,17 +177,17 @@ class CudaDevice final : public Device {
       throw CudaError(r, Format("%s of %s on cuda:%d: %s", op, FormatBytes(bytes).c_str(),
                                 st_->ordinal, why.c_str()));
     }
-    if (StreamOrdered()) {
-      r = drv_.cuStreamSynchronize(st_->alloc_stream->get());
-      if (r != cu::kSuccess) {
-        ReleaseDev(p);
-        drv_.Check(r, "cuStreamSynchronize (a new stream-ordered allocation)");
-      }
-    }
-    r = drv_.cuMemsetD8(p, 0, bytes);
+    // Zero-fill on the device's stream, after the (stream-ordered) allocation and before any
+    // later free; the synchronisation makes the buffer finished memory for every user.
+    r = drv_.cuMemsetD8Async(p, 0, bytes, Stream());
     if (r != cu::kSuccess) {
       ReleaseDev(p);
-      drv_.Check(r, "cuMemsetD8_v2 (zero-filling a new allocation)");
+      drv_.Check(r, "cuMemsetD8Async (zero-filling a new allocation)");
+    }
+    r = drv_.cuStreamSynchronize(Stream());
+    if (r != cu::kSuccess) {
+      ReleaseDev(p);
+      drv_.Check(r, "cuStreamSynchronize (a new allocation)");
     }
     return reinterpret_cast<void*>(static_cast<uintptr_t>(p));
   }
@@ -181,22 +202,24 @@ class CudaDevice final : public Device {
     ReleaseDev(Dev(ptr));
   }
 
+  // Synchronous for the caller (src may be reused, dst read, as soon as it returns): queued
+  // on the device's stream, then the stream is synchronised.
   void CopyToDevice(void* dst, const void* src, size_t n) override {
     st_->ctx->Bind();
-    drv_.Check(drv_.cuMemcpyHtoD(Dev(dst), src, n), "cuMemcpyHtoD_v2");
+    drv_.Check(drv_.cuMemcpyHtoDAsync(Dev(dst), src, n, Stream()), "cuMemcpyHtoDAsync_v2");
+    drv_.Check(drv_.cuStreamSynchronize(Stream()), "cuStreamSynchronize (after a copy to device)");
   }
 
   void CopyToHost(void* dst, const void* src, size_t n) const override {
     st_->ctx->Bind();
-    drv_.Check(drv_.cuMemcpyDtoH(dst, Dev(src), n), "cuMemcpyDtoH_v2");
+    drv_.Check(drv_.cuMemcpyDtoHAsync(dst, Dev(src), n, Stream()), "cuMemcpyDtoHAsync_v2");
+    drv_.Check(drv_.cuStreamSynchronize(Stream()), "cuStreamSynchronize (after a copy to host)");
   }
 
   DriverMemory QueryDriverMemory() const override {
     st_->ctx->Bind();
-    if (StreamOrdered()) {
-      drv_.Check(drv_.cuStreamSynchronize(st_->alloc_stream->get()),
-                 "cuStreamSynchronize (allocation stream, before cuMemGetInfo)");
-    }
+    drv_.Check(drv_.cuStreamSynchronize(Stream()),
+               "cuStreamSynchronize (device stream, before cuMemGetInfo)");
     size_t free = 0, total = 0;
     drv_.Check(drv_.cuMemGetInfo(&free, &total), "cuMemGetInfo_v2");
     return DriverMemory{free, total};
@@ -228,10 +251,11 @@ class CudaDevice final : public Device {
     }
   }
 
-  // Async copies on a private stream, timed with events on the GPU.
+  // Async copies on the device's stream (after the buffer's zero-fill, before its free),
+  // timed with events on the GPU.
   CopyTiming TimeCopies(void* device_ptr, void* staging_ptr, size_t n, int iterations) override {
     st_->ctx->Bind();
-    CudaStream s(drv_);
+    const CudaStream& s = *st_->stream;
     CudaEvent e0(drv_), e1(drv_), e2(drv_);
     e0.Record(s);
     for (int i = 0; i < iterations; ++i) {
@@ -256,13 +280,14 @@ class CudaDevice final : public Device {
   static cu::DevPtr Dev(const void* p) {
     return static_cast<cu::DevPtr>(reinterpret_cast<uintptr_t>(p));
   }
-  bool StreamOrdered() const { return st_->alloc_stream != nullptr; }
+  bool StreamOrdered() const { return st_->stream_ordered; }
+  cu::StreamHandle Stream() const { return st_->stream->get(); }
 
-  // Gives p back to the driver (queued on the allocation stream where stream-ordered);
-  // failures are logged: a release never throws.
+  // Gives p back to the driver (queued on the device's stream where stream-ordered; with
+  // plain cuMemFree nothing of ours is in flight on p: every operation on the stream was
+  // synchronised before it returned); failures are logged: a release never throws.
   void ReleaseDev(cu::DevPtr p) const noexcept {
-    cu::Result r =
-        StreamOrdered() ? drv_.cuMemFreeAsync(p, st_->alloc_stream->get()) : drv_.cuMemFree(p);
+    cu::Result r = StreamOrdered() ? drv_.cuMemFreeAsync(p, Stream()) : drv_.cuMemFree(p);
     if (r != cu::kSuccess) {
       std::fprintf(stderr, "demon: %s: %s\n", StreamOrdered() ? "cuMemFreeAsync" : "cuMemFree_v2",
                    drv_.Describe(r).c_str());
@@ -300,6 +325,10 @@ std::shared_ptr<Device> CreateCudaDevice(int ordinal, std::shared_ptr<FaultRegis
           "cuDeviceGetAttribute(compute capability major)");
   d.Check(d.cuDeviceGetAttribute(&st->cc_minor, cu::kAttrComputeCapabilityMinor, st->dev),
           "cuDeviceGetAttribute(compute capability minor)");
+  cu::Uuid uuid{};
+  if (d.cuDeviceGetUuid != nullptr && d.cuDeviceGetUuid(&uuid, st->dev) == cu::kSuccess) {
+    st->uuid = cuda_detail::FormatUuid(uuid);
+  }
   st->ctx = std::make_unique<cuda_detail::PrimaryContext>(st->drv, st->dev);
   st->ctx->Bind();
   size_t free = 0, total = 0;
@@ -307,11 +336,11 @@ std::shared_ptr<Device> CreateCudaDevice(int ordinal, std::shared_ptr<FaultRegis
   if (total == 0) Fail(Status::kCuda, "cuda device %d reports 0 bytes of memory", ordinal);
   st->total = total;
   int pools = 0;
-  if (d.cuMemAllocAsync != nullptr && d.cuMemFreeAsync != nullptr &&
+  st->stream_ordered =
+      d.cuMemAllocAsync != nullptr && d.cuMemFreeAsync != nullptr &&
       d.cuDeviceGetAttribute(&pools, cu::kAttrMemoryPoolsSupported, st->dev) == cu::kSuccess &&
-      pools != 0) {
-    st->alloc_stream = std::make_unique<cuda_detail::CudaStream>(d);
-  }
+      pools != 0;
+  st->stream = std::make_unique<cuda_detail::CudaStream>(d);
   return std::make_shared<cuda_detail::CudaDevice>(std::move(st), std::move(faults));
 }
 

@@ -56,6 +56,7 @@ std::shared_ptr<CudaDriver> CudaDriver::Load() {
   Resolve(l, path, &d->cuDeviceGet, {"cuDeviceGet"});
   Resolve(l, path, &d->cuDeviceGetName, {"cuDeviceGetName"});
   Resolve(l, path, &d->cuDeviceGetAttribute, {"cuDeviceGetAttribute"});
+  cuda_detail::ResolveOptional(l, &d->cuDeviceGetUuid, "cuDeviceGetUuid");
   Resolve(l, path, &d->cuDevicePrimaryCtxRetain, {"cuDevicePrimaryCtxRetain"});
   Resolve(l, path, &d->cuDevicePrimaryCtxRelease,
           {"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"});
@@ -67,9 +68,7 @@ std::shared_ptr<CudaDriver> CudaDriver::Load() {
   cuda_detail::ResolveOptional(l, &d->cuMemFreeAsync, "cuMemFreeAsync");
   Resolve(l, path, &d->cuMemAllocHost, {"cuMemAllocHost_v2"});
   Resolve(l, path, &d->cuMemFreeHost, {"cuMemFreeHost"});
-  Resolve(l, path, &d->cuMemsetD8, {"cuMemsetD8_v2"});
-  Resolve(l, path, &d->cuMemcpyHtoD, {"cuMemcpyHtoD_v2"});
-  Resolve(l, path, &d->cuMemcpyDtoH, {"cuMemcpyDtoH_v2"});
+  Resolve(l, path, &d->cuMemsetD8Async, {"cuMemsetD8Async"});
   Resolve(l, path, &d->cuMemcpyHtoDAsync, {"cuMemcpyHtoDAsync_v2"});
   Resolve(l, path, &d->cuMemcpyDtoHAsync, {"cuMemcpyDtoHAsync_v2"});
   Resolve(l, path, &d->cuStreamCreate, {"cuStreamCreate"});

@@ -24,6 +24,9 @@ using Ctx = struct CUctx_st*;              // CUcontext
 using DevPtr = unsigned long long;         // CUdeviceptr (64-bit hosts)
 using StreamHandle = struct CUstream_st*;  // CUstream
 using EventHandle = struct CUevent_st*;    // CUevent
+struct Uuid {                              // CUuuid
+  unsigned char bytes[16];
+};
 
 constexpr Result kSuccess = 0;                   // CUDA_SUCCESS
 constexpr Result kErrorOutOfMemory = 2;          // CUDA_ERROR_OUT_OF_MEMORY
@@ -78,6 +81,9 @@ struct CudaDriver {
   cu::Result (*cuDeviceGet)(cu::DeviceId* dev, int ordinal) = nullptr;
   cu::Result (*cuDeviceGetName)(char* name, int len, cu::DeviceId dev) = nullptr;
   cu::Result (*cuDeviceGetAttribute)(int* value, int attribute, cu::DeviceId dev) = nullptr;
+  // The GPU's UUID (CUDA 9.2+), the same one NVML reports as "GPU-…": how telemetry finds
+  // the NVML device that is this CUDA ordinal. Optional: null when the driver lacks it.
+  cu::Result (*cuDeviceGetUuid)(cu::Uuid* uuid, cu::DeviceId dev) = nullptr;
   cu::Result (*cuDevicePrimaryCtxRetain)(cu::Ctx* ctx, cu::DeviceId dev) = nullptr;
   cu::Result (*cuDevicePrimaryCtxRelease)(cu::DeviceId dev) = nullptr;
   cu::Result (*cuCtxSetCurrent)(cu::Ctx ctx) = nullptr;
@@ -89,9 +95,9 @@ struct CudaDriver {
   cu::Result (*cuMemFreeAsync)(cu::DevPtr ptr, cu::StreamHandle s) = nullptr;
   cu::Result (*cuMemAllocHost)(void** ptr, size_t bytes) = nullptr;
   cu::Result (*cuMemFreeHost)(void* ptr) = nullptr;
-  cu::Result (*cuMemsetD8)(cu::DevPtr dst, unsigned char value, size_t n) = nullptr;
-  cu::Result (*cuMemcpyHtoD)(cu::DevPtr dst, const void* src, size_t n) = nullptr;
-  cu::Result (*cuMemcpyDtoH)(void* dst, cu::DevPtr src, size_t n) = nullptr;
+  // Every memset and copy runs on the device's own stream (see cuda_device.cc).
+  cu::Result (*cuMemsetD8Async)(cu::DevPtr dst, unsigned char value, size_t n,
+                                cu::StreamHandle s) = nullptr;
   cu::Result (*cuMemcpyHtoDAsync)(cu::DevPtr dst, const void* src, size_t n,
                                   cu::StreamHandle s) = nullptr;
   cu::Result (*cuMemcpyDtoHAsync)(void* dst, cu::DevPtr src, size_t n,

@@ -29,10 +29,25 @@
  *  DEMON_FAKE_CUDA_NO_POOLS        "1": the device reports no memory-pool support
  *                                  (CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED = 0)
  *
+ *  DEMON_FAKE_CUDA_ABORT_ON_HAZARD "1": abort() at the first stream-ordering hazard (below)
+ *
  * cuMemAllocAsync allocates at once (as if the stream were idle); cuMemFreeAsync only
  * queues the free on its stream: the memory stays in use, in cuMemGetInfo and in
  * demon_fake_cuda_live, until that stream is synchronised or destroyed — so a caller that
  * reads the driver's memory without synchronising sees its frees still pending.
+ *
+ * Stream ordering. Every copy and memset really happens before the call returns, but the
+ * fake remembers the ordering a GPU would give it: legacy-default-stream work that the
+ * real driver may leave in flight (cuMemsetD8_v2, cuMemcpyHtoD_v2, and any async call on
+ * stream 0) marks its allocation "legacy work pending" until a legacy synchronisation
+ * (cuCtxSynchronize, cuStreamSynchronize(0), a synchronous cuMemcpyDtoH_v2, cuMemFree_v2)
+ * or an operation on a blocking stream (created without CU_STREAM_NON_BLOCKING, which
+ * waits for the legacy stream). An operation on a NON-blocking stream — which the real
+ * driver does not order after the legacy stream — that touches an allocation with legacy
+ * work pending (a cuMemFreeAsync, an async copy or memset) is a hazard: the memory could
+ * be freed or read under the unfinished work. Hazards are counted
+ * (demon_fake_cuda_hazards), printed to stderr, and abort the process when
+ * DEMON_FAKE_CUDA_ABORT_ON_HAZARD=1.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -71,6 +86,7 @@ struct fake_ctx {
 };
 struct fake_stream {
   int magic;
+  unsigned flags;       /* CU_STREAM_NON_BLOCKING = 1 */
   CUdeviceptr* pending; /* cuMemFreeAsync queue, run at synchronisation */
   size_t npending, cap;
 };
@@ -84,7 +100,8 @@ struct alloc {
   size_t size;
   char* host;
   int mapped;
-  int dirty; /* written since allocation */
+  int dirty;          /* written since allocation */
+  int legacy_pending; /* legacy-stream work may still be in flight (see the header) */
   struct alloc* next;
 };
 
@@ -97,6 +114,8 @@ static int free_lag, lag_left;
 static CUdeviceptr next_addr = FAKE_BASE;
 static int no_pools;
 static long async_allocs, async_frees; /* stream-ordered calls, for tests */
+static long hazards;                   /* stream-ordering hazards seen */
+static int abort_on_hazard;
 static struct alloc* allocs;
 static struct fake_ctx primary;
 static __thread CUcontext current;
@@ -113,6 +132,28 @@ static struct alloc* find(CUdeviceptr p, size_t n) {
   return NULL;
 }
 
+/* Legacy-stream work has completed (a legacy synchronisation). mu held. */
+static void legacy_done_locked(void) {
+  for (struct alloc* a = allocs; a != NULL; a = a->next) a->legacy_pending = 0;
+}
+
+/* Orders an operation `op` on stream s (0: the legacy stream) that touches allocation a
+   (may be NULL), as a GPU would (see the header). mu held. */
+static void order_locked(CUstream s, struct alloc* a, const char* op) {
+  if (s == NULL) {
+    if (a != NULL) a->legacy_pending = 1;
+  } else if ((s->flags & 1u) == 0) {
+    legacy_done_locked(); /* a blocking stream waits for the legacy stream */
+  } else if (a != NULL && a->legacy_pending) {
+    hazards++;
+    fprintf(stderr,
+            "fake_cuda: HAZARD: %s on a non-blocking stream touches device memory 0x%llx "
+            "with legacy-stream work still in flight\n",
+            op, (unsigned long long)a->addr);
+    if (abort_on_hazard) abort();
+  }
+}
+
 EXPORT CUresult cuInit(unsigned flags) {
   if (flags != 0) return kInvalidValue;
   const char* nd = getenv("DEMON_FAKE_CUDA_NO_DEVICE");
@@ -126,7 +167,9 @@ EXPORT CUresult cuInit(unsigned flags) {
   free_lag = (int)env_u64("DEMON_FAKE_CUDA_FREE_LAG", 0);
   const char* np = getenv("DEMON_FAKE_CUDA_NO_POOLS");
   no_pools = np != NULL && strcmp(np, "1") == 0;
-  async_allocs = async_frees = 0;
+  async_allocs = async_frees = hazards = 0;
+  const char* ah = getenv("DEMON_FAKE_CUDA_ABORT_ON_HAZARD");
+  abort_on_hazard = ah != NULL && strcmp(ah, "1") == 0;
   initialized = 1;
   pthread_mutex_unlock(&mu);
   return kSuccess;
@@ -169,6 +212,19 @@ EXPORT CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
     case 115: *v = !no_pools; return kSuccess; /* memory pools (cuMemAllocAsync) */
     default: return kInvalidValue;
   }
+}
+
+typedef struct {
+  unsigned char bytes[16];
+} CUuuid;
+
+EXPORT CUresult cuDeviceGetUuid(CUuuid* u, CUdevice d) {
+  if (d != 0) return kInvalidDevice;
+  if (u == NULL) return kInvalidValue;
+  static const unsigned char fake_uuid[16] = {0xfa, 0x4e, 0xc0, 0xda, 0x00, 0x00, 0x40, 0x00,
+                                              0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01};
+  memcpy(u->bytes, fake_uuid, sizeof fake_uuid);
+  return kSuccess;
 }
 
 EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext* c, CUdevice d) {
@@ -262,9 +318,8 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
   return kSuccess;
 }
 
-EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
-  if (need_ctx() != kSuccess) return kInvalidContext;
-  pthread_mutex_lock(&mu);
+/* Frees allocation p now. mu held. */
+static CUresult release_locked(CUdeviceptr p) {
   for (struct alloc** pp = &allocs; *pp != NULL; pp = &(*pp)->next) {
     struct alloc* a = *pp;
     if (a->addr != p) continue;
@@ -280,11 +335,19 @@ EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
       free(a->host);
     }
     free(a);
-    pthread_mutex_unlock(&mu);
     return kSuccess;
   }
-  pthread_mutex_unlock(&mu);
   return kInvalidValue;
+}
+
+/* cuMemFree synchronises implicitly: legacy work is done before the memory goes. */
+EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
+  if (need_ctx() != kSuccess) return kInvalidContext;
+  pthread_mutex_lock(&mu);
+  legacy_done_locked();
+  CUresult r = release_locked(p);
+  pthread_mutex_unlock(&mu);
+  return r;
 }
 
 static int valid_stream(CUstream s) { return s == NULL || s->magic == 0x57; }
@@ -309,6 +372,7 @@ EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
     pthread_mutex_unlock(&mu);
     return kInvalidValue;
   }
+  order_locked(s, a, "cuMemFreeAsync");
   if (s->npending == s->cap) {
     size_t cap = s->cap ? 2 * s->cap : 16;
     CUdeviceptr* q = realloc(s->pending, cap * sizeof *q);
@@ -335,10 +399,12 @@ static CUresult drain(CUstream s) {
   s->npending = s->cap = 0;
   pthread_mutex_unlock(&mu);
   CUresult r = kSuccess;
+  pthread_mutex_lock(&mu);
   for (size_t i = 0; i < n; i++) {
-    CUresult f = cuMemFree_v2(q[i]);
+    CUresult f = release_locked(q[i]);
     if (f != kSuccess) r = f;
   }
+  pthread_mutex_unlock(&mu);
   free(q);
   return r;
 }
@@ -355,14 +421,16 @@ EXPORT CUresult cuMemFreeHost(void* p) {
   return kSuccess;
 }
 
-EXPORT CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+static CUresult memset_on(CUdeviceptr dst, unsigned char v, size_t n, CUstream s, const char* op) {
   if (need_ctx() != kSuccess) return kInvalidContext;
+  if (!valid_stream(s)) return kInvalidHandle;
   pthread_mutex_lock(&mu);
   struct alloc* a = find(dst, n);
   if (a == NULL) {
     pthread_mutex_unlock(&mu);
     return kInvalidValue;
   }
+  order_locked(s, a, op);
   if (v != 0 || a->dirty) {
     memset(a->host + (dst - a->addr), v, n);
     a->dirty = 1;
@@ -371,8 +439,19 @@ EXPORT CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
   return kSuccess;
 }
 
-static CUresult copy(void* host, CUdeviceptr dev, size_t n, int to_device) {
+/* May return before the GPU has finished: legacy work pending until a synchronisation. */
+EXPORT CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+  return memset_on(dst, v, n, NULL, "cuMemsetD8_v2");
+}
+EXPORT CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
+  return memset_on(dst, v, n, s, "cuMemsetD8Async");
+}
+
+/* A copy on stream s; `sync` for the synchronous legacy calls. */
+static CUresult copy(void* host, CUdeviceptr dev, size_t n, int to_device, CUstream s, int sync,
+                     const char* op) {
   if (need_ctx() != kSuccess) return kInvalidContext;
+  if (!valid_stream(s)) return kInvalidHandle;
   if (n == 0) return kSuccess;
   if (host == NULL) return kInvalidValue;
   pthread_mutex_lock(&mu);
@@ -380,6 +459,11 @@ static CUresult copy(void* host, CUdeviceptr dev, size_t n, int to_device) {
   if (a == NULL) {
     pthread_mutex_unlock(&mu);
     return kInvalidValue;
+  }
+  if (sync && !to_device) {
+    legacy_done_locked(); /* a synchronous device-to-host copy drains the legacy stream */
+  } else {
+    order_locked(s, a, op);
   }
   char* d = a->host + (dev - a->addr);
   if (to_device) {
@@ -392,29 +476,29 @@ static CUresult copy(void* host, CUdeviceptr dev, size_t n, int to_device) {
   return kSuccess;
 }
 
+/* From pageable memory the DMA may still be in flight when cuMemcpyHtoD returns. */
 EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
-  return copy((void*)src, dst, n, 1);
+  return copy((void*)src, dst, n, 1, NULL, 1, "cuMemcpyHtoD_v2");
 }
 EXPORT CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
-  return copy(dst, src, n, 0);
+  return copy(dst, src, n, 0, NULL, 1, "cuMemcpyDtoH_v2");
 }
 
+/* "async": done before it returns, but ordered as on a GPU (see the header). */
 EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
-  if (!valid_stream(s)) return kInvalidHandle;
-  return copy((void*)src, dst, n, 1); /* "async": done before it returns */
+  return copy((void*)src, dst, n, 1, s, 0, "cuMemcpyHtoDAsync_v2");
 }
 EXPORT CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream s) {
-  if (!valid_stream(s)) return kInvalidHandle;
-  return copy(dst, src, n, 0);
+  return copy(dst, src, n, 0, s, 0, "cuMemcpyDtoHAsync_v2");
 }
 
 EXPORT CUresult cuStreamCreate(CUstream* s, unsigned flags) {
-  (void)flags;
   if (need_ctx() != kSuccess) return kInvalidContext;
-  if (s == NULL) return kInvalidValue;
+  if (s == NULL || (flags & ~1u) != 0) return kInvalidValue;
   *s = calloc(1, sizeof **s);
   if (*s == NULL) return kOutOfMemory;
   (*s)->magic = 0x57;
+  (*s)->flags = flags;
   return kSuccess;
 }
 EXPORT CUresult cuStreamDestroy_v2(CUstream s) {
@@ -431,7 +515,21 @@ EXPORT CUresult cuStreamDestroy_v2(CUstream s) {
 }
 EXPORT CUresult cuStreamSynchronize(CUstream s) {
   if (!valid_stream(s)) return kInvalidHandle;
+  if (s == NULL || (s->flags & 1u) == 0) { /* the legacy stream, or one that waits for it */
+    pthread_mutex_lock(&mu);
+    legacy_done_locked();
+    pthread_mutex_unlock(&mu);
+  }
   return drain(s);
+}
+
+/* Not resolved by demon (its device never uses the legacy stream); tests use it. */
+EXPORT CUresult cuCtxSynchronize(void) {
+  if (need_ctx() != kSuccess) return kInvalidContext;
+  pthread_mutex_lock(&mu);
+  legacy_done_locked();
+  pthread_mutex_unlock(&mu);
+  return kSuccess;
 }
 
 EXPORT CUresult cuEventCreate(CUevent* e, unsigned flags) {
@@ -505,6 +603,14 @@ EXPORT void demon_fake_cuda_async_calls(long* allocs_out, long* frees_out) {
   if (allocs_out != NULL) *allocs_out = async_allocs;
   if (frees_out != NULL) *frees_out = async_frees;
   pthread_mutex_unlock(&mu);
+}
+
+/* Test introspection (not a driver entry point): stream-ordering hazards since cuInit. */
+EXPORT long demon_fake_cuda_hazards(void) {
+  pthread_mutex_lock(&mu);
+  long n = hazards;
+  pthread_mutex_unlock(&mu);
+  return n;
 }
 
 /* Test introspection (not a driver entry point): live device allocations and bytes. */

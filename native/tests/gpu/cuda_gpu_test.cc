@@ -1,8 +1,15 @@
 // The GPU tier of the native suite (CMake -DDEMON_WITH_CUDA=ON, ctest -L gpu): the cuda
-// device against the real CUDA driver. Every test skips, with the reason, when the driver
-// cannot be loaded or no GPU is present, so the tier is safe to build anywhere.
+// device against the real CUDA driver. Every test skips, with the reason, when there is no
+// CUDA here (no driver library, no CUDA device), so the tier is safe to build anywhere —
+// but not on a machine that evidently has a GPU ($DEMON_REQUIRE_GPU=1, /dev/nvidia0, or a
+// GPU listed by `nvidia-smi -L`): there a skip would hide a broken loader, so it fails.
+// Any other error creating the device fails too. The fake driver is refused (skipped)
+// unless $DEMON_GPU_TIER_ALLOW_FAKE=1 (scripts/gpu-check.sh --fake), as in the Go tier.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -12,18 +19,53 @@
 
 namespace {
 
+bool EnvIs(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
+// Why this machine evidently has an NVIDIA GPU ("" when nothing says so).
+std::string GpuEvidence() {
+  if (EnvIs("DEMON_REQUIRE_GPU", "1")) return "$DEMON_REQUIRE_GPU=1";
+  if (access("/dev/nvidia0", F_OK) == 0) return "/dev/nvidia0 exists";
+  std::string listed;
+  if (FILE* p = popen("nvidia-smi -L 2>/dev/null", "r")) {
+    char line[512];
+    while (listed.empty() && std::fgets(line, sizeof line, p) != nullptr) {
+      if (std::strncmp(line, "GPU ", 4) == 0) listed = "nvidia-smi -L lists " + std::string(line);
+    }
+    pclose(p);
+  }
+  while (!listed.empty() && (listed.back() == '\n' || listed.back() == '\r')) listed.pop_back();
+  return listed;
+}
+
 class Gpu : public ::testing::Test {
  protected:
   void SetUp() override {
     dm_device_options o{};
     o.kind = DM_DEVICE_CUDA;
     dm_error err{};
+    std::string no_cuda;  // set when the only problem is that there is no CUDA here
+    char buf[256] = {};
     if (dm_device_create(&o, &dev_, &err) != DM_OK) {
-      GTEST_SKIP() << "no usable GPU: " << err.msg;
+      bool unavailable = err.code == DM_ERR_CUDA &&
+                         (std::strncmp(err.msg, "no CUDA driver (", 16) == 0 ||
+                          std::strstr(err.msg, "cuInit: CUDA_ERROR_NO_DEVICE") != nullptr);
+      ASSERT_TRUE(unavailable) << "CUDA is present but the cuda device failed: " << err.msg;
+      no_cuda = std::string("no GPU: ") + err.msg;
+    } else {
+      ASSERT_EQ(dm_device_describe(dev_, buf, sizeof buf, &err), DM_OK);
+      if (std::strstr(buf, "FAKE") != nullptr && !EnvIs("DEMON_GPU_TIER_ALLOW_FAKE", "1")) {
+        no_cuda = std::string("the fake driver is loaded: ") + buf;
+      }
     }
-    char buf[256];
-    ASSERT_EQ(dm_device_describe(dev_, buf, sizeof buf, &err), DM_OK);
-    if (std::strstr(buf, "FAKE") != nullptr) GTEST_SKIP() << "the fake driver is loaded: " << buf;
+    if (!no_cuda.empty()) {
+      std::string evidence = GpuEvidence();
+      ASSERT_TRUE(evidence.empty())
+          << no_cuda << "; but this machine has a GPU (" << evidence << "): the tier must run";
+      GTEST_SKIP() << no_cuda;
+    }
     std::printf("device: %s\n", buf);
   }
   void TearDown() override {

@@ -1,0 +1,4 @@
+package bench
+
+// Test-only access to unexported helpers.
+var MetricLabels = metricLabels
