@@ -58,7 +58,7 @@ func TestUnaccountedMemoryAgainstNVMLByUUID(t *testing.T) {
 	g := NewGPUTelemetry(GPUParams{Config: gpuConfig(t, "auto"), Log: slog.New(slog.DiscardHandler), LC: lc, NVML: srv})
 	lc.RequireStart()
 	defer lc.RequireStop()
-	c := newUnaccountedCollector(&DeviceService{dev: dev}, g)
+	c := newUnaccountedCollector(deviceServiceWith(dev), g)
 
 	v, source := unaccounted(t, c)
 	assert.Equal(t, UnaccountedFromNVML, source)
@@ -92,7 +92,7 @@ func TestUnaccountedMemoryWithoutNVML(t *testing.T) {
 			require.NoError(t, err)
 			defer b.Close()
 			// nil telemetry: NVML off or missing.
-			v, source := unaccounted(t, newUnaccountedCollector(&DeviceService{dev: tc.dev}, nil))
+			v, source := unaccounted(t, newUnaccountedCollector(deviceServiceWith(tc.dev), nil))
 			assert.Equal(t, UnaccountedFromDriver, source)
 			assert.Equal(t, tc.want, v)
 		})
@@ -116,4 +116,13 @@ func TestDeviceInfoAndUnaccountedOnTheMetricsRoute(t *testing.T) {
 	v, ok = metricValue(t, text, `demon_device_unaccounted_bytes{source="driver_total_minus_free"}`)
 	require.True(t, ok, text)
 	assert.Zero(t, v)
+}
+
+// deviceServiceWith is a DeviceService that has started with dev (nil: not started).
+func deviceServiceWith(dev *trt.Device) *DeviceService {
+	s := &DeviceService{}
+	if dev != nil {
+		s.dev.Store(dev)
+	}
+	return s
 }
