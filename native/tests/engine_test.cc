@@ -22,6 +22,17 @@
 
 namespace {
 
+// Options for loading a reference engine file; `path` must outlive them.
+dm_engine_options RefOptions(const std::string& path, const char* component, const char* owner) {
+  dm_engine_options o{};
+  o.path = path.c_str();
+  o.component = component;
+  o.backend = "cpu-ref";
+  o.backend_version = "cpu-ref-1";
+  o.owner = owner;
+  return o;
+}
+
 class EngineLoad : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -47,15 +58,7 @@ class EngineLoad : public ::testing::Test {
     dm_faults_free(faults_);
     std::remove(path_.c_str());
   }
-  dm_engine_options Options() const {
-    dm_engine_options o{};
-    o.path = path_.c_str();
-    o.component = "vae_encode";
-    o.backend = "cpu-ref";
-    o.backend_version = "cpu-ref-1";
-    o.owner = "model:test";
-    return o;
-  }
+  dm_engine_options Options() const { return RefOptions(path_, "vae_encode", "model:test"); }
 
   dm_faults* faults_ = nullptr;
   dm_device* dev_ = nullptr;
@@ -181,13 +184,7 @@ class DecoderIo : public ::testing::Test {
     return path;
   }
   static dm_engine_options Options(const std::string& path) {
-    dm_engine_options o{};
-    o.path = path.c_str();
-    o.component = "decoder";
-    o.backend = "cpu-ref";
-    o.backend_version = "cpu-ref-1";
-    o.owner = "model:decoder";
-    return o;
+    return RefOptions(path, "decoder", "model:decoder");
   }
   dm_engine* Load(const char* variant, const char* precision) {
     const std::string path = Write(variant, precision);
