@@ -198,6 +198,11 @@ void CheckComponent(const std::string& component);
 //    (enqueueV3) on the device's stream, then synchronizes, keeping Execute synchronous.
 //  - The per-context IExecutionContext needs a place on Context (a backend-state member),
 //    which is the one interface change the backend brings.
+//  - TensorRT reports a dynamic dimension as -1, without its ONNX name, and cannot list a
+//    plan's tensors without deserializing it (which allocates device memory). So the
+//    backend needs the sidecar's dimension symbols passed in EngineOptions, InspectEngine
+//    cannot compare a plan before loading it, and for TensorRT the model repository's
+//    post-load cross-check is the one that compares the sidecar with the plan.
 // Until then, DM_WITH_TENSORRT is an #error in engine.cc, so no build half-enables it.
 
 // Loads an engine file of any backend this build has. Validates the container and that it
