@@ -59,6 +59,18 @@ type ProfileSpec struct {
 	DurationS int
 	// DecoderVariant is "tiny-dit" (realistic compute) or "oracle" (exact, cheap).
 	DecoderVariant string
+	// DecoderPrecision is the decoder's I/O layout: "fp32" (default when empty) or "mixed",
+	// DEMON's 2B layout (bfloat16 hidden_states, encoder_hidden_states, context_latents and
+	// velocity, float32 timestep; spec/engine.md §2.2). Its name says which, as DEMON's do.
+	DecoderPrecision string
+}
+
+// decoderPrecision is the spec's precision with the default filled in.
+func (ps ProfileSpec) decoderPrecision() string {
+	if ps.DecoderPrecision == "" {
+		return "fp32"
+	}
+	return ps.DecoderPrecision
 }
 
 // DefaultProfile is the profile demond serves when none is configured.
@@ -110,7 +122,7 @@ func BuildReference(dir string, opts BuildOptions) (*Repository, error) {
 func referenceName(component string, ps ProfileSpec) string {
 	switch component {
 	case Decoder:
-		return fmt.Sprintf("decoder_%s_fp32_b8_%ds", ps.DecoderVariant, ps.DurationS)
+		return fmt.Sprintf("decoder_%s_%s_b8_%ds", ps.DecoderVariant, ps.decoderPrecision(), ps.DurationS)
 	case VAEDecodeWindowed:
 		return "vae_decode_ref_1s_fixed"
 	case TextEncoder, StemSeparator:
@@ -129,11 +141,12 @@ func writeReference(dir, name, component string, ps ProfileSpec, opts BuildOptio
 	if component == TextEncoder || component == StemSeparator || component == VAEDecodeWindowed {
 		duration = 240 // duration-agnostic engines cover every profile
 	}
-	variant := ""
+	variant, precision := "", "fp32"
 	if component == Decoder {
-		variant = ps.DecoderVariant
+		variant, precision = ps.DecoderVariant, ps.decoderPrecision()
 	}
-	if err := trt.WriteReferenceEngine(trt.ReferenceOptions{Component: component, Variant: variant, Seed: opts.Seed, DurationS: duration}, enginePath); err != nil {
+	ro := trt.ReferenceOptions{Component: component, Variant: variant, Seed: opts.Seed, DurationS: duration, IOPrecision: precision}
+	if err := trt.WriteReferenceEngine(ro, enginePath); err != nil {
 		return fmt.Errorf("build %s: %w", name, err)
 	}
 	size, sum, err := hashFile(enginePath)
@@ -151,7 +164,7 @@ func writeReference(dir, name, component string, ps ProfileSpec, opts BuildOptio
 		BackendVersion:        CPURefVersion,
 		Variant:               variant,
 		DurationS:             duration,
-		Tensors:               referenceTensors(component, duration),
+		Tensors:               referenceTensors(component, duration, precision),
 		DeviceFootprintBytes:  fp.resident,
 		ContextFootprintBytes: fp.context,
 		EngineBytes:           size,
@@ -166,33 +179,37 @@ func writeReference(dir, name, component string, ps ProfileSpec, opts BuildOptio
 	return writeFileAtomic(enginePath+".metadata.json", data)
 }
 
-// referenceTensors is the sidecar's tensor list; LoadModel cross-checks it against what
-// the loaded engine reports.
-func referenceTensors(component string, durationS int) []TensorSpec {
+// referenceTensors is the sidecar's tensor list; Resolve cross-checks it against the table
+// the engine file declares.
+func referenceTensors(component string, durationS int, decoderPrecision string) []TensorSpec {
 	tmax := int64(durationS) * FrameRate
 	topt := min(tmax, 1500)
-	b := Dim{1, 1, 8}
-	t := Dim{126, topt, tmax}
-	l := Dim{32, 200, 512}
-	audioSpan := Dim{240000, topt * Hop, tmax * Hop}
+	b := Dynamic("B", 1, 1, 8)
+	t := Dynamic("T", 126, topt, tmax)
+	l := Dynamic("L", 32, 200, 512)
+	audioSpan := Dynamic("S", 240000, topt*Hop, tmax*Hop)
 	f32 := "float32"
 	switch component {
 	case Decoder:
+		io := f32
+		if decoderPrecision == "mixed" {
+			io = "bfloat16"
+		}
 		return []TensorSpec{
-			{"hidden_states", "input", f32, []Dim{b, t, Fixed(64)}},
+			{"hidden_states", "input", io, []Dim{b, t, Fixed(64)}},
 			{"timestep", "input", f32, []Dim{b}},
-			{"encoder_hidden_states", "input", f32, []Dim{b, l, Fixed(2048)}},
-			{"context_latents", "input", f32, []Dim{b, t, Fixed(128)}},
-			{"velocity", "output", f32, []Dim{b, t, Fixed(64)}},
+			{"encoder_hidden_states", "input", io, []Dim{b, l, Fixed(2048)}},
+			{"context_latents", "input", io, []Dim{b, t, Fixed(128)}},
+			{"velocity", "output", io, []Dim{b, t, Fixed(64)}},
 		}
 	case VAEEncode:
 		return []TensorSpec{
 			{"audio", "input", f32, []Dim{Fixed(1), Fixed(2), audioSpan}},
-			{"moments", "output", f32, []Dim{Fixed(1), Fixed(128), {125, topt, tmax}}},
+			{"moments", "output", f32, []Dim{Fixed(1), Fixed(128), Dynamic("T", 125, topt, tmax)}},
 		}
 	case VAEDecode:
 		return []TensorSpec{
-			{"latents", "input", f32, []Dim{Fixed(1), Fixed(64), {125, topt, tmax}}},
+			{"latents", "input", f32, []Dim{Fixed(1), Fixed(64), Dynamic("T", 125, topt, tmax)}},
 			{"audio", "output", f32, []Dim{Fixed(1), Fixed(2), audioSpan}},
 		}
 	case VAEDecodeWindowed:
@@ -206,7 +223,7 @@ func referenceTensors(component string, durationS int) []TensorSpec {
 			{"encoder_hidden_states", "output", f32, []Dim{Fixed(1), l, Fixed(2048)}},
 		}
 	case StemSeparator:
-		span := Dim{240000, min(int64(durationS), 60) * SampleRate, int64(durationS) * SampleRate}
+		span := Dynamic("S", 240000, min(int64(durationS), 60)*SampleRate, int64(durationS)*SampleRate)
 		return []TensorSpec{
 			{"audio", "input", f32, []Dim{Fixed(1), Fixed(2), span}},
 			{"vocals", "output", f32, []Dim{Fixed(1), Fixed(2), span}},

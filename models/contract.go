@@ -15,9 +15,11 @@ const (
 // dimRule says what a dimension of a component's tensor must look like.
 type dimRule struct {
 	fixed int64 // > 0: must be exactly this
-	// for dynamic dims: the profile must at least cover [needMin, needMax(duration)]
+	// for dynamic dims: the profile must at least cover [needMin, needMax(duration)], and
+	// the dimension is named symbol (dims with one symbol take equal values)
 	needMin int64
 	needMax func(durationS int) int64
+	symbol  string
 }
 
 type tensorRule struct {
@@ -30,16 +32,16 @@ type tensorRule struct {
 func fixed(n int64) dimRule { return dimRule{fixed: n} }
 
 func frames(min int64) dimRule {
-	return dimRule{needMin: min, needMax: func(d int) int64 { return int64(d) * FrameRate }}
+	return dimRule{needMin: min, needMax: func(d int) int64 { return int64(d) * FrameRate }, symbol: "T"}
 }
 
 func samples(min int64) dimRule {
-	return dimRule{needMin: min, needMax: func(d int) int64 { return int64(d) * SampleRate }}
+	return dimRule{needMin: min, needMax: func(d int) int64 { return int64(d) * SampleRate }, symbol: "S"}
 }
 
 var (
-	batch   = dimRule{needMin: 1, needMax: func(int) int64 { return 1 }}
-	condLen = dimRule{needMin: 32, needMax: func(int) int64 { return 512 }}
+	batch   = dimRule{needMin: 1, needMax: func(int) int64 { return 1 }, symbol: "B"}
+	condLen = dimRule{needMin: 32, needMax: func(int) int64 { return 512 }, symbol: "L"}
 	floats  = []string{"float32", "bfloat16"}
 )
 
@@ -103,6 +105,9 @@ func (m Metadata) CheckContract(component string, durationS int) error {
 		}
 		for i, d := range r.dims {
 			got := t.Dims[i]
+			if got.Symbol != d.symbol {
+				return fmt.Errorf("%w: tensor %s dim %d is named %q, the contract names it %q", ErrMismatch, r.name, i, got.Symbol, d.symbol)
+			}
 			if d.fixed > 0 {
 				if got != Fixed(d.fixed) {
 					return fmt.Errorf("%w: tensor %s dim %d is %d/%d/%d, the contract fixes it at %d", ErrMismatch, r.name, i, got.Min, got.Opt, got.Max, d.fixed)

@@ -46,10 +46,19 @@ type Dim struct {
 	Min int64 `json:"min"`
 	Opt int64 `json:"opt"`
 	Max int64 `json:"max"`
+	// Symbol names a dynamic dimension ("B" batch, "T" latent frames, "L" conditioning
+	// tokens, "S" audio samples); dimensions with one symbol take equal values. Empty for a
+	// static dimension.
+	Symbol string `json:"symbol,omitempty"`
 }
 
 // Fixed returns a fixed dimension.
-func Fixed(n int64) Dim { return Dim{n, n, n} }
+func Fixed(n int64) Dim { return Dim{Min: n, Opt: n, Max: n} }
+
+// Dynamic returns a dimension named sym with the profile min/opt/max.
+func Dynamic(sym string, min, opt, max int64) Dim {
+	return Dim{Min: min, Opt: opt, Max: max, Symbol: sym}
+}
 
 // TensorSpec is one input or output of an engine, with its optimisation profile.
 type TensorSpec struct {
@@ -84,7 +93,11 @@ type Metadata struct {
 	Builder               string `json:"builder"`
 }
 
-var tensorNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+var (
+	tensorNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+	// symbolRE fits the shim's dm_tensor_desc (DM_DIM_SYMBOL_LEN 8, NUL included).
+	symbolRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,6}$`)
+)
 
 // ParseMetadata decodes and validates a sidecar. The error names the first problem found.
 func ParseMetadata(data []byte) (Metadata, error) {
@@ -151,6 +164,9 @@ func (m Metadata) validate() error {
 		for i, d := range t.Dims {
 			if d.Min < 1 || d.Min > d.Opt || d.Opt > d.Max || d.Max > 1<<32 {
 				return fmt.Errorf("%w: tensor %s: dim %d has min/opt/max %d/%d/%d", ErrCorrupt, t.Name, i, d.Min, d.Opt, d.Max)
+			}
+			if d.Symbol != "" && !symbolRE.MatchString(d.Symbol) {
+				return fmt.Errorf("%w: tensor %s: dim %d symbol %q (want a letter, then up to 6 letters, digits or _)", ErrCorrupt, t.Name, i, d.Symbol)
 			}
 		}
 	}

@@ -76,6 +76,8 @@ func LoadModel(dev *trt.Device, repo *Repository, p Profile, opts LoadOptions) (
 			ContextBytes:   ref.Meta.ContextFootprintBytes,
 		})
 		if err == nil {
+			// Resolve compared the sidecar with the file's header; this compares it with the
+			// engine as loaded, in case the file changed in between.
 			if err = crossCheck(ref, eng.IO()); err != nil {
 				_ = eng.Close()
 			}
@@ -106,8 +108,12 @@ func crossCheck(ref EngineRef, io []trt.TensorDesc) error {
 			return fmt.Errorf("%w: tensor %s: sidecar says %s %s rank %d, engine has %s input=%v rank %d", ErrMismatch, t.Name, spec.IO, spec.DType, len(spec.Dims), t.DType, t.Input, len(t.Min))
 		}
 		for i, d := range spec.Dims {
-			if d.Min != t.Min[i] || d.Opt != t.Opt[i] || d.Max != t.Max[i] {
-				return fmt.Errorf("%w: tensor %s dim %d: sidecar profile %d/%d/%d, engine %d/%d/%d", ErrMismatch, t.Name, i, d.Min, d.Opt, d.Max, t.Min[i], t.Opt[i], t.Max[i])
+			sym := ""
+			if i < len(t.Symbols) {
+				sym = t.Symbols[i]
+			}
+			if d.Min != t.Min[i] || d.Opt != t.Opt[i] || d.Max != t.Max[i] || d.Symbol != sym {
+				return fmt.Errorf("%w: tensor %s dim %d: sidecar profile %d/%d/%d %q, engine %d/%d/%d %q", ErrMismatch, t.Name, i, d.Min, d.Opt, d.Max, d.Symbol, t.Min[i], t.Opt[i], t.Max[i], sym)
 			}
 		}
 	}

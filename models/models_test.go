@@ -2,6 +2,8 @@ package models_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -220,6 +222,65 @@ func TestResolveErrors(t *testing.T) {
 			m["schema_version"] = 2
 			writeJSON(t, path, m)
 		}, models.ErrMismatch, "schema_version 2, this build reads 1"},
+		{"sidecar opt differs from the engine's", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			tensor(m, 0)["dims"].([]any)[1].(map[string]any)["opt"] = 200
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, `tensor hidden_states dim 1: sidecar profile 126/200/250 "T", engine 126/250/250 "T"`},
+		{"sidecar dtype differs from the engine's", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			tensor(m, 0)["dtype"] = "bfloat16"
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "tensor hidden_states: sidecar says input bfloat16 rank 3, engine has float32 input=true rank 3"},
+		{"engine replaced by a mixed one, sidecar still fp32", func(t *testing.T, r *models.Repository, p models.Profile) {
+			// Size and checksum updated, so only the cross-check with the engine's own table
+			// (read from its header, before anything is allocated) can tell.
+			n := p.Engines[models.Decoder]
+			f := filepath.Join(r.Root(), n, n+".engine")
+			require.NoError(t, trt.WriteReferenceEngine(trt.ReferenceOptions{Component: "decoder", Variant: "tiny-dit", Seed: 1, DurationS: 10, IOPrecision: "mixed"}, f))
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			sum := sha256.Sum256(b)
+			path, m := readMeta(t, r, n)
+			m["engine_bytes"], m["engine_sha256"] = len(b), hex.EncodeToString(sum[:])
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "tensor hidden_states: sidecar says input float32 rank 3, engine has bfloat16 input=true rank 3"},
+		{"wrong io direction", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			tensor(m, 4)["io"] = "input"
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "tensor velocity is an input, the contract says output"},
+		{"extra tensor", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.VAEDecode])
+			m["tensors"] = append(m["tensors"].([]any), map[string]any{"name": "extra", "io": "output", "dtype": "float32", "dims": []any{map[string]any{"min": 1, "opt": 1, "max": 1}}})
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "vae_decode engine has 3 tensors, the contract has 2"},
+		{"missing tensor", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			m["tensors"] = append([]any{}, m["tensors"].([]any)[:4]...)
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "decoder engine has 4 tensors, the contract has 5"},
+		{"profile min too large", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.Decoder])
+			tensor(m, 3)["dims"].([]any)[1].(map[string]any)["min"] = 200
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, "profile mismatch: tensor context_latents dim 1 min 200, demon needs 126"},
+		{"dimension renamed", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.TextEncoder])
+			tensor(m, 0)["dims"].([]any)[1].(map[string]any)["symbol"] = "N"
+			writeJSON(t, path, m)
+		}, models.ErrMismatch, `tensor token_ids dim 1 is named "N", the contract names it "L"`},
+		{"truncated sidecar", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, _ := readMeta(t, r, p.Engines[models.VAEEncode])
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, b[:len(b)/2], 0o644))
+		}, models.ErrCorrupt, "metadata is not valid JSON: unexpected EOF"},
+		{"unknown backend", func(t *testing.T, r *models.Repository, p models.Profile) {
+			path, m := readMeta(t, r, p.Engines[models.StemSeparator])
+			m["backend"] = "onnxruntime"
+			writeJSON(t, path, m)
+		}, models.ErrCorrupt, `unknown backend "onnxruntime" (want cpu-ref or tensorrt)`},
 		{"engine symlinked outside the root", func(t *testing.T, r *models.Repository, p models.Profile) {
 			n := p.Engines[models.StemSeparator]
 			f := filepath.Join(r.Root(), n, n+".engine")
@@ -242,6 +303,35 @@ func TestResolveErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.wantMsg)
 			assert.Zero(t, trttest.Snapshot(t, d).Totals.Allocations, "validation happens before any allocation")
 		})
+	}
+}
+
+// tensor returns the i-th tensor of a sidecar decoded as generic JSON.
+func tensor(m map[string]any, i int) map[string]any {
+	return m["tensors"].([]any)[i].(map[string]any)
+}
+
+// A profile with a mixed decoder: named as DEMON names it, its sidecar declares bf16 I/O
+// (fp32 timestep), and it loads.
+func TestMixedDecoderProfile(t *testing.T) {
+	trttest.NoLeaks(t)
+	spec := models.ProfileSpec{Name: "mixed-10s", DurationS: 10, DecoderVariant: "oracle", DecoderPrecision: "mixed"}
+	repo, err := models.BuildReference(t.TempDir(), models.BuildOptions{Profiles: []models.ProfileSpec{spec}, Footprints: models.FootprintsActual})
+	require.NoError(t, err)
+	p, err := repo.Profile(spec.Name)
+	require.NoError(t, err)
+	assert.Equal(t, "decoder_oracle_mixed_b8_10s", p.Engines[models.Decoder])
+	d := trttest.HostDevice(t, 1<<30, nil)
+	m, err := models.LoadModel(d, repo, p, models.LoadOptions{})
+	require.NoError(t, err)
+	defer m.Release()
+	dtypes := map[string]string{}
+	for _, ts := range m.Metadata(models.Decoder).Tensors {
+		dtypes[ts.Name] = ts.DType
+	}
+	assert.Equal(t, map[string]string{"hidden_states": "bfloat16", "timestep": "float32", "encoder_hidden_states": "bfloat16", "context_latents": "bfloat16", "velocity": "bfloat16"}, dtypes)
+	for _, td := range m.Engine(models.Decoder).IO() {
+		assert.Equal(t, dtypes[td.Name], td.DType.String(), td.Name)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/demon-audio/demon/trt"
 )
 
 // ManifestFile is the repository's index at its root.
@@ -142,7 +144,8 @@ type EngineRef struct {
 
 // Resolve validates every engine of profile p for this build: files present inside the
 // root, sidecar well formed and matching the component contract and profile duration,
-// backend supported, and the engine file's size and SHA-256 equal to the sidecar's.
+// backend supported, the engine file's size and SHA-256 equal to the sidecar's, and the
+// sidecar's tensors equal to the I/O table the engine file declares (read from its header).
 // It allocates nothing on any device.
 func (r *Repository) Resolve(p Profile, backendSupported func(backend string) error) ([]EngineRef, error) {
 	refs := make([]EngineRef, 0, len(Components))
@@ -188,7 +191,17 @@ func (r *Repository) resolveOne(component, name string, durationS int, backendSu
 	if err := verifyFile(enginePath, meta.EngineBytes, meta.EngineSHA256); err != nil {
 		return EngineRef{}, err
 	}
-	return EngineRef{Component: component, Name: name, Path: enginePath, Meta: meta}, nil
+	ref := EngineRef{Component: component, Name: name, Path: enginePath, Meta: meta}
+	// The sidecar must describe the engine the file declares: read the engine's I/O table
+	// from its header (no device, nothing allocated) and compare.
+	io, err := trt.InspectEngine(trt.EngineOptions{Path: enginePath, Component: component, Backend: meta.Backend, BackendVersion: meta.BackendVersion})
+	if err != nil {
+		return EngineRef{}, err
+	}
+	if err := crossCheck(ref, io); err != nil {
+		return EngineRef{}, err
+	}
+	return ref, nil
 }
 
 // inside joins rel to the root and refuses anything that resolves outside it, including

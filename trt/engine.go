@@ -52,6 +52,19 @@ type TensorDesc struct {
 	Input         bool
 	DType         DType
 	Min, Opt, Max []int64
+	// Symbols names each dimension: "B" (batch), "T" (latent frames), "L" (conditioning
+	// tokens), "S" (audio samples) for a dynamic one, "" for a static one. Input dimensions
+	// that share a symbol must be set to equal values (Execute refuses otherwise).
+	Symbols []string
+}
+
+// Bytes returns the size of a buffer that holds the tensor at the given shape, in its dtype.
+func (t TensorDesc) Bytes(dims ...int64) uint64 {
+	n := uint64(t.DType.Size())
+	for _, d := range dims {
+		n *= uint64(d)
+	}
+	return n
 }
 
 // EngineOptions configure LoadEngine; they come from the engine's validated sidecar.
@@ -98,32 +111,81 @@ func LoadEngine(d *Device, opts EngineOptions) (*Engine, error) {
 		if err := check(op, C.dm_engine_load(h, &copts, &eh, &ce), &ce); err != nil {
 			return err
 		}
-		e = &Engine{h: eh, opts: opts}
+		io, err := engineIO(op, eh)
+		if err != nil {
+			C.dm_engine_free(&eh)
+			return err
+		}
+		e = &Engine{h: eh, opts: opts, io: io}
 		e.st = track(e, "engine")
-		e.io = engineIO(eh)
 		return nil
 	})
 	return e, err
 }
 
-func engineIO(h *C.dm_engine) []TensorDesc {
-	n := int(C.dm_engine_io_count(h))
-	out := make([]TensorDesc, 0, n)
-	for i := range n {
+// engineIO reads a loaded engine's I/O table.
+func engineIO(op string, h *C.dm_engine) ([]TensorDesc, error) {
+	return readIO(int(C.dm_engine_io_count(h)), func(i int) (TensorDesc, error) {
 		var d C.dm_tensor_desc
 		var ce C.dm_error
-		if C.dm_engine_io(h, C.int(i), &d, &ce) != C.DM_OK {
-			continue
+		if err := check(op, C.dm_engine_io(h, C.int(i), &d, &ce), &ce); err != nil {
+			return TensorDesc{}, err
 		}
-		t := TensorDesc{Name: C.GoString(&d.name[0]), Input: d.is_input != 0, DType: DType(d.dtype)}
-		for r := range int(d.rank) {
-			t.Min = append(t.Min, int64(d.min[r]))
-			t.Opt = append(t.Opt, int64(d.opt[r]))
-			t.Max = append(t.Max, int64(d.max[r]))
+		return tensorDesc(&d), nil
+	})
+}
+
+// readIO reads n tensor descriptions. An entry that cannot be read fails the whole table:
+// a table with a hole would describe another engine.
+func readIO(n int, read func(i int) (TensorDesc, error)) ([]TensorDesc, error) {
+	out := make([]TensorDesc, 0, n)
+	for i := range n {
+		t, err := read(i)
+		if err != nil {
+			return nil, fmt.Errorf("engine I/O table, tensor %d of %d: %w", i, n, err)
 		}
 		out = append(out, t)
 	}
-	return out
+	return out, nil
+}
+
+func tensorDesc(d *C.dm_tensor_desc) TensorDesc {
+	t := TensorDesc{Name: C.GoString(&d.name[0]), Input: d.is_input != 0, DType: DType(d.dtype)}
+	for r := range int(d.rank) {
+		t.Min = append(t.Min, int64(d.min[r]))
+		t.Opt = append(t.Opt, int64(d.opt[r]))
+		t.Max = append(t.Max, int64(d.max[r]))
+		t.Symbols = append(t.Symbols, C.GoString(&d.symbol[r][0]))
+	}
+	return t
+}
+
+// InspectEngine returns the I/O table the engine file would have once loaded, read from
+// the file's header alone: it checks what LoadEngine checks before allocating (component,
+// backend, version, container framing; the payload checksum is left to the load) and needs
+// no device, so a model repository can validate everything before allocating anything.
+// Owner and the footprints are ignored.
+func InspectEngine(opts EngineOptions) ([]TensorDesc, error) {
+	strs := []*C.char{C.CString(opts.Path), C.CString(opts.Component), C.CString(opts.Backend), C.CString(opts.BackendVersion)}
+	defer func() {
+		for _, s := range strs {
+			C.free(unsafe.Pointer(s))
+		}
+	}()
+	copts := C.dm_engine_options{path: strs[0], component: strs[1], backend: strs[2], backend_version: strs[3]}
+	op := "inspect " + opts.Component + " engine"
+	descs := make([]C.dm_tensor_desc, 16) // every engine has a handful: one call in practice
+	for {
+		var n C.int
+		var ce C.dm_error
+		if err := check(op, C.dm_engine_inspect(&copts, &descs[0], C.int(len(descs)), &n, &ce), &ce); err != nil {
+			return nil, err
+		}
+		if int(n) <= len(descs) {
+			return readIO(int(n), func(i int) (TensorDesc, error) { return tensorDesc(&descs[i]), nil })
+		}
+		descs = make([]C.dm_tensor_desc, int(n))
+	}
 }
 
 // Close frees the engine handle. It is idempotent.
@@ -355,15 +417,20 @@ type ReferenceOptions struct {
 	Variant   string // decoder: "tiny-dit" or "oracle"
 	Seed      uint64
 	DurationS int
+	// IOPrecision is the decoder's I/O layout: "fp32" (or "") for float32 tensors, "mixed"
+	// for DEMON's 2B layout (bfloat16 hidden_states, encoder_hidden_states, context_latents
+	// and velocity; float32 timestep). The math is fp32 either way.
+	IOPrecision string
 }
 
 // WriteReferenceEngine writes a reference engine file.
 func WriteReferenceEngine(opts ReferenceOptions, path string) error {
-	cc, cv, cp := C.CString(opts.Component), C.CString(opts.Variant), C.CString(path)
+	cc, cv, cp, cio := C.CString(opts.Component), C.CString(opts.Variant), C.CString(path), C.CString(opts.IOPrecision)
 	defer C.free(unsafe.Pointer(cc))
 	defer C.free(unsafe.Pointer(cv))
 	defer C.free(unsafe.Pointer(cp))
-	ro := C.dm_reference_options{component: cc, variant: cv, seed: C.uint64_t(opts.Seed), duration_s: C.int(opts.DurationS)}
+	defer C.free(unsafe.Pointer(cio))
+	ro := C.dm_reference_options{component: cc, variant: cv, seed: C.uint64_t(opts.Seed), duration_s: C.int(opts.DurationS), io_precision: cio}
 	var ce C.dm_error
 	return check("write reference "+opts.Component, C.dm_reference_engine_write(&ro, cp, &ce), &ce)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/demon-audio/demon/models"
 	"github.com/demon-audio/demon/trt"
 	"github.com/demon-audio/demon/trt/trttest"
 )
@@ -735,4 +736,426 @@ func TestVAEEngineRoundTrip(t *testing.T) {
 	assert.Positive(t, e1)
 	m2 := runEngine(t, d, enc, "audio", []int64{1, 2, T * hop}, proj, "moments", 128*T)
 	assert.Less(t, maxErr(m[:64*T], m2[:64*T]), 1e-4, "the projection is idempotent")
+}
+
+// bf16bytes encodes floats as bfloat16 (round to nearest, ties to even), little-endian.
+func bf16bytes(v []float32) []byte {
+	b := make([]byte, 2*len(v))
+	for i, x := range v {
+		u := math.Float32bits(x)
+		u += 0x7FFF + (u>>16)&1
+		binary.LittleEndian.PutUint16(b[2*i:], uint16(u>>16))
+	}
+	return b
+}
+
+func bytesbf16(b []byte) []float32 {
+	v := make([]float32, len(b)/2)
+	for i := range v {
+		v[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+	}
+	return v
+}
+
+func loadRefOpts(t testing.TB, d *trt.Device, ro trt.ReferenceOptions) *trt.Engine {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), ro.Component+".engine")
+	require.NoError(t, trt.WriteReferenceEngine(ro, p))
+	e, err := trt.LoadEngine(d, trt.EngineOptions{Path: p, Component: ro.Component, Backend: "cpu-ref", BackendVersion: "cpu-ref-1", Owner: "model:" + ro.Component})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func maxAbsDiff(a, b []float32) (diff, scale float64) {
+	for i := range a {
+		diff = max(diff, math.Abs(float64(a[i])-float64(b[i])))
+		scale = max(scale, math.Abs(float64(a[i])))
+	}
+	return diff, scale
+}
+
+// runDecoder runs one decoder call, sizing and encoding every binding from the dtype the
+// engine's I/O table declares (as any caller must), and returns the velocity as floats.
+func runDecoder(t *testing.T, d *trt.Device, eng *trt.Engine, in map[string][]float32, shapes map[string][]int64) []float32 {
+	t.Helper()
+	ctx, err := eng.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+	for name, dims := range shapes {
+		require.NoError(t, ctx.SetShape(name, dims...))
+	}
+	inputs, outputs := map[string][]byte{}, map[string]uint64{}
+	velocity := trt.TensorDesc{}
+	for _, td := range eng.IO() {
+		if !td.Input {
+			velocity = td
+			outputs[td.Name] = td.Bytes(shapes["hidden_states"]...)
+			continue
+		}
+		data := f32bytes(in[td.Name])
+		if td.DType == trt.BFloat16 {
+			data = bf16bytes(in[td.Name])
+		}
+		require.Equal(t, td.Bytes(shapes[td.Name]...), uint64(len(data)), td.Name)
+		inputs[td.Name] = data
+	}
+	raw := execute(t, d, ctx, inputs, outputs)[velocity.Name]
+	if velocity.DType == trt.BFloat16 {
+		return bytesbf16(raw)
+	}
+	return bytesf32(raw)
+}
+
+// The mixed reference decoder declares DEMON's 2B I/O dtypes; a caller that reads them gets
+// the fp32 engine's answer within bf16 rounding, and one that assumes fp32 where the engine
+// says otherwise is refused by size when its buffer is too small.
+func TestMixedDecoderBindsInTheDeclaredDtypes(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 2<<30, nil)
+	fp32 := loadRefOpts(t, d, trt.ReferenceOptions{Component: "decoder", Variant: "tiny-dit", Seed: 3, DurationS: 10})
+	mixed := loadRefOpts(t, d, trt.ReferenceOptions{Component: "decoder", Variant: "tiny-dit", Seed: 3, DurationS: 10, IOPrecision: "mixed"})
+	want := map[string]trt.DType{"hidden_states": trt.BFloat16, "timestep": trt.Float32, "encoder_hidden_states": trt.BFloat16, "context_latents": trt.BFloat16, "velocity": trt.BFloat16}
+	for _, td := range mixed.IO() {
+		assert.Equal(t, want[td.Name], td.DType, td.Name)
+	}
+	for _, td := range fp32.IO() {
+		assert.Equal(t, trt.Float32, td.DType, td.Name)
+	}
+
+	const B, T, L = 2, 126, 48
+	rng := rand.New(rand.NewPCG(1, 2))
+	randn := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	in := map[string][]float32{"hidden_states": randn(B * T * 64), "timestep": {0.7, 0.2}, "encoder_hidden_states": randn(B * L * 2048), "context_latents": randn(B * T * 128)}
+	shapes := map[string][]int64{"hidden_states": {B, T, 64}, "timestep": {B}, "encoder_hidden_states": {B, L, 2048}, "context_latents": {B, T, 128}}
+	a := runDecoder(t, d, fp32, in, shapes)
+	b := runDecoder(t, d, mixed, in, shapes)
+	diff, scale := maxAbsDiff(a, b)
+	require.Positive(t, scale)
+	assert.Greater(t, diff, scale/4096, "bf16 I/O rounds")
+	assert.Less(t, diff, 4*scale/256, "within a few bf16 steps (8 significant bits) of the fp32 engine")
+
+	// Sized as if everything were bf16: the fp32 timestep is refused by size.
+	ctx, err := mixed.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+	for name, dims := range shapes {
+		require.NoError(t, ctx.SetShape(name, dims...))
+	}
+	for _, td := range mixed.IO() {
+		dims := shapes[td.Name]
+		if !td.Input {
+			dims = shapes["hidden_states"]
+		}
+		assumed := trt.TensorDesc{DType: trt.BFloat16}
+		buf, err := d.Alloc(assumed.Bytes(dims...), "test:io")
+		require.NoError(t, err)
+		defer buf.Close()
+		require.NoError(t, ctx.Bind(td.Name, buf))
+	}
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "tensor timestep needs 8 bytes, bound buffer has 4")
+}
+
+// Every dimension carries its symbol, and inputs that share one must agree: the error names
+// both tensors and the symbol.
+func TestDimensionSymbols(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 1<<30, nil)
+	dec := loadRef(t, d, "decoder", "oracle", 10)
+	got := map[string][]string{}
+	for _, td := range dec.IO() {
+		got[td.Name] = td.Symbols
+	}
+	assert.Equal(t, map[string][]string{
+		"hidden_states": {"B", "T", ""}, "timestep": {"B"}, "encoder_hidden_states": {"B", "L", ""},
+		"context_latents": {"B", "T", ""}, "velocity": {"B", "T", ""},
+	}, got)
+	te := loadRef(t, d, "text_encoder", "", 240)
+	assert.Equal(t, []string{"", "L"}, te.IO()[0].Symbols)
+
+	ctx, err := dec.NewContext("session:t")
+	require.NoError(t, err)
+	defer ctx.Close()
+	require.NoError(t, ctx.SetShape("hidden_states", 2, 126, 64))
+	require.NoError(t, ctx.SetShape("timestep", 2))
+	require.NoError(t, ctx.SetShape("encoder_hidden_states", 3, 32, 2048))
+	require.NoError(t, ctx.SetShape("context_latents", 2, 126, 128))
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "tensor encoder_hidden_states dim 0 (B) = 3, but tensor hidden_states dim 0 (B) = 2: dimensions named B must be equal")
+}
+
+// InspectEngine reads the table an engine will have without a device: equal to the loaded
+// engine's, and refusing what a load would refuse before allocating.
+func TestInspectEngineMatchesTheLoadedTable(t *testing.T) {
+	trttest.NoLeaks(t)
+	for _, ro := range []trt.ReferenceOptions{
+		{Component: "decoder", Variant: "tiny-dit", DurationS: 10, IOPrecision: "mixed"},
+		{Component: "vae_encode", DurationS: 60}, {Component: "vae_decode", DurationS: 60},
+		{Component: "vae_decode_windowed", DurationS: 240}, {Component: "text_encoder", DurationS: 240},
+		{Component: "stem_separator", DurationS: 240},
+	} {
+		t.Run(ro.Component, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "x.engine")
+			ro.Seed = 1
+			require.NoError(t, trt.WriteReferenceEngine(ro, p))
+			o := trt.EngineOptions{Path: p, Component: ro.Component, Backend: "cpu-ref", BackendVersion: "cpu-ref-1", Owner: "model:x"}
+			io, err := trt.InspectEngine(o)
+			require.NoError(t, err)
+			d := trttest.HostDevice(t, 1<<30, nil)
+			e, err := trt.LoadEngine(d, o)
+			require.NoError(t, err)
+			defer e.Close()
+			assert.Equal(t, e.IO(), io)
+		})
+	}
+	p := writeRef(t, "decoder", "oracle", 10)
+	o := trt.EngineOptions{Path: p, Component: "vae_encode", Backend: "cpu-ref", BackendVersion: "cpu-ref-1"}
+	_, err := trt.InspectEngine(o)
+	require.ErrorIs(t, err, trt.ErrMismatch)
+	assert.Contains(t, err.Error(), "engine is a decoder, expected a vae_encode")
+	o.Path = filepath.Join(t.TempDir(), "missing.engine")
+	_, err = trt.InspectEngine(o)
+	require.ErrorIs(t, err, trt.ErrNotFound)
+}
+
+// A stream on a mixed (bf16 I/O) oracle decoder converges to what the fp32 stream produces,
+// within bf16 rounding: the stream drives the engine's seam, which applies the declared
+// dtypes, so nothing above the engine assumes fp32.
+func TestStreamOnAMixedDecoderConverges(t *testing.T) {
+	trttest.NoLeaks(t)
+	const frames = 250
+	run := func(precision string) []float32 {
+		d := trttest.HostDevice(t, 4<<30, nil)
+		dec := loadRefOpts(t, d, trt.ReferenceOptions{Component: "decoder", Variant: "oracle", Seed: 1, DurationS: 60, IOPrecision: precision})
+		vae := loadRef(t, d, "vae_decode_windowed", "", 240)
+		ctx, err := dec.NewContext("session:s")
+		require.NoError(t, err)
+		defer ctx.Close()
+		s, err := trt.NewStream(ctx, vae, "session:s", trt.StreamOptions{Frames: frames, MaxDepth: 4, Depth: 1, Steps: 8, Shift: 3, MaxCondLen: 64, VAEWindow: 0.36, LeadS: 0.5})
+		require.NoError(t, err)
+		defer s.Close()
+		moments := make([]float32, 128*frames) // means [64,T] then logvar [64,T]
+		for c := range 64 {
+			for f := range frames {
+				moments[c*frames+f] = float32(math.Sin(float64(c*7+f) / 9))
+				moments[(64+c)*frames+f] = -20
+			}
+		}
+		require.NoError(t, s.SetSource(buffer(t, d, moments), frames))
+		cond := make([]float32, 40*2048)
+		for i := range cond {
+			cond[i] = float32(i%29) / 290
+		}
+		require.NoError(t, s.SetCondition(trt.CondPromptA, buffer(t, d, cond), 40))
+		require.NoError(t, s.SetPlayback(make([]float32, 2*frames*1920)))
+		p := defaultTick()
+		p.Depth, p.PlayheadS = 1, 2
+		slice := make([]float32, trt.MaxSliceFloats)
+		for range 20 {
+			res, err := s.Tick(p, slice)
+			require.NoError(t, err)
+			if res.Emitted {
+				return append([]float32(nil), slice[:2*res.NumSamples]...)
+			}
+		}
+		t.Fatal("no latent emitted")
+		return nil
+	}
+	a, b := run("fp32"), run("mixed")
+	require.Equal(t, len(a), len(b))
+	diff, scale := maxAbsDiff(a, b)
+	require.Positive(t, scale, "the slice is audible")
+	assert.Greater(t, diff, scale/4096, "the bf16 decoder rounds")
+	assert.Less(t, diff, 4*scale/256, "and lands within a few bf16 steps of the fp32 result")
+}
+
+// amplitude is the amplitude of the f Hz component of x (48 kHz; a whole number of cycles).
+func amplitude(x []float32, f float64) float64 {
+	var re, im float64
+	for n, v := range x {
+		ph := 2 * math.Pi * f * float64(n) / 48000
+		re += float64(v) * math.Cos(ph)
+		im -= float64(v) * math.Sin(ph)
+	}
+	return 2 * math.Hypot(re, im) / float64(len(x))
+}
+
+// loadReferenceModel builds a small reference repository and loads its profile on d; the
+// model is released when the test ends.
+func loadReferenceModel(t *testing.T, d *trt.Device) *models.Model {
+	t.Helper()
+	repo, err := models.BuildReference(t.TempDir(), models.BuildOptions{
+		Profiles:   []models.ProfileSpec{{Name: "ref-10s", DurationS: 10, DecoderVariant: "oracle"}},
+		Footprints: models.FootprintsActual,
+	})
+	require.NoError(t, err)
+	p, err := repo.Profile("ref-10s")
+	require.NoError(t, err)
+	m, err := models.LoadModel(d, repo, p, models.LoadOptions{})
+	require.NoError(t, err)
+	return m
+}
+
+// execute binds inputs (written as given) and fresh outputs of the given sizes, runs the
+// context, and returns the outputs' bytes.
+func execute(t *testing.T, d *trt.Device, ctx *trt.Context, inputs map[string][]byte, outputs map[string]uint64) map[string][]byte {
+	t.Helper()
+	bufs := map[string]*trt.Buffer{}
+	for name, data := range inputs {
+		b, err := d.Alloc(uint64(len(data)), "test:io")
+		require.NoError(t, err)
+		defer b.Close()
+		require.NoError(t, b.Write(0, data))
+		require.NoError(t, ctx.Bind(name, b))
+	}
+	for name, n := range outputs {
+		b, err := d.Alloc(n, "test:io")
+		require.NoError(t, err)
+		defer b.Close()
+		require.NoError(t, ctx.Bind(name, b))
+		bufs[name] = b
+	}
+	require.NoError(t, ctx.Execute())
+	out := map[string][]byte{}
+	for name, b := range bufs {
+		out[name] = make([]byte, b.Size())
+		require.NoError(t, b.Read(0, out[name]))
+	}
+	return out
+}
+
+func int32bytes(v []int32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(x))
+	}
+	return b
+}
+
+// The text encoder through the model repository: embeddings depend on the token id alone
+// (a repeated id repeats its row, padding id 0 is a zero row), rows have the reference's
+// scale (0.02 · N(0,1)), runs are deterministic, and the ledger returns to baseline.
+func TestTextEncoderThroughTheReferenceRepository(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 2<<30, nil)
+	base := trttest.Snapshot(t, d)
+	m := loadReferenceModel(t, d)
+	te := m.Engine(models.TextEncoder)
+
+	ids, err := trt.Tokenize(trt.Prompt{Tags: "warm analog synth, 120 bpm"}, false)
+	require.NoError(t, err)
+	const L = 40
+	require.GreaterOrEqual(t, len(ids), L)
+	ids = append([]int32(nil), ids[:L]...)
+	ids[5], ids[9] = 4242, 4242 // one id twice
+	ids[L-1], ids[L-2] = 0, 0   // padding
+	run := func() []float32 {
+		ctx, err := te.NewContext("session:t")
+		require.NoError(t, err)
+		defer ctx.Close()
+		require.NoError(t, ctx.SetShape("token_ids", 1, L))
+		out := execute(t, d, ctx, map[string][]byte{"token_ids": int32bytes(ids)}, map[string]uint64{"encoder_hidden_states": L * 2048 * 4})
+		shape, err := ctx.Shape("encoder_hidden_states")
+		require.NoError(t, err)
+		assert.Equal(t, []int64{1, L, 2048}, shape)
+		return bytesf32(out["encoder_hidden_states"])
+	}
+	emb := run()
+	assert.Equal(t, emb, run(), "deterministic")
+	row := func(i int) []float32 { return emb[i*2048 : (i+1)*2048] }
+	assert.Equal(t, row(5), row(9), "an embedding depends on the token id alone")
+	assert.NotEqual(t, row(5), row(6))
+	for _, i := range []int{L - 2, L - 1} {
+		for _, v := range row(i) {
+			require.Zero(t, v, "padding row %d", i)
+		}
+	}
+	var sum float64
+	for i := range L - 2 {
+		for _, v := range row(i) {
+			sum += float64(v) * float64(v)
+		}
+	}
+	rms := math.Sqrt(sum / float64((L-2)*2048))
+	assert.InDelta(t, 0.02, rms, 0.002, "rows are 0.02 · N(0,1)")
+
+	ctx, err := te.NewContext("session:t")
+	require.NoError(t, err)
+	require.NoError(t, ctx.SetShape("token_ids", 1, 32))
+	bad := make([]int32, 32)
+	bad[3] = 1 << 30
+	tok, err := d.Alloc(4*32, "test:io")
+	require.NoError(t, err)
+	out, err := d.Alloc(32*2048*4, "test:io")
+	require.NoError(t, err)
+	require.NoError(t, tok.WriteInt32(0, bad))
+	require.NoError(t, ctx.Bind("token_ids", tok))
+	require.NoError(t, ctx.Bind("encoder_hidden_states", out))
+	err = ctx.Execute()
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "token id 1073741824 outside")
+	require.NoError(t, ctx.Close())
+	require.NoError(t, tok.Close())
+	require.NoError(t, out.Close())
+
+	m.Release()
+	trttest.RequireBaseline(t, d, base)
+}
+
+// The stem separator through the model repository: vocals + instruments == the mix, bit for
+// bit; the voice band goes to the vocals; runs are deterministic; the ledger returns to
+// baseline.
+func TestStemSeparatorThroughTheReferenceRepository(t *testing.T) {
+	trttest.NoLeaks(t)
+	d := trttest.HostDevice(t, 2<<30, nil)
+	base := trttest.Snapshot(t, d)
+	m := loadReferenceModel(t, d)
+	sep := m.Engine(models.StemSeparator)
+
+	const S = 240000 // the profile minimum, 5 s
+	audio := make([]float32, 2*S)
+	for i := range S {
+		x := float64(i) / 48000
+		voice := 0.4 * math.Sin(2*math.Pi*440*x)
+		bass := 0.3 * math.Sin(2*math.Pi*55*x)
+		audio[i] = float32(voice + bass)              // left
+		audio[S+i] = float32(voice - 0.5*bass + 0.01) // right
+	}
+	run := func() (vocals, instruments []float32) {
+		ctx, err := sep.NewContext("session:t")
+		require.NoError(t, err)
+		defer ctx.Close()
+		require.NoError(t, ctx.SetShape("audio", 1, 2, S))
+		out := execute(t, d, ctx, map[string][]byte{"audio": f32bytes(audio)}, map[string]uint64{"vocals": 2 * S * 4, "instruments": 2 * S * 4})
+		for _, name := range []string{"vocals", "instruments"} {
+			shape, err := ctx.Shape(name)
+			require.NoError(t, err)
+			assert.Equal(t, []int64{1, 2, S}, shape, name)
+		}
+		return bytesf32(out["vocals"]), bytesf32(out["instruments"])
+	}
+	vocals, instruments := run()
+	v2, i2 := run()
+	assert.Equal(t, vocals, v2, "deterministic")
+	assert.Equal(t, instruments, i2, "deterministic")
+	for i := range audio {
+		require.Equal(t, audio[i], vocals[i]+instruments[i], "sample %d: the stems sum to the mix exactly", i)
+	}
+	// The split is a voice-band filter (150 Hz – 4 kHz) of the mid signal: the 440 Hz tone
+	// goes to the vocals, the 55 Hz bass mostly stays with the instruments.
+	left := func(v []float32) []float32 { return v[:S] }
+	assert.Greater(t, amplitude(left(vocals), 440), 2*amplitude(left(instruments), 440))
+	assert.Greater(t, amplitude(left(instruments), 55), 2*amplitude(left(vocals), 55))
+
+	m.Release()
+	trttest.RequireBaseline(t, d, base)
 }

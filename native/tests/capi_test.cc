@@ -88,6 +88,7 @@ struct IsNoexceptFunction<R(A...) noexcept> : std::true_type {};
   X(dm_engine_free)            \
   X(dm_engine_io_count)        \
   X(dm_engine_io)              \
+  X(dm_engine_inspect)         \
   X(dm_engine_context_bytes)   \
   X(dm_context_create)         \
   X(dm_context_free)           \

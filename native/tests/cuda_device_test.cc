@@ -288,7 +288,7 @@ TEST_F(FakeCuda, FakeDriverDetectsLegacyStreamHazards) {
   ASSERT_EQ(stream_destroy(blocking), 0);
   ASSERT_EQ(release(0), 0);
   // Recreate the device: cuInit resets the fake's counters, so TearDown sees 0 hazards.
-  dm_device_free(dev_);
+  dm_device_free(&dev_);
   dev_ = nullptr;
   ASSERT_EQ(Create(&err), DM_OK) << err.msg;
 }
@@ -306,13 +306,13 @@ TEST_F(FakeCuda, FillCopyAndFreeAreOrderedOnTheDeviceStream) {
       dm_buffer* b = nullptr;
       ASSERT_EQ(dm_buffer_alloc(dev_, bytes, "test:order", &b, &err), DM_OK) << err.msg;
       ASSERT_EQ(dm_buffer_write(b, 0, data.data(), 4096, &err), DM_OK) << err.msg;
-      dm_buffer_free(b);  // at once: no synchronisation of ours in between
+      dm_buffer_free(&b);  // at once: no synchronisation of ours in between
       EXPECT_EQ(FakeHazards(), 0) << "no_pools=" << no_pools << ", " << bytes << " bytes";
     }
     dm_copy_timing t{};
     ASSERT_EQ(dm_device_time_copies(dev_, 1 << 20, 2, "test:order", &t, &err), DM_OK) << err.msg;
     EXPECT_EQ(FakeHazards(), 0) << "no_pools=" << no_pools << ", time copies";
-    dm_device_free(dev_);
+    dm_device_free(&dev_);
     dev_ = nullptr;
   }
 }

@@ -399,8 +399,14 @@ typedef enum dm_dtype {
 
 #define DM_MAX_RANK 8
 #define DM_TENSOR_NAME_LEN 64
+#define DM_DIM_SYMBOL_LEN 8
 
-/* One engine input or output with its optimisation profile (min/opt/max per dimension). */
+/* One engine input or output with its optimisation profile (min/opt/max per dimension) and
+ * the symbol of each dimension: "B" (batch), "T" (latent frames), "L" (conditioning tokens),
+ * "S" (audio samples) for a dynamic dimension, "" for a static one. Input dimensions that
+ * share a symbol must be set to equal values: dm_context_execute refuses otherwise, naming
+ * both tensors. A buffer bound to a tensor holds its elements in `dtype` (a bfloat16 tensor
+ * takes 2 bytes per element, raw bf16 bits, little-endian). */
 typedef struct dm_tensor_desc {
   char name[DM_TENSOR_NAME_LEN];
   int is_input;
@@ -409,6 +415,7 @@ typedef struct dm_tensor_desc {
   int64_t min[DM_MAX_RANK];
   int64_t opt[DM_MAX_RANK];
   int64_t max[DM_MAX_RANK];
+  char symbol[DM_MAX_RANK][DM_DIM_SYMBOL_LEN];
 } dm_tensor_desc;
 
 /* What dm_engine_load is told, from the engine's validated metadata sidecar. */
@@ -454,12 +461,27 @@ void dm_engine_free(dm_engine** engine) DM_NOEXCEPT;
  *   Threads: safe concurrently with every call on the engine except its free. */
 int dm_engine_io_count(const dm_engine* engine) DM_NOEXCEPT;
 
-/* Describes input or output `index` (0..dm_engine_io_count()-1) with its profile.
+/* Describes input or output `index` (0..dm_engine_io_count()-1) with its profile and the
+ * symbol of each dimension. DM_ERR_INVALID_ARGUMENT for an index out of range;
+ * DM_ERR_INTERNAL if the engine's description does not fit the struct.
  *   Owns: writes *out (caller memory) on success only; nothing to free.
  *   NULL: engine and out must not be NULL (DM_ERR_INVALID_ARGUMENT).
  *   Threads: safe concurrently with every call on the engine except its free. */
 int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out,
                  dm_error* err) DM_NOEXCEPT;
+
+/* Reads the I/O table the engine file at opts->path would have once loaded, from the file's
+ * header alone, with no device: it checks what dm_engine_load checks before allocating
+ * (component, backend, version, container framing; not the payload checksum, which the load
+ * verifies) and allocates nothing on any ledger; no fault point. opts->owner and the
+ * footprints are ignored. Writes up to `cap` descriptions into `out` and the number of tensors
+ * into *count (which may exceed cap: call again with more room).
+ *   Owns: writes out[0..min(cap,*count)) and *count (caller memory); nothing to free.
+ *   NULL: opts, opts->path and count must not be NULL (DM_ERR_INVALID_ARGUMENT); out may be
+ *         NULL when cap is 0, to ask for the count.
+ *   Threads: any thread; reads the file only. */
+int dm_engine_inspect(const dm_engine_options* opts, dm_tensor_desc* out, int cap, int* count,
+                      dm_error* err) DM_NOEXCEPT;
 
 /* Activation bytes one context allocates.
  *   Owns: nothing to free. Returns 0 if the shim fails inside.
@@ -548,9 +570,12 @@ int dm_engine_file_check(const void* data, size_t size, dm_error* err) DM_NOEXCE
 /* Writes a reference (cpu-ref) engine file: the model repository builder uses it. */
 typedef struct dm_reference_options {
   const char* component;
-  const char* variant; /* decoder: "tiny-dit" or "oracle"; ignored otherwise */
-  uint64_t seed;       /* deterministic weights/embeddings (< 2^63) */
-  int duration_s;      /* profile: longest source in seconds, 1..240 */
+  const char* variant;      /* decoder: "tiny-dit" or "oracle"; ignored otherwise */
+  uint64_t seed;            /* deterministic weights/embeddings (< 2^63) */
+  int duration_s;           /* profile: longest source in seconds, 1..240 */
+  const char* io_precision; /* NULL or "fp32": float32 I/O. "mixed" (decoder only): DEMON's
+                               2B layout, bfloat16 hidden_states, encoder_hidden_states,
+                               context_latents and velocity, float32 timestep */
 } dm_reference_options;
 
 /* Writes the reference engine `opts` describes to `path`, through a temporary file

@@ -15,6 +15,34 @@ const char* Str(const char* s, const char* what) {
   return s;
 }
 
+// Copies a tensor description into the C struct. A description that does not fit (a bug in
+// an engine, not bad input) is an internal error rather than a silently cut one, and leaves
+// *out untouched.
+void Describe(const TensorDesc& t, dm_tensor_desc* out) {
+  bool fits = t.name.size() < DM_TENSOR_NAME_LEN && t.min.size() <= DM_MAX_RANK &&
+              t.symbols.size() == t.min.size();
+  for (size_t d = 0; fits && d < t.symbols.size(); ++d) {
+    fits = t.symbols[d].size() < DM_DIM_SYMBOL_LEN;
+  }
+  if (!fits) {
+    Fail(Status::kInternal,
+         "tensor %.64s does not fit dm_tensor_desc (name, rank %zu, or its %zu dimension "
+         "symbols)",
+         t.name.c_str(), t.min.size(), t.symbols.size());
+  }
+  std::memset(out, 0, sizeof *out);
+  std::memcpy(out->name, t.name.c_str(), t.name.size());
+  out->is_input = t.input ? 1 : 0;
+  out->dtype = static_cast<int>(t.dtype);
+  out->rank = static_cast<int>(t.min.size());
+  for (size_t d = 0; d < t.min.size(); ++d) {
+    out->min[d] = t.min[d];
+    out->opt[d] = t.opt[d];
+    out->max[d] = t.max[d];
+    std::memcpy(out->symbol[d], t.symbols[d].c_str(), t.symbols[d].size());
+  }
+}
+
 }  // namespace capi_detail
 }  // namespace dm
 
@@ -56,17 +84,27 @@ int dm_engine_io(const dm_engine* engine, int index, dm_tensor_desc* out, dm_err
     if (index < 0 || index >= static_cast<int>(io.size())) {
       dm::Fail(dm::Status::kInvalidArgument, "tensor index %d outside 0..%zu", index, io.size());
     }
-    const dm::TensorDesc& t = io[static_cast<size_t>(index)];
-    std::memset(out, 0, sizeof *out);
-    std::strncpy(out->name, t.name.c_str(), sizeof out->name - 1);
-    out->is_input = t.input ? 1 : 0;
-    out->dtype = static_cast<int>(t.dtype);
-    out->rank = static_cast<int>(t.min.size());
-    for (size_t d = 0; d < t.min.size() && d < DM_MAX_RANK; ++d) {
-      out->min[d] = t.min[d];
-      out->opt[d] = t.opt[d];
-      out->max[d] = t.max[d];
+    dm::capi_detail::Describe(io[static_cast<size_t>(index)], out);
+  });
+}
+
+int dm_engine_inspect(const dm_engine_options* opts, dm_tensor_desc* out, int cap, int* count,
+                      dm_error* err) noexcept {
+  return dm::Guard(err, [&] {
+    using dm::capi_detail::Str;
+    if (opts == nullptr || count == nullptr || cap < 0 || (out == nullptr && cap > 0)) {
+      dm::Fail(dm::Status::kInvalidArgument, "dm_engine_inspect: NULL argument or negative cap");
     }
+    dm::EngineOptions o;
+    o.path = Str(opts->path, "engine path");
+    o.component = Str(opts->component, "component");
+    o.backend = Str(opts->backend, "backend");
+    o.backend_version = Str(opts->backend_version, "backend version");
+    const std::vector<dm::TensorDesc> io = dm::InspectEngine(o);
+    for (size_t i = 0; i < io.size() && i < static_cast<size_t>(cap); ++i) {
+      dm::capi_detail::Describe(io[i], &out[i]);
+    }
+    *count = static_cast<int>(io.size());
   });
 }
 
@@ -172,6 +210,7 @@ int dm_reference_engine_write(const dm_reference_options* opts, const char* path
     o.variant = opts->variant == nullptr ? "" : opts->variant;
     o.seed = opts->seed;
     o.duration_s = opts->duration_s;
+    o.io_precision = opts->io_precision == nullptr ? "" : opts->io_precision;
     dm::WriteReferenceEngine(o, dm::capi_detail::Str(path, "path"));
   });
 }

@@ -142,6 +142,31 @@ int64_t Context::Elements(const std::string& name) const {
   return n;
 }
 
+void Context::CheckSymbols() const {
+  // A handful of tensors of rank <= 3: a pairwise scan, allocation-free.
+  const auto& io = engine_->io();
+  for (size_t i = 0; i < io.size(); ++i) {
+    if (!io[i].input) continue;
+    for (size_t d = 0; d < io[i].symbols.size(); ++d) {
+      const std::string& sym = io[i].symbols[d];
+      if (sym.empty()) continue;
+      for (size_t j = 0; j <= i; ++j) {
+        if (!io[j].input) continue;
+        const size_t dims = j == i ? d : io[j].symbols.size();
+        for (size_t e = 0; e < dims; ++e) {
+          if (io[j].symbols[e] != sym || shapes_[j][e] == shapes_[i][d]) continue;
+          Fail(Status::kInvalidArgument,
+               "tensor %s dim %zu (%s) = %lld, but tensor %s dim %zu (%s) = %lld: dimensions "
+               "named %s must be equal",
+               io[i].name.c_str(), d, sym.c_str(), static_cast<long long>(shapes_[i][d]),
+               io[j].name.c_str(), e, sym.c_str(), static_cast<long long>(shapes_[j][e]),
+               sym.c_str());
+        }
+      }
+    }
+  }
+}
+
 void Context::Execute() {
   const auto& io = engine_->io();
   for (size_t i = 0; i < io.size(); ++i) {
@@ -149,6 +174,7 @@ void Context::Execute() {
       Fail(Status::kState, "input %s has no shape set", io[i].name.c_str());
     }
   }
+  CheckSymbols();
   engine_->InferShapes(*this);
   for (size_t i = 0; i < io.size(); ++i) {
     if (ptrs_[i] == nullptr) Fail(Status::kState, "tensor %s is not bound", io[i].name.c_str());
@@ -180,6 +206,7 @@ void Context::Execute() {
 
 std::shared_ptr<Engine> CreateCpuRefEngine(std::shared_ptr<Device> device,
                                            const EngineOptions& opts, const EngineFile& file);
+std::vector<TensorDesc> CpuRefTensors(const std::string& component, const EngineFile& header);
 
 // The TensorRT backend is a seam (engine.h, "The TensorRT seam"), not an implementation:
 // a build that defines DM_WITH_TENSORRT would otherwise compile and then fail to link.
@@ -200,12 +227,10 @@ void CheckComponent(const std::string& component) {
        component.c_str());
 }
 
-std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts) {
-  CheckOwner(opts.owner.c_str());
-  // Before the fault point, whose name is built from the component: an unknown component
-  // must read as one, not as "unknown fault point model.load.<name>".
-  CheckComponent(opts.component);
-  HitFault(device->faults(), ("model.load." + opts.component).c_str());
+namespace engine_detail {
+
+// Refuses a backend this build cannot load, before anything is read.
+void CheckBackend(const EngineOptions& opts) {
   if (opts.backend == "tensorrt") {
     // No build switch turns this on: the backend is a seam (engine.h), so say so rather
     // than point at an option that would not help.
@@ -218,13 +243,10 @@ std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineO
     Fail(Status::kUnsupported, "%s: unknown engine backend %s", opts.path.c_str(),
          opts.backend.c_str());
   }
-  std::vector<uint8_t> bytes = ReadWholeFile(opts.path);
-  EngineFile file;
-  try {
-    file = ParseEngineFile(bytes.data(), bytes.size());
-  } catch (const Error& e) {
-    throw Error(e.status(), opts.path + ": " + e.what());
-  }
+}
+
+// Refuses a file that is not the expected component, backend and version.
+void CheckIdentity(const EngineOptions& opts, const EngineFile& file) {
   const std::string& component = file.Get("component");
   if (component != opts.component) {
     Fail(Status::kMismatch, "%s: engine is a %s, expected a %s", opts.path.c_str(),
@@ -235,7 +257,39 @@ std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineO
          file.Get("backend").c_str(), file.Get("backend_version").c_str(), opts.backend.c_str(),
          opts.backend_version.c_str());
   }
+}
+
+}  // namespace engine_detail
+
+std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts) {
+  CheckOwner(opts.owner.c_str());
+  // Before the fault point, whose name is built from the component: an unknown component
+  // must read as one, not as "unknown fault point model.load.<name>".
+  CheckComponent(opts.component);
+  HitFault(device->faults(), ("model.load." + opts.component).c_str());
+  engine_detail::CheckBackend(opts);
+  std::vector<uint8_t> bytes = ReadWholeFile(opts.path);
+  EngineFile file;
+  try {
+    file = ParseEngineFile(bytes.data(), bytes.size());
+  } catch (const Error& e) {
+    throw Error(e.status(), opts.path + ": " + e.what());
+  }
+  engine_detail::CheckIdentity(opts, file);
   return CreateCpuRefEngine(std::move(device), opts, file);
+}
+
+std::vector<TensorDesc> InspectEngine(const EngineOptions& opts) {
+  CheckComponent(opts.component);
+  engine_detail::CheckBackend(opts);
+  EngineFile header = ReadEngineFileHeader(opts.path);
+  engine_detail::CheckIdentity(opts, header);
+  try {
+    return CpuRefTensors(opts.component, header);
+  } catch (const Error& e) {
+    if (e.status() == Status::kCorrupt) throw Error(e.status(), opts.path + ": " + e.what());
+    throw;
+  }
 }
 
 }  // namespace dm

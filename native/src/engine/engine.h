@@ -29,6 +29,10 @@ struct TensorDesc {
   bool input = true;
   DType dtype = DType::kFloat32;
   std::vector<int64_t> min, opt, max;  // per dimension; fixed where min == max
+  // Per dimension: the symbol of a dynamic dimension ("B" batch, "T" latent frames, "L"
+  // conditioning tokens, "S" audio samples), "" for a static one. Input dimensions that share
+  // a symbol must be set to equal values (Context::Execute enforces it for every engine).
+  std::vector<std::string> symbols;
 };
 
 class Context;
@@ -74,7 +78,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // In-process seams the streaming pipeline drives without per-tensor calls (null when the
   // engine is not of that kind): a decoder's velocity model and its worker pool, and a
-  // windowed VAE decoder.
+  // windowed VAE decoder. The velocity model takes and returns fp32 host arrays whatever the
+  // engine's I/O dtypes; a decoder with bf16 I/O tensors rounds those inputs and its output
+  // through bf16 at this seam, exactly as Run converts its bound buffers, so a stream driving
+  // the seam computes what the engine computes.
   virtual const VelocityModel* velocity_model() const { return nullptr; }
   virtual Parallel* parallel() { return nullptr; }
   virtual const WindowDecoder* window_decoder() const { return nullptr; }
@@ -126,7 +133,8 @@ class Context {
   const std::vector<int64_t>& Shape(const std::string& name) const;  // empty if unset
   void SetOutputShape(const std::string& name, const std::vector<int64_t>& dims);
   void Bind(const std::string& name, void* ptr, uint64_t bytes);
-  // Validates shapes and bindings, infers outputs, runs. Throws with the tensor named.
+  // Validates shapes (each in its profile, equal symbols equal), bindings (each at least the
+  // bytes its shape and dtype need), infers outputs, runs. Throws with the tensor named.
   void Execute();
 
   // For engine implementations: the memory the engine computes on (a host shadow when
@@ -150,6 +158,9 @@ class Context {
 
  private:
   size_t Index(const std::string& name) const;
+  // Throws kInvalidArgument, naming both tensors, if two input dimensions that share a
+  // symbol were set to different values.
+  void CheckSymbols() const;
 
   std::shared_ptr<Engine> engine_;
   std::string owner_;
@@ -187,6 +198,11 @@ void CheckComponent(const std::string& component);
 //    (enqueueV3) on the device's stream, then synchronizes, keeping Execute synchronous.
 //  - The per-context IExecutionContext needs a place on Context (a backend-state member),
 //    which is the one interface change the backend brings.
+//  - TensorRT reports a dynamic dimension as -1, without its ONNX name, and cannot list a
+//    plan's tensors without deserializing it (which allocates device memory). So the
+//    backend needs the sidecar's dimension symbols passed in EngineOptions, InspectEngine
+//    cannot compare a plan before loading it, and for TensorRT the model repository's
+//    post-load cross-check is the one that compares the sidecar with the plan.
 // Until then, DM_WITH_TENSORRT is an #error in engine.cc, so no build half-enables it.
 
 // Loads an engine file of any backend this build has. Validates the container and that it
@@ -197,12 +213,23 @@ void CheckComponent(const std::string& component);
 // the decoder).
 std::shared_ptr<Engine> LoadEngine(std::shared_ptr<Device> device, const EngineOptions& opts);
 
+// The I/O table the engine at opts.path would have once loaded, read from the file's header
+// alone: the same identity checks as LoadEngine (component, backend, version, container
+// framing) but no payload, no device, no allocation on any ledger and no fault point, so a
+// model repository can cross-check it against the sidecar before loading anything.
+std::vector<TensorDesc> InspectEngine(const EngineOptions& opts);
+
 // Writes a reference (cpu-ref) engine file for a component.
 struct ReferenceOptions {
   std::string component;
   std::string variant;  // decoder: "tiny-dit" or "oracle"
   uint64_t seed = 1;
   int duration_s = 60;
+  // Decoder I/O precision: "fp32" (every tensor float32) or "mixed" (DEMON's 2B layout,
+  // spec/engine.md §2.2: bfloat16 hidden_states, encoder_hidden_states, context_latents and
+  // velocity, float32 timestep). The math is fp32 either way; bf16 tensors are converted at
+  // the engine boundary. "" means "fp32".
+  std::string io_precision;
 };
 void WriteReferenceEngine(const ReferenceOptions& opts, const std::string& path);
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 namespace dm {
 namespace engine_file_detail {
@@ -68,13 +69,18 @@ long long EngineFile::GetInt(const std::string& key) const {
   return x;
 }
 
-EngineFile ParseEngineFile(const uint8_t* data, size_t n) {
-  using engine_file_detail::ReadU32;
-  using engine_file_detail::ReadU64;
-  if (n < 8 || std::memcmp(data, engine_file_detail::kMagic, 8) != 0) {
+namespace engine_file_detail {
+
+// Checks magic, format version and header size from the file's first min(n, 16) bytes (n is
+// the whole file's size); returns the header size H.
+uint64_t CheckPrefix(const uint8_t* data, uint64_t n) {
+  if (n < 8 || std::memcmp(data, kMagic, 8) != 0) {
     Fail(Status::kCorrupt, "not a demon engine file (bad magic)");
   }
-  if (n < 16) Fail(Status::kCorrupt, "truncated engine file: %zu bytes, no header", n);
+  if (n < 16) {
+    Fail(Status::kCorrupt, "truncated engine file: %llu bytes, no header",
+         static_cast<unsigned long long>(n));
+  }
   uint32_t version = ReadU32(data + 8);
   if (version != kEngineFormatVersion) {
     Fail(Status::kMismatch, "engine file format version %u is not supported (this build reads %u)",
@@ -85,14 +91,23 @@ EngineFile ParseEngineFile(const uint8_t* data, size_t n) {
     Fail(Status::kCorrupt, "engine file header of %llu bytes exceeds the %zu-byte limit",
          static_cast<unsigned long long>(h), kEngineMaxHeaderBytes);
   }
+  return h;
+}
+
+// Throws unless a file of n bytes with a header of h bytes has room for the payload length.
+void CheckHeaderFits(uint64_t h, uint64_t n) {
   if (n < 16 + h + 8) {
-    Fail(Status::kCorrupt, "truncated engine file: %zu bytes, header needs %llu", n,
-         static_cast<unsigned long long>(16 + h + 8));
+    Fail(Status::kCorrupt, "truncated engine file: %llu bytes, header needs %llu",
+         static_cast<unsigned long long>(n), static_cast<unsigned long long>(16 + h + 8));
   }
-  uint64_t p = ReadU64(data + 16 + h);
+}
+
+// Throws unless a file of n bytes is exactly header, a payload of p bytes and the checksum.
+void CheckPayloadFits(uint64_t h, uint64_t p, uint64_t n) {
   uint64_t want = 16 + h + 8;
   if (p > n || want + p + 4 > n) {
-    Fail(Status::kCorrupt, "truncated engine file: %zu bytes, header declares %llu", n,
+    Fail(Status::kCorrupt, "truncated engine file: %llu bytes, header declares %llu",
+         static_cast<unsigned long long>(n),
          static_cast<unsigned long long>(want + (p > n ? p : p + 4)));
   }
   want += p + 4;
@@ -100,15 +115,10 @@ EngineFile ParseEngineFile(const uint8_t* data, size_t n) {
     Fail(Status::kCorrupt, "engine file has %llu trailing bytes after its checksum",
          static_cast<unsigned long long>(n - want));
   }
-  uint32_t stored = ReadU32(data + n - 4);
-  uint32_t computed = Crc32(data, n - 4);
-  if (stored != computed) {
-    Fail(Status::kCorrupt, "engine file checksum mismatch (stored %08x, computed %08x): corrupt",
-         stored, computed);
-  }
+}
 
-  EngineFile f;
-  std::string hdr(reinterpret_cast<const char*>(data + 16), static_cast<size_t>(h));
+void ParseHeaderLines(const char* data, size_t h, EngineFile& f) {
+  std::string hdr(data, h);
   size_t pos = 0;
   while (pos < hdr.size()) {
     size_t nl = hdr.find('\n', pos);
@@ -121,9 +131,62 @@ EngineFile ParseEngineFile(const uint8_t* data, size_t n) {
     }
     f.header[line.substr(0, eq)] = line.substr(eq + 1);
   }
+}
+
+}  // namespace engine_file_detail
+
+EngineFile ParseEngineFile(const uint8_t* data, size_t n) {
+  using namespace engine_file_detail;
+  const uint64_t h = CheckPrefix(data, n);
+  CheckHeaderFits(h, n);
+  const uint64_t p = ReadU64(data + 16 + h);
+  CheckPayloadFits(h, p, n);
+  uint32_t stored = ReadU32(data + n - 4);
+  uint32_t computed = Crc32(data, n - 4);
+  if (stored != computed) {
+    Fail(Status::kCorrupt, "engine file checksum mismatch (stored %08x, computed %08x): corrupt",
+         stored, computed);
+  }
+
+  EngineFile f;
+  ParseHeaderLines(reinterpret_cast<const char*>(data + 16), static_cast<size_t>(h), f);
   const uint8_t* pl = data + 16 + h + 8;
   f.payload.assign(pl, pl + p);
   return f;
+}
+
+EngineFile ReadEngineFileHeader(const std::string& path) {
+  using namespace engine_file_detail;
+  FILE* fp = std::fopen(path.c_str(), "rb");
+  if (fp == nullptr) {
+    Fail(errno == ENOENT ? Status::kNotFound : Status::kCorrupt, "open %s: %s", path.c_str(),
+         std::strerror(errno));
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> file(fp, &std::fclose);
+  auto read_at = [&](uint64_t off, void* dst, size_t len) {
+    if (std::fseek(fp, static_cast<long>(off), SEEK_SET) != 0 ||
+        std::fread(dst, 1, len, fp) != len) {
+      Fail(Status::kCorrupt, "read %s failed", path.c_str());
+    }
+  };
+  if (std::fseek(fp, 0, SEEK_END) != 0) Fail(Status::kCorrupt, "seek %s failed", path.c_str());
+  const long end = std::ftell(fp);
+  if (end < 0) Fail(Status::kCorrupt, "size of %s unknown", path.c_str());
+  const uint64_t n = static_cast<uint64_t>(end);
+  try {
+    uint8_t prefix[16] = {};
+    read_at(0, prefix, static_cast<size_t>(n < 16 ? n : 16));
+    const uint64_t h = CheckPrefix(prefix, n);
+    CheckHeaderFits(h, n);
+    std::vector<uint8_t> hdr(static_cast<size_t>(h) + 8);
+    read_at(16, hdr.data(), hdr.size());
+    CheckPayloadFits(h, ReadU64(hdr.data() + h), n);
+    EngineFile f;
+    ParseHeaderLines(reinterpret_cast<const char*>(hdr.data()), static_cast<size_t>(h), f);
+    return f;
+  } catch (const Error& e) {
+    throw Error(e.status(), path + ": " + e.what());
+  }
 }
 
 std::vector<uint8_t> SerializeEngineFile(const EngineFile& file) {

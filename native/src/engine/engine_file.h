@@ -42,6 +42,13 @@ uint32_t Crc32(const uint8_t* data, size_t n, uint32_t crc = 0);
 // truncation, checksum, malformed header) or kMismatch (unsupported format version).
 EngineFile ParseEngineFile(const uint8_t* data, size_t n);
 
+// Reads only the container framing and header of an engine file on disk: magic, format
+// version, header size, and that the payload length the file declares matches its size (so
+// truncation and trailing bytes are caught). The payload is neither read nor checksummed
+// (ParseEngineFile does that when the engine loads); `payload` stays empty. For reading an
+// engine's I/O table before anything is allocated. Throws like ParseEngineFile, with the path.
+EngineFile ReadEngineFileHeader(const std::string& path);
+
 // Serialises an engine file.
 std::vector<uint8_t> SerializeEngineFile(const EngineFile& file);
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/bf16.h"
 #include "core/error.h"
 
 namespace dm {
@@ -69,15 +70,7 @@ int Build(int steps, float shift, float denoise, float* out) {
 
 }  // namespace schedule_detail
 
-float RoundBf16(float x) {
-  if (std::isnan(x)) return x;
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  float r;
-  std::memcpy(&r, &u, sizeof r);
-  return r;
-}
+float RoundBf16(float x) { return dm::RoundBf16(x); }
 
 int BuildScheduleInto(int steps, float shift, float denoise, float* out) {
   return schedule_detail::Build<false>(steps, shift, denoise, out);
