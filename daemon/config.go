@@ -17,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/demon-audio/demon/trt"
+	"github.com/demon-audio/demon/ws"
 )
 
 // Config is demond's whole configuration. Every field is an option with a flag, an
@@ -45,6 +46,11 @@ type Config struct {
 	Headroom             ByteSize      `toml:"admission_headroom"`
 	AllowedOrigins       []string      `toml:"allowed_origins"`
 	MaxSessionsPerClient int           `toml:"max_sessions_per_client"`
+	MaxUploadBytes       ByteSize      `toml:"max_upload_bytes"`
+	MaxUploadSeconds     time.Duration `toml:"max_upload_seconds"`
+	MaxConcurrentUploads int           `toml:"max_concurrent_uploads"`
+	WriteTimeout         time.Duration `toml:"write_timeout"`
+	MinWriteRate         ByteSize      `toml:"min_write_rate"`
 	TickStallTimeout     time.Duration `toml:"tick_stall_timeout"`
 }
 
@@ -179,7 +185,7 @@ func options() []option {
 				c.Headroom = b
 				return nil
 			}},
-		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any; a TOML array in the file); empty = same host and no-Origin clients only",
+		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any; a TOML array in the file); empty = same-host pages, no-Origin clients and, on a loopback connection, loopback pages on any port (DEMON's own web client)",
 			func() string { return "" }, func(c *Config, v string) error {
 				c.AllowedOrigins = nil
 				for _, o := range strings.Split(strings.Trim(v, "[]"), ",") {
@@ -196,6 +202,48 @@ func options() []option {
 					return fmt.Errorf("want a positive number or -1, got %q", v)
 				}
 				c.MaxSessionsPerClient = n
+				return nil
+			}},
+		{"max-upload-bytes", "DEMON_MAX_UPLOAD_BYTES", "max_upload_bytes", "largest PCM frame a client may send (session start, swap or upload), with units; at most 100MiB",
+			func() string { return ByteSize(ws.MaxInboundMessage).String() }, func(c *Config, v string) error {
+				b, err := ParseByteSize(v)
+				if err != nil {
+					return err
+				}
+				if b == 0 || b > ws.MaxInboundMessage {
+					return fmt.Errorf("want 1 byte to %s, got %s", ByteSize(ws.MaxInboundMessage), b)
+				}
+				c.MaxUploadBytes = b
+				return nil
+			}},
+		{"max-upload-seconds", "DEMON_MAX_UPLOAD_SECONDS", "max_upload_seconds", "uploaded tracks are cut to this duration (the engines serve at most 240 s)",
+			func() string { return "4m0s" }, func(c *Config, v string) error {
+				if d, err := time.ParseDuration(v); err == nil && d > 4*time.Minute {
+					return fmt.Errorf("%s is longer than the engines' 4m limit", d)
+				}
+				return durationSetter(func(c *Config, d time.Duration) { c.MaxUploadSeconds = d })(c, v)
+			}},
+		{"max-concurrent-uploads", "DEMON_MAX_CONCURRENT_UPLOADS", "max_concurrent_uploads", "upload sockets receiving or storing a track at once (over it: upload_failed, close 1013); -1 = unlimited",
+			func() string { return strconv.Itoa(ws.DefaultMaxConcurrentUploads) }, func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n == 0 || n < -1 {
+					return fmt.Errorf("want a positive number or -1, got %q", v)
+				}
+				c.MaxConcurrentUploads = n
+				return nil
+			}},
+		{"write-timeout", "DEMON_WRITE_TIMEOUT", "write_timeout", "longest a WebSocket write may stall (a message over 64 KiB: each 64 KiB chunk, the whole within write-timeout + size/min-write-rate)",
+			func() string { return ws.DefaultWriteTimeout.String() }, durationSetter(func(c *Config, d time.Duration) { c.WriteTimeout = d })},
+		{"min-write-rate", "DEMON_MIN_WRITE_RATE", "min_write_rate", "slowest average rate, per second, at which a client may take a large message (the initial buffer) before it is dropped",
+			func() string { return ByteSize(ws.DefaultMinWriteRate).String() }, func(c *Config, v string) error {
+				b, err := ParseByteSize(v)
+				if err != nil {
+					return err
+				}
+				if b == 0 {
+					return errors.New("must be greater than 0")
+				}
+				c.MinWriteRate = b
 				return nil
 			}},
 		{"tick-stall-timeout", "DEMON_TICK_STALL_TIMEOUT", "tick_stall_timeout", "a session's tick loop silent this long counts as hung: systemd's watchdog pings stop",

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/ws"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -43,6 +45,12 @@ func TestByteSize(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	c, err := LoadConfig(nil, env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
+	// The connection limits default to ws's own defaults, so demond and a bare ws.Server agree.
+	assert.Equal(t, ByteSize(ws.MaxInboundMessage), c.MaxUploadBytes)
+	assert.Equal(t, 4*time.Minute, c.MaxUploadSeconds)
+	assert.Equal(t, ws.DefaultMaxConcurrentUploads, c.MaxConcurrentUploads)
+	assert.Equal(t, ws.DefaultWriteTimeout, c.WriteTimeout)
+	assert.Equal(t, ByteSize(ws.DefaultMinWriteRate), c.MinWriteRate)
 	assert.Equal(t, "host", c.Device)
 	assert.Positive(t, uint64(c.DeviceCapacity))
 	assert.Empty(t, c.Failpoints)
@@ -94,6 +102,11 @@ func TestConfigErrorsNameTheOption(t *testing.T) {
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.toml")}, nil, "nope.toml"},
 		{"stray argument", []string{"serve"}, nil, `unexpected argument "serve"`},
 		{"unknown flag", []string{"--bogus"}, nil, "flag provided but not defined: -bogus"},
+		{"upload over the frame limit", []string{"--max-upload-bytes", "1GiB"}, nil, `--max-upload-bytes="1GiB": want 1 byte to 100MiB`},
+		{"zero write rate", nil, map[string]string{"DEMON_MIN_WRITE_RATE": "0"}, `DEMON_MIN_WRITE_RATE="0": must be greater than 0`},
+		{"zero uploads", []string{"--max-concurrent-uploads", "0"}, nil, "--max-concurrent-uploads"},
+		{"upload longer than the engines", []string{"--max-upload-seconds", "5m"}, nil, `--max-upload-seconds="5m": 5m0s is longer than the engines' 4m limit`},
+		{"bad write timeout", []string{"--write-timeout", "-1s"}, nil, "--write-timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

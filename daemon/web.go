@@ -57,6 +57,11 @@ func (s *WebService) start(context.Context) error {
 		AllowedOrigins:       s.cfg.AllowedOrigins,
 		APIKey:               s.cfg.APIKey,
 		MaxSessionsPerClient: s.cfg.MaxSessionsPerClient,
+		MaxUploadBytes:       int64(s.cfg.MaxUploadBytes),
+		MaxUploadSeconds:     s.cfg.MaxUploadSeconds.Seconds(),
+		MaxConcurrentUploads: s.cfg.MaxConcurrentUploads,
+		WriteTimeout:         s.cfg.WriteTimeout,
+		MinWriteRate:         int64(s.cfg.MinWriteRate),
 		Warmup: func() *ws.WarmupStatus {
 			w := s.sessions.Warmup()
 			if w == nil {
