@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+
+	"github.com/demon-audio/demon/internal/procstat"
 )
 
 // ChurnSample is one reading of the resources a leak would grow.
@@ -76,7 +78,7 @@ func localSample(env *Env) ChurnSample {
 	l := env.Ledger()
 	return ChurnSample{
 		LedgerBytes: float64(l.UsedBytes), LedgerHandles: float64(l.DeviceHandles), GoHandles: float64(l.GoHandles),
-		RSSBytes: float64(rssBytes()), HeapBytes: float64(ms.HeapInuse), Goroutines: float64(runtime.NumGoroutine()), FDs: float64(openFDs()),
+		RSSBytes: float64(procstat.RSSBytes()), HeapBytes: float64(ms.HeapInuse), Goroutines: float64(runtime.NumGoroutine()), FDs: float64(procstat.OpenFDs()),
 	}
 }
 

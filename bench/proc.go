@@ -12,34 +12,6 @@ import (
 
 // Process-level resource readings (Linux /proc; zero where unavailable).
 
-// rssBytes reads the resident set size from /proc/self/statm.
-func rssBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
-}
-
-// openFDs counts /proc/self/fd entries (minus the one ReadDir itself holds).
-func openFDs() int {
-	d, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return 0
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return 0
-	}
-	return len(names) - 1
-}
-
 // cpuTime is user+system CPU time of this process (getrusage RUSAGE_SELF).
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

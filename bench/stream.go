@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/ws"
 )
 
 // LatePoint is one slice on the lateness-over-time plot.
@@ -290,6 +291,7 @@ func expectedRate(cfg Config) float64 {
 func analyse(recs []SliceRecord, l Live, tw time.Time, window time.Duration) StreamSession {
 	ss := StreamSession{}
 	L := l.Duration()
+	trackFrames := int(math.Round(L * models.SampleRate))
 	play := l.InitialAt()
 	var late, ticks, decs []float64
 	var prev *SliceRecord
@@ -313,12 +315,10 @@ func analyse(recs []SliceRecord, l Live, tw time.Time, window time.Duration) Str
 		if lat > 0 {
 			ss.Late++
 		}
-		if prev != nil && L > 0 {
-			// Stretch between the previous window's end and this window's start.
-			d := mod(s-float64(prev.StartFrame)/models.SampleRate, L)
-			if gap := d - float64(prev.Frames)/models.SampleRate; d < L/2 && gap > 0.04+1e-6 {
+		if prev != nil {
+			if gap := ws.StaleGap(int(prev.StartFrame), prev.Frames, int(r.StartFrame), trackFrames); gap > 0 {
 				ss.Underruns++
-				ss.StaleS += gap
+				ss.StaleS += float64(gap) / models.SampleRate
 			}
 		}
 		prev = r

@@ -613,14 +613,9 @@ func (c *conn) send(m ServerMessage) {
 	c.push(g)
 }
 
-// latentFrameSamples is one latent frame in audio frames (40 ms at 48 kHz): a gap up to
-// this long between two slices is the decoder's granularity, not stale audio.
-const latentFrameSamples = 1920
-
 // sliceCoverage reports to the StaleGap hook the stretch of the track that the
-// previous slice and this one (start, frames) leave unpatched, when it is longer than
-// one latent frame. A jump of half the track or more is a new position (a seek, a loop
-// band wrapping), not a gap. Called on the writer goroutine, in write order.
+// previous slice and this one (start, frames) leave unpatched (see StaleGap). Called on
+// the writer goroutine, in write order.
 func (c *conn) sliceCoverage(start, frames int) {
 	total := c.mirror.Frames()
 	prev := c.lastSlice
@@ -629,8 +624,7 @@ func (c *conn) sliceCoverage(start, frames int) {
 	if h == nil || prev.frames == 0 || prev.trackFrames != total {
 		return // the first slice of this track
 	}
-	ahead := ((start-prev.start)%total + total) % total
-	if gap := ahead - prev.frames; ahead < total/2 && gap > latentFrameSamples {
+	if gap := StaleGap(prev.start, prev.frames, start, total); gap > 0 {
 		h(time.Duration(gap) * time.Second / 48000)
 	}
 }

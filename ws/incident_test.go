@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/demon-audio/demon/internal/procstat"
 	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt/trttest"
 	"github.com/gorilla/websocket"
@@ -251,7 +252,7 @@ func TestLoadConcurrentClients(t *testing.T) {
 	var staleS float64
 	var maxLive int
 	var perSession, rssPerSession uint64
-	rssBase := processRSS()
+	rssBase := procstat.RSSBytes()
 	start := time.Now()
 	for i := range clients {
 		wg.Add(1)
@@ -275,7 +276,7 @@ func TestLoadConcurrentClients(t *testing.T) {
 			if !assert.NoError(t, err) || !assert.Equal(t, websocket.BinaryMessage, typ) {
 				return
 			}
-			cov := coverage{durationS: ready["duration"].(float64)}
+			cov := coverage{trackFrames: len(buf) / 4} // stereo float16
 			n, b := 0, len(buf)
 			deadline := time.Now().Add(streamFor + 10*time.Second)
 			var streamingSince time.Time
@@ -303,7 +304,7 @@ func TestLoadConcurrentClients(t *testing.T) {
 						maxLive = live
 						l := trttest.Snapshot(t, e.dev)
 						perSession = (l.Totals.UsedBytes - e.base.Totals.UsedBytes) / uint64(live)
-						if rss := processRSS(); rss > rssBase {
+						if rss := procstat.RSSBytes(); rss > rssBase {
 							rssPerSession = (rss - rssBase) / uint64(live)
 						}
 					}

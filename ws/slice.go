@@ -66,3 +66,25 @@ func DecodeSliceHeader(b []byte) (SliceHeader, []byte, error) {
 	}
 	return h, b[SliceHeaderSize:], nil
 }
+
+// LatentFrameSamples is one latent frame in audio frames (40 ms at 48 kHz): a gap up to
+// this long between two slices is the decoder's granularity, not stale audio.
+const LatentFrameSamples = 1920
+
+// StaleGap is the stretch of a looping track of trackFrames frames that two consecutive
+// slices leave unpatched: from the end of the previous window (prevStart, prevFrames) to
+// the start of the next (start), in frames. The client plays that stretch stale: an
+// underrun of fresh audio (the browser never runs dry, it loops its buffer; lifecycle.md
+// §6.3). It is 0 for a gap of at most one latent frame, and for a jump of half the track
+// or more, which is a new position (a seek, a loop band wrapping), not a gap. demond's
+// underrun metric, the load test and demon-bench all count underruns with it.
+func StaleGap(prevStart, prevFrames, start, trackFrames int) int {
+	if trackFrames <= 0 {
+		return 0
+	}
+	ahead := ((start-prevStart)%trackFrames + trackFrames) % trackFrames
+	if gap := ahead - prevFrames; ahead < trackFrames/2 && gap > LatentFrameSamples {
+		return gap
+	}
+	return 0
+}
