@@ -249,7 +249,15 @@ type StageError struct {
 	Err   error
 }
 
-func (e *StageError) Error() string { return e.Stage + ": " + e.Err.Error() }
+// Error prefixes the stage, unless the wrapped error already starts with it (a fault
+// point's error names its point, which is the stage).
+func (e *StageError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, e.Stage+": ") {
+		return msg
+	}
+	return e.Stage + ": " + msg
+}
 func (e *StageError) Unwrap() error { return e.Err }
 
 func stageErr(stage string, err error) error {

@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/demon-audio/demon/trt"
 )
 
 // A preparation step's transient releases run in reverse order of acquisition, every one
@@ -40,4 +43,15 @@ func TestCommittedRollbackReleasesNothing(t *testing.T) {
 	rb.commit()
 	rb.run(errors.New("late failure"))
 	assert.False(t, released)
+}
+
+// A stage error names its stage once, also around a fault point's error, which already
+// starts with the point.
+func TestStageErrorNamesTheStageOnce(t *testing.T) {
+	f, err := trt.NewFaults("handshake.ready=error")
+	require.NoError(t, err)
+	defer f.Close()
+	stage := &StageError{Stage: "handshake.ready", Err: f.Hit("handshake.ready")}
+	assert.Equal(t, "handshake.ready: fault injected at handshake.ready (hit 1)", stage.Error())
+	assert.Equal(t, "create.stream: out of memory", (&StageError{Stage: "create.stream", Err: errors.New("out of memory")}).Error())
 }
