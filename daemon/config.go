@@ -187,7 +187,7 @@ func options() []option {
 				c.Headroom = b
 				return nil
 			}},
-		{"admission-driver-wait", "DEMON_ADMISSION_DRIVER_WAIT", "admission_driver_wait", "with --device cuda: how long a start the ledger admits waits for the driver to report that much free memory too (a closed session's frees land asynchronously; other processes hold memory the ledger cannot see) before it is refused with close 1013; 0 = ask the driver once",
+		{"admission-driver-wait", "DEMON_ADMISSION_DRIVER_WAIT", "admission_driver_wait", "with --device cuda: how long a start the ledger admits waits for the driver to report that much free memory too (a closed session's frees land asynchronously; other processes hold memory the ledger cannot see) before it is refused with close 1013; 0 = no waiting, the driver's figure at the time decides",
 			func() string { return session.DefaultConfig().DriverWait.String() }, func(c *Config, v string) error {
 				d, err := time.ParseDuration(v)
 				if err != nil {

@@ -57,8 +57,8 @@ type Config struct {
 	// (cuMemGetInfo) must also hold its cost plus Headroom. It may not yet: frees land
 	// asynchronously (a closed session's memory comes back at stream sync), and the CUDA
 	// context and other processes hold memory the ledger does not see. Admission polls the
-	// driver until it agrees or DriverWait passes, then refuses (ErrAdmission). 0 reads the
-	// driver once without waiting. Ignored on the host device and with NoAdmission.
+	// driver until it agrees or DriverWait passes, then refuses (ErrAdmission). 0: no
+	// waiting, the driver's figure at the time decides. Ignored on the host device and with NoAdmission.
 	DriverWait time.Duration
 }
 
