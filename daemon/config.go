@@ -16,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt"
 	"github.com/demon-audio/demon/ws"
 )
@@ -44,6 +45,7 @@ type Config struct {
 	IdlePause            time.Duration `toml:"idle_pause"`
 	TickInterval         time.Duration `toml:"tick_interval"`
 	Headroom             ByteSize      `toml:"admission_headroom"`
+	AdmissionDriverWait  time.Duration `toml:"admission_driver_wait"`
 	AllowedOrigins       []string      `toml:"allowed_origins"`
 	MaxSessionsPerClient int           `toml:"max_sessions_per_client"`
 	MaxUploadBytes       ByteSize      `toml:"max_upload_bytes"`
@@ -183,6 +185,18 @@ func options() []option {
 					return err
 				}
 				c.Headroom = b
+				return nil
+			}},
+		{"admission-driver-wait", "DEMON_ADMISSION_DRIVER_WAIT", "admission_driver_wait", "with --device cuda: how long a start the ledger admits waits for the driver to report that much free memory too (a closed session's frees land asynchronously; other processes hold memory the ledger cannot see) before it is refused with close 1013; 0 = no waiting, the driver's figure at the time decides",
+			func() string { return session.DefaultConfig().DriverWait.String() }, func(c *Config, v string) error {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					return fmt.Errorf("invalid duration %q (want e.g. 2s, 500ms)", v)
+				}
+				if d < 0 {
+					return errors.New("must not be negative")
+				}
+				c.AdmissionDriverWait = d
 				return nil
 			}},
 		{"allowed-origins", "DEMON_ALLOWED_ORIGINS", "allowed_origins", "comma-separated Origin allow-list for WebSocket upgrades (\"*\" = any; a TOML array in the file); empty = same-host pages, no-Origin clients and, on a loopback connection, loopback pages on any port (DEMON's own web client)",

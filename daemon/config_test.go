@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/ws"
 )
 
@@ -107,6 +108,8 @@ func TestConfigErrorsNameTheOption(t *testing.T) {
 		{"zero uploads", []string{"--max-concurrent-uploads", "0"}, nil, "--max-concurrent-uploads"},
 		{"upload longer than the engines", []string{"--max-upload-seconds", "5m"}, nil, `--max-upload-seconds="5m": 5m0s is longer than the engines' 4m limit`},
 		{"bad write timeout", []string{"--write-timeout", "-1s"}, nil, "--write-timeout"},
+		{"negative driver wait", nil, map[string]string{"DEMON_ADMISSION_DRIVER_WAIT": "-1s"}, `DEMON_ADMISSION_DRIVER_WAIT="-1s": must not be negative`},
+		{"bad driver wait", []string{"--admission-driver-wait", "a while"}, nil, `--admission-driver-wait="a while": invalid duration`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +118,30 @@ func TestConfigErrorsNameTheOption(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.wantMsg)
 		})
 	}
+}
+
+// How long admission on a GPU waits for the driver: the session package's default, set by
+// file, variable or flag (0 allowed: ask the driver once), and handed to the sessions.
+func TestAdmissionDriverWaitOption(t *testing.T) {
+	c, err := LoadConfig(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 2*time.Second, c.AdmissionDriverWait)
+	assert.Equal(t, session.DefaultConfig().DriverWait, c.AdmissionDriverWait, "demond and a bare session.Manager agree")
+
+	file := filepath.Join(t.TempDir(), "demond.toml")
+	require.NoError(t, os.WriteFile(file, []byte("admission_driver_wait = \"5s\"\n"), 0o600))
+	c, err = LoadConfig([]string{"--config", file}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Second, c.AdmissionDriverWait)
+	c, err = LoadConfig([]string{"--config", file}, env(map[string]string{"DEMON_ADMISSION_DRIVER_WAIT": "750ms"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 750*time.Millisecond, c.AdmissionDriverWait)
+	c, err = LoadConfig([]string{"--admission-driver-wait", "0"}, env(map[string]string{"DEMON_ADMISSION_DRIVER_WAIT": "750ms"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Zero(t, c.AdmissionDriverWait, "0: no waiting")
+
+	c.AdmissionDriverWait = 1500 * time.Millisecond
+	assert.Equal(t, 1500*time.Millisecond, (&SessionsService{cfg: c}).sessionConfig().DriverWait)
 }
 
 func TestHelpListsEveryOptionWithItsVariable(t *testing.T) {

@@ -80,6 +80,7 @@ func (s *SessionsService) sessionConfig() session.Config {
 	c.IdlePause = s.cfg.IdlePause
 	c.TickInterval = s.cfg.TickInterval
 	c.Headroom = uint64(s.cfg.Headroom)
+	c.DriverWait = s.cfg.AdmissionDriverWait
 	return c
 }
 

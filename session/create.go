@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/demon-audio/demon/audio"
@@ -55,7 +56,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
 	defer func() {
-		if err != nil && m.hooks.Failed != nil && !errors.Is(err, ErrAdmission) && !errors.Is(err, ErrShuttingDown) {
+		if err != nil && m.hooks.Failed != nil && !errors.Is(err, ErrAdmission) && !errors.Is(err, ErrShuttingDown) &&
+			!errors.Is(err, errAdmissionAbandoned) {
 			m.hooks.Failed(err)
 		}
 	}()
@@ -93,16 +95,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 	default:
 		return nil, stageErr("create.source_prepare", fmt.Errorf("%w: stem_source_mode %q", ErrBadRequest, req.StemMode))
 	}
-	cost := m.predictCost(latents, wantStems)
-	tot, err := m.dev.Totals()
-	if err != nil {
-		return nil, err
-	}
-	if !m.cfg.NoAdmission && cost+m.cfg.Headroom > tot.FreeBytes() {
-		if m.hooks.Refused != nil {
-			m.hooks.Refused()
+	if !m.cfg.NoAdmission {
+		if err := m.admit(ctx, log, m.predictCost(latents, wantStems)); err != nil {
+			if errors.Is(err, ErrAdmission) && m.hooks.Refused != nil {
+				m.hooks.Refused()
+			}
+			return nil, err
 		}
-		return nil, describeAdmission(cost, tot.FreeBytes(), m.cfg.Headroom)
 	}
 
 	rb := &rollback{log: log}
@@ -206,6 +205,57 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (s *Session, er
 		m.hooks.Started(s.ID, time.Since(start))
 	}
 	return s, nil
+}
+
+// errAdmissionAbandoned marks a create whose caller gave up (ctx ended) while admission
+// waited for the driver: neither a refusal nor a failed start.
+var errAdmissionAbandoned = errors.New("session admission abandoned while waiting for the driver's memory")
+
+// admit decides whether a session predicted to need cost device bytes may start, before
+// anything is allocated: ErrAdmission (wrapped, with the figures) when it may not. The
+// ledger decides first: cost plus Headroom must fit in what it has not handed out. On a
+// GPU the driver must agree too, because its free memory (cuMemGetInfo) can be less: the
+// CUDA context and other processes hold memory the ledger does not see, and frees land
+// asynchronously (a session that has just closed gets its memory back at stream sync).
+// admit then polls the driver until cost plus Headroom fit, for at most DriverWait. Creates
+// are serialised, so the wait is what lets a session start right after the previous one
+// closed; when the driver never agrees, the start is refused like any other.
+func (m *Manager) admit(ctx context.Context, log *slog.Logger, cost uint64) error {
+	tot, err := m.dev.Totals()
+	if err != nil {
+		return err
+	}
+	need := cost + m.cfg.Headroom
+	if need > tot.FreeBytes() {
+		return describeAdmission(cost, tot.FreeBytes(), m.cfg.Headroom)
+	}
+	if m.dev.Kind() != trt.DeviceCUDA {
+		return nil
+	}
+	free, _, err := m.dev.DriverMemory()
+	if err != nil {
+		return err
+	}
+	if free >= need {
+		return nil
+	}
+	start := time.Now()
+	free, err = trt.WaitDriverMemory(ctx, m.dev, need, 0, m.cfg.DriverWait)
+	waited := time.Since(start)
+	var devErr *trt.Error
+	switch {
+	case err == nil:
+		log.Info("admission waited for the driver's memory", "waited_ms", waited.Milliseconds(),
+			"driver_free", human(free), "need", human(need))
+		return nil
+	case errors.As(err, &devErr):
+		return err // the driver could not be asked
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", errAdmissionAbandoned, ctx.Err())
+	}
+	return fmt.Errorf("%w: a session needs %s and %s must stay free; the ledger has %s free but the driver "+
+		"reports %s after waiting %v (frees may still be in flight, or other processes hold the memory)",
+		ErrAdmission, human(cost), human(m.cfg.Headroom), human(tot.FreeBytes()), human(free), m.cfg.DriverWait)
 }
 
 // stereo upmixes mono and keeps the first two channels.

@@ -7,12 +7,18 @@
 package session_test
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/demon-audio/demon/models"
+	"github.com/demon-audio/demon/session"
 	"github.com/demon-audio/demon/trt"
 	"github.com/demon-audio/demon/trt/trttest"
 )
@@ -31,9 +37,13 @@ func newCUDARig(t *testing.T, spec string) (*rig, uint64) {
 	return newCUDARigWith(t, spec, trttest.FakeCUDAOptions{})
 }
 
+// newCUDARigWith is newCUDARig with the fake driver configured by o (24 GiB unless
+// o.TotalBytes says otherwise).
 func newCUDARigWith(t *testing.T, spec string, o trttest.FakeCUDAOptions) (*rig, uint64) {
 	t.Helper()
-	o.TotalBytes = 24 << 30
+	if o.TotalBytes == 0 {
+		o.TotalBytes = 24 << 30
+	}
 	trttest.FakeCUDA(t, o)
 	r := newRigOn(t, func(f *trt.Faults) *trt.Device { return trttest.CUDADevice(t, f) }, spec)
 	return r, driverFree(t, r)
@@ -134,16 +144,20 @@ func TestCUDAFailedStartsDoNotGrow(t *testing.T) {
 	requireCUDABaseline(t, r, driverFree)
 }
 
-// The driver refuses what the ledger admits (memory held outside the ledger, e.g. by
-// another process): the session start fails with ErrOutOfMemory naming
-// CUDA_ERROR_OUT_OF_MEMORY, rolls back to the baseline, and the next start succeeds once
-// the memory is back.
+// The driver refuses an allocation the ledger admitted (memory taken outside the ledger,
+// e.g. by another process, after admission asked the driver): the session start fails
+// with ErrOutOfMemory naming CUDA_ERROR_OUT_OF_MEMORY, rolls back to the baseline, and the
+// next start succeeds once the memory is back. Admission is off here: with it on, the
+// driver's figure refuses the start before any allocation
+// (TestCUDAAdmissionRefusesWhatTheDriverCannotFit), and the fake cannot take the memory
+// between admission and the first allocation.
 func TestCUDADriverRefusalDuringCreate(t *testing.T) {
 	r, driverFree := newCUDARig(t, "")
+	mgr, _, _ := admissionManager(r, func(c *session.Config) { c.NoAdmission = true })
 	// Another process takes all but 32 MiB of what is free (the fake re-reads this at
-	// every cuMemAlloc); the ledger, which cannot see it, still admits the session.
+	// every cuMemAlloc); the ledger, which cannot see it, has room for the session.
 	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", strconv.FormatUint(driverFree-32<<20, 10))
-	_, err := r.mgr.Create(t.Context(), request("vocals"))
+	_, err := mgr.Create(t.Context(), request("vocals"))
 	require.ErrorIs(t, err, trt.ErrOutOfMemory)
 	assert.Contains(t, err.Error(), "CUDA_ERROR_OUT_OF_MEMORY")
 	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", "0")
@@ -153,4 +167,139 @@ func TestCUDADriverRefusalDuringCreate(t *testing.T) {
 	require.NoError(t, err)
 	streamSlices(t, s, 2)
 	requireCUDABaseline(t, r, driverFree)
+}
+
+// admissionManager is a manager on r's device and model with r's configuration changed by
+// tune, counting admission refusals and failed starts, and logging to the returned buffer
+// (Create and Close log on the calling goroutine: a plain buffer will do).
+func admissionManager(r *rig, tune func(*session.Config)) (*session.Manager, *admissionCounts, *bytes.Buffer) {
+	cfg := r.mgr.Config()
+	tune(&cfg)
+	var logs bytes.Buffer
+	n := &admissionCounts{}
+	hooks := session.Hooks{Refused: func() { n.refused++ }, Failed: func(error) { n.failed++ }}
+	return session.NewManager(cfg, r.dev, r.model, r.faults, slog.New(slog.NewTextHandler(&logs, nil)), hooks), n, &logs
+}
+
+type admissionCounts struct{ refused, failed int }
+
+const driverWaitLogged = `msg="admission waited for the driver's memory"`
+
+// Memory the ledger cannot see (another process) leaves the driver less free memory than
+// the ledger: admission asks the driver too, waits for it up to DriverWait, and then
+// refuses like a full ledger (ErrAdmission, the Refused hook), before allocating anything.
+// The next start succeeds once the memory is back.
+func TestCUDAAdmissionRefusesWhatTheDriverCannotFit(t *testing.T) {
+	r, driverFree := newCUDARig(t, "")
+	const wait = 200 * time.Millisecond
+	mgr, n, _ := admissionManager(r, func(c *session.Config) { c.DriverWait = wait })
+	handles := trt.LiveHandles()
+	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", strconv.FormatUint(driverFree-32<<20, 10))
+	tot, err := r.dev.Totals()
+	require.NoError(t, err)
+	require.Greater(t, tot.FreeBytes(), uint64(16<<30), "the ledger has room for many sessions")
+
+	start := time.Now()
+	_, err = mgr.Create(t.Context(), request("vocals"))
+	require.ErrorIs(t, err, session.ErrAdmission)
+	assert.GreaterOrEqual(t, time.Since(start), wait, "admission waited for the driver before refusing")
+	assert.Contains(t, err.Error(), "the driver reports 32.00 MiB")
+	assert.Contains(t, err.Error(), "frees may still be in flight")
+	assert.Equal(t, admissionCounts{refused: 1}, *n, "a refusal, not a failed start")
+	trttest.RequireBaseline(t, r.dev, r.base)
+	assert.Equal(t, handles, trt.LiveHandles(), "nothing was allocated")
+	assert.Zero(t, mgr.Open())
+
+	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", "0")
+	s, err := mgr.Create(t.Context(), request("vocals"))
+	require.NoError(t, err, "admitted once the driver has the memory")
+	require.NoError(t, s.Close())
+	assert.Equal(t, admissionCounts{refused: 1}, *n)
+	requireCUDABaseline(t, r, driverFree)
+}
+
+// A caller that gives up while admission waits for the driver gets its context's error at
+// once: neither a refusal nor a failed start.
+func TestCUDAAdmissionWaitEndsWithTheContext(t *testing.T) {
+	r, driverFree := newCUDARig(t, "")
+	mgr, n, _ := admissionManager(r, func(c *session.Config) { c.DriverWait = time.Minute })
+	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", strconv.FormatUint(driverFree-32<<20, 10))
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := mgr.Create(ctx, request(""))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, session.ErrAdmission)
+	assert.Less(t, time.Since(start), 30*time.Second, "the wait ended with the context, not DriverWait")
+	assert.Equal(t, admissionCounts{}, *n)
+	t.Setenv("DEMON_FAKE_CUDA_RESERVED_BYTES", "0")
+	requireCUDABaseline(t, r, driverFree)
+}
+
+// A session closes and the next starts at once, on a GPU with room for one: the driver
+// frees asynchronously (the fake shows freed memory only after FreeLag further queries),
+// so right after the close it still counts the closed session's memory. Admission waits
+// for the frees to land and admits the start; without the wait it is refused, and without
+// admission the start runs into the driver's out-of-memory error.
+func TestCUDAAdmissionWaitsForTheLastSessionsFrees(t *testing.T) {
+	const lag = 4
+	// What one create + close puts through the driver, measured on a roomy fake: with late
+	// frees everything the session freed still counts right after its close, so this is
+	// what the driver must hold for one session (≥ its ledger peak).
+	roomy, _ := newCUDARigWith(t, "", trttest.FakeCUDAOptions{FreeLag: lag})
+	settled := trttest.SettledDriverFree(t, roomy.dev)
+	_, total, err := roomy.dev.DriverMemory()
+	require.NoError(t, err)
+	s, err := roomy.mgr.Create(t.Context(), request(""))
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	afterClose, _, err := roomy.dev.DriverMemory()
+	require.NoError(t, err)
+	oneSession := settled - afterClose
+	modelBytes := total - settled
+	headroom := roomy.mgr.Config().Headroom
+	t.Logf("model %.2f GiB, one session through the driver %.2f GiB", float64(modelBytes)/(1<<30), float64(oneSession)/(1<<30))
+
+	r, _ := newCUDARigWith(t, "", trttest.FakeCUDAOptions{FreeLag: lag, TotalBytes: modelBytes + oneSession + headroom + 64<<20})
+	driverFree := trttest.SettledDriverFree(t, r.dev)
+	cost := session.PredictCostForTest(r.mgr, len(source())/2/models.Hop, false)
+	require.Greater(t, cost, uint64(64<<20), "unlanded frees leave too little for a second session")
+
+	// closeThenStart creates and closes a session, then starts the next at once.
+	closeThenStart := func(t *testing.T, tune func(*session.Config)) (*session.Manager, *admissionCounts, *bytes.Buffer, error) {
+		require.Equal(t, driverFree, trttest.SettledDriverFree(t, r.dev), "the driver starts settled")
+		mgr, n, logs := admissionManager(r, tune)
+		first, err := mgr.Create(t.Context(), request(""))
+		require.NoError(t, err, "one session fits")
+		require.NoError(t, first.Close())
+		next, err := mgr.Create(t.Context(), request(""))
+		if err == nil {
+			require.NoError(t, next.Close())
+		}
+		return mgr, n, logs, err
+	}
+
+	t.Run("admission_waits", func(t *testing.T) {
+		_, n, logs, err := closeThenStart(t, func(*session.Config) {})
+		require.NoError(t, err, "admitted once the frees landed")
+		waited := linesWith(logs, driverWaitLogged)
+		require.Len(t, waited, 1, "the next start, and only it, waited for the driver")
+		assert.Equal(t, admissionCounts{}, *n)
+		requireCUDABaseline(t, r, driverFree)
+	})
+	t.Run("no_wait_refuses", func(t *testing.T) {
+		_, n, logs, err := closeThenStart(t, func(c *session.Config) { c.DriverWait = 0 })
+		require.ErrorIs(t, err, session.ErrAdmission)
+		assert.Contains(t, err.Error(), "frees may still be in flight")
+		assert.Equal(t, admissionCounts{refused: 1}, *n)
+		assert.Empty(t, linesWith(logs, driverWaitLogged))
+		requireCUDABaseline(t, r, driverFree)
+	})
+	t.Run("no_admission_runs_out_of_memory", func(t *testing.T) {
+		_, n, _, err := closeThenStart(t, func(c *session.Config) { c.NoAdmission = true })
+		require.ErrorIs(t, err, trt.ErrOutOfMemory)
+		assert.Contains(t, err.Error(), "CUDA_ERROR_OUT_OF_MEMORY")
+		assert.Equal(t, admissionCounts{failed: 1}, *n)
+		requireCUDABaseline(t, r, driverFree)
+	})
 }

@@ -422,22 +422,17 @@ func (s *Session) teardown() {
 	s.mu.Unlock()
 
 	var first error
-	step := func(point, resource string, release func() error) {
-		if err := s.m.hit(point); err != nil {
-			s.log.Error("session cleanup step failed", "resource", resource, "err", err)
-			if first == nil {
-				first = err
-			}
-		}
-		if err := release(); err != nil {
-			s.log.Error("session cleanup step failed", "resource", resource, "err", err)
+	for _, st := range []rollbackStep{
+		{"stream", s.m.closeStep("close.stream", s.stream.Close)},
+		{"engine session", s.m.closeStep("close.engine_session", s.es.Close)},
+	} {
+		if err := st.release(); err != nil {
+			s.log.Error("session cleanup step failed", "resource", st.name, "err", err)
 			if first == nil {
 				first = err
 			}
 		}
 	}
-	step("close.stream", "stream", s.stream.Close)
-	step("close.engine_session", "engine session", s.es.Close)
 	s.closeErr = first
 	s.m.Unregister(s.ID)
 	s.m.untrack(s)

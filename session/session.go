@@ -51,6 +51,15 @@ type Config struct {
 	// fails with the device's out-of-memory error instead of ErrAdmission (diagnostics, and
 	// the incident test: without the handshake guard a retry must then hit a real OOM).
 	NoAdmission bool
+
+	// DriverWait bounds how long admission on a GPU (trt.DeviceCUDA) waits for the driver
+	// to agree with the ledger: once the ledger admits a session, the driver's free memory
+	// (cuMemGetInfo) must also hold its cost plus Headroom. It may not yet: frees land
+	// asynchronously (a closed session's memory comes back at stream sync), and the CUDA
+	// context and other processes hold memory the ledger does not see. Admission polls the
+	// driver until it agrees or DriverWait passes, then refuses (ErrAdmission). 0: no
+	// waiting, the driver's figure at the time decides. Ignored on the host device and with NoAdmission.
+	DriverWait time.Duration
 }
 
 // DefaultConfig returns the defaults demond uses.
@@ -58,7 +67,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxDepth: 8, Steps: 8, Shift: 3, MaxCondLen: 128, VAEWindow: 0.36, LeadS: 0.5,
 		Headroom: 256 << 20, IdlePause: 20 * time.Second, TickInterval: 40 * time.Millisecond,
-		CloseTimeout: 10 * time.Second,
+		CloseTimeout: 10 * time.Second, DriverWait: 2 * time.Second,
 	}
 }
 
