@@ -2,6 +2,7 @@ package trt_test
 
 import (
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -22,7 +23,9 @@ type streamRig struct {
 	frames int
 }
 
-func newStreamRig(t testing.TB, variant string, frames int, depth int) *streamRig {
+// newStreamRig builds the rig; edits adjust the stream options (MaxDepth 8, Steps 8,
+// MaxCondLen 64, VAEWindow 0.36, LeadS 0.5 by default).
+func newStreamRig(t testing.TB, variant string, frames int, depth int, edits ...func(*trt.StreamOptions)) *streamRig {
 	t.Helper()
 	d := trttest.HostDevice(t, 8<<30, nil)
 	r := &streamRig{dev: d, frames: frames}
@@ -33,9 +36,13 @@ func newStreamRig(t testing.TB, variant string, frames int, depth int) *streamRi
 	r.ctx, err = r.dec.NewContext("session:s")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.ctx.Close() })
-	r.stream, err = trt.NewStream(r.ctx, r.vae, "session:s", trt.StreamOptions{
+	opts := trt.StreamOptions{
 		Frames: frames, MaxDepth: 8, Depth: depth, Steps: 8, Shift: 3, MaxCondLen: 64, VAEWindow: 0.36, LeadS: 0.5,
-	})
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	r.stream, err = trt.NewStream(r.ctx, r.vae, "session:s", opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.stream.Close() })
 
@@ -240,24 +247,37 @@ func benchTick(b *testing.B, variant string) {
 	b.ReportMetric(float64(runtime.NumCgoCall()-cgo0)/n, "cgo-calls/tick")
 }
 
+// firstSlice ticks p until the first latent is emitted and returns a copy of its slice.
+func firstSlice(t testing.TB, s *trt.Stream, p *trt.TickParams) []float32 {
+	t.Helper()
+	slice := make([]float32, trt.MaxSliceFloats)
+	for range 64 {
+		res, err := s.Tick(p, slice)
+		require.NoError(t, err)
+		if res.Emitted {
+			require.True(t, res.Decoded)
+			return append([]float32(nil), slice[:2*res.NumSamples]...)
+		}
+	}
+	t.Fatal("no latent emitted in 64 ticks")
+	return nil
+}
+
+// depth1Slice runs a fresh oracle stream at depth 1 with the playhead at 2 s (the decoded
+// window covers latent frames 54..78) after setup, and returns the first slice.
+func depth1Slice(t *testing.T, setup func(s *trt.Stream)) []float32 {
+	r := newStreamRig(t, "oracle", 250, 1)
+	setup(r.stream)
+	p := defaultTick()
+	p.Depth, p.PlayheadS = 1, 2.0
+	return firstSlice(t, r.stream, p)
+}
+
 // A shared-curve override changes what in-flight slots produce from the next tick, and
 // clearing it restores the default (spec §4.8).
 func TestStreamSharedCurves(t *testing.T) {
 	trttest.NoLeaks(t)
-	run := func(curve func(s *trt.Stream)) []float32 {
-		r := newStreamRig(t, "oracle", 250, 1)
-		curve(r.stream)
-		p := defaultTick()
-		p.Depth, p.PlayheadS = 1, 2.0
-		slice := make([]float32, trt.MaxSliceFloats)
-		for {
-			res, err := r.stream.Tick(p, slice)
-			require.NoError(t, err)
-			if res.Emitted {
-				return append([]float32(nil), slice[:2*res.NumSamples]...)
-			}
-		}
-	}
+	run := func(curve func(s *trt.Stream)) []float32 { return depth1Slice(t, curve) }
 	plain := run(func(*trt.Stream) {})
 	scaled := run(func(s *trt.Stream) { require.NoError(t, s.SetCurve("velocity_scale", []float32{0.5})) })
 	perFrame := make([]float32, 250)
@@ -277,4 +297,30 @@ func TestStreamSharedCurves(t *testing.T) {
 	err := r.stream.SetCurve("nope", []float32{1})
 	require.ErrorIs(t, err, trt.ErrNotFound)
 	require.ErrorIs(t, r.stream.SetCurve("velocity_scale", make([]float32, 7)), trt.ErrInvalidArgument)
+}
+
+// The stream submits its source as the x0 target (spec §4.10 step 4), so the shared
+// x0_target_strength curve pulls the result towards the source: a scalar strength changes
+// the slice, and a per-frame curve changes it only where it is non-zero (the oracle
+// decoder and DCW act per frame pair, the windowed VAE sees only the window's frames).
+func TestStreamX0TargetStrength(t *testing.T) {
+	trttest.NoLeaks(t)
+	const frames = 250
+	strength := func(from, to int, v float32) func(s *trt.Stream) {
+		return func(s *trt.Stream) {
+			c := make([]float32, frames)
+			for i := from; i < to; i++ {
+				c[i] = v
+			}
+			require.NoError(t, s.SetCurve("x0_target_strength", c))
+		}
+	}
+	plain := depth1Slice(t, func(*trt.Stream) {})
+	scalar := depth1Slice(t, func(s *trt.Stream) { require.NoError(t, s.SetCurve("x0_target_strength", []float32{0.5})) })
+	inWindow := depth1Slice(t, strength(50, 90, 0.5))
+	outside := depth1Slice(t, strength(150, frames, 0.5))
+	// slices.Equal rather than assert.Equal: a failure names the case, not 34560 samples.
+	assert.False(t, slices.Equal(plain, scalar), "x0_target_strength 0.5 changes the slice")
+	assert.True(t, slices.Equal(scalar, inWindow), "a curve equal to the scalar over the window gives the same slice")
+	assert.True(t, slices.Equal(plain, outside), "a curve that is zero over the window leaves it alone")
 }

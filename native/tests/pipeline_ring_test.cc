@@ -320,6 +320,36 @@ TEST(PipelineRing, SdeCurveAndX0TargetFinals) {
     }
 }
 
+// A live stream submits x0_target = source with no strength of its own and drives the blend
+// through the shared x0_target_strength curve (spec §4.10 step 4, §4.8). With DCW off the
+// final latent is (1−s)·C + s·x0_target per frame, and clearing the curve gives C again.
+TEST(PipelineHot, SharedX0TargetStrengthBlendsTowardsTheTarget) {
+  const int T = 8;
+  Inputs in(T, 4);
+  const std::vector<float> C = in.Target(in.enc);
+  Harness h(Config(1, 8, T, 4));
+  dm::pipe::DcwConfig off;
+  off.enabled = false;
+  h.p.SetDcw(off);
+  SlotRequest r = in.Request(9);
+  r.source_latents = in.src.data();
+  r.x0_target = in.src.data();
+  std::vector<float> strength(T);
+  for (int t = 0; t < T; ++t) strength[static_cast<size_t>(t)] = 0.125f * t;
+  h.p.SetSharedCurve("x0_target_strength", Curve::Frames(strength.data(), T));
+  std::vector<float> out(static_cast<size_t>(T) * D);
+  h.p.Generate(r, out.data());
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < D; ++c) {
+      const size_t i = static_cast<size_t>(t) * D + c;
+      const float s = strength[static_cast<size_t>(t)];
+      ASSERT_NEAR(out[i], (1.f - s) * C[i] + s * in.src[i], 3e-5) << "frame " << t;
+    }
+  h.p.SetSharedCurve("x0_target_strength", Curve::None());
+  h.p.Generate(r, out.data());
+  EXPECT_LT(MaxAbsDiff(out.data(), C.data(), out.size()), 3e-5);
+}
+
 // ---------------------------------------------------------------------------------------------
 // CFG decoder forward counts per tick.
 

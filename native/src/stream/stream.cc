@@ -239,6 +239,9 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
     r.seed = p.seed;
     r.denoise = std::clamp(p.denoise, 0.0f, 1.0f);
     r.source_latents = source_;
+    // §4.10 step 4: x0_target = src always; its strength comes from the shared
+    // x0_target_strength curve (SetSharedCurve), 0 by default (then the blend never fires).
+    r.x0_target = source_;
     r.velocity_scale = pipe::Curve::Scalar(p.velocity_scale);
     pipe::SlotCondition neg;
     if (p.rcfg_mode != 0) {
