@@ -99,6 +99,21 @@ func TestStreamEmitsSlicesOnTheRingTimeline(t *testing.T) {
 	assert.Equal(t, []int{9, 10, 11, 12, 17, 18, 19, 20}, emits)
 }
 
+// VAEWindow crosses the C API as a float32: 0.12 s and 0.32 s keep 3 and 8 latent frames
+// (spec §4.9 K = int(w·25) on the value the user meant, not on 0.11999999).
+func TestStreamWindowKeepsWholeFrames(t *testing.T) {
+	trttest.NoLeaks(t)
+	for _, c := range []struct {
+		window float32
+		frames int
+	}{{0.12, 3}, {0.32, 8}, {0.04, 1}} {
+		r := newStreamRig(t, "oracle", 250, 1, func(o *trt.StreamOptions) { o.VAEWindow = c.window })
+		p := defaultTick()
+		p.Depth = 1
+		assert.Len(t, firstSlice(t, r.stream, p), 2*c.frames*1920, "window %v s", c.window)
+	}
+}
+
 func TestStreamSlicePatchesThePlaybackBuffer(t *testing.T) {
 	trttest.NoLeaks(t)
 	r := newStreamRig(t, "oracle", 250, 1)
