@@ -506,40 +506,79 @@ TEST(PipelineHot, ShiftAffectsNewSlotsOnly) {
   EXPECT_NE(oa, ob);  // new slots see the new shift (different intermediate path with DCW)
 }
 
+// Depth changes mid-stream. Shrinking lets the slots beyond the new depth drain: they keep
+// denoising and are emitted when they finish (still one emit per tick, index order), but are
+// not refilled; the queue cap is the new depth at once. (DEMON's set_depth truncates the slots
+// and loses their work; the issue asks for a natural drain.) Steps 8: a slot started at tick
+// k finishes at the end of tick k+7 and is emitted at tick k+8 (or later if a lower-index slot
+// emits first).
 TEST(PipelineHot, DepthShrinkAndGrow) {
   Inputs in(6, 4);
   Harness h(Config(4, 8, 6, 4));
-  for (int k = 1; k <= 6; ++k) {
-    h.p.Submit(in.Request(k));
-    h.p.Tick();
-  }  // slots: r1..r4; queue: r5, r6
-  EXPECT_EQ(h.p.SlotId(2), 3u);
-  h.p.SetDepth(2);  // r3, r4 lost
-  EXPECT_EQ(h.p.depth(), 2);
-  EXPECT_FALSE(h.p.SlotBusy(2));
   std::map<int, uint64_t> emits;
-  for (int k = 7; k <= 12; ++k) {
-    h.p.Submit(in.Request(k));  // queue cap 2: oldest dropped
+  std::map<int, int> active;
+  auto tick = [&](int k) {
+    EXPECT_EQ(h.p.Submit(in.Request(k)), static_cast<uint64_t>(k));
     TickResult r = h.p.Tick();
     if (r.emitted) emits[k] = r.id;
-  }
-  // Ticks 7, 8, 9 drop r5, r6, r7 (queue cap 2); r1/r2 finish and emit at 9/10 while r8/r9
-  // take their slots; r10 is dropped at tick 12 → queue [r11, r12].
-  EXPECT_EQ(emits, (std::map<int, uint64_t>{{9, 1}, {10, 2}}));
+    active[k] = r.active;
+  };
+  for (int k = 1; k <= 6; ++k) tick(k);  // slots r1..r4 (started at ticks 1..4); queue r5, r6
+  EXPECT_EQ(h.p.SlotId(2), 3u);
+  h.p.SetDepth(2);  // r3, r4 drain in slots 2, 3
+  EXPECT_EQ(h.p.depth(), 2);
+  EXPECT_EQ(h.p.SlotId(2), 3u);
+  EXPECT_EQ(h.p.SlotId(3), 4u);
+  EXPECT_EQ(h.p.queued(), 2);
+  for (int k = 7; k <= 12; ++k) tick(k);
+  // Ticks 7, 8, 9 drop r5, r6, r7 (queue cap 2). r1/r2 emit at 9/10 and r8/r9 take their
+  // slots; the draining r3/r4 emit at 11/12 and their slots stay empty; r10 is dropped at
+  // tick 12 → queue [r11, r12].
+  EXPECT_EQ(emits, (std::map<int, uint64_t>{{9, 1}, {10, 2}, {11, 3}, {12, 4}}));
+  EXPECT_EQ(active[10], 4);  // r8, r9 and the draining r3, r4
+  EXPECT_EQ(active[11], 3);  // r3 left
+  EXPECT_EQ(active[12], 2);  // r4 left
   EXPECT_EQ(h.p.dropped(), 4u);
   EXPECT_EQ(h.p.SlotId(0), 8u);
   EXPECT_EQ(h.p.SlotId(1), 9u);
-  EXPECT_EQ(h.p.queued(), 2);
-  h.p.SetDepth(4);  // grow: two empty slots
   EXPECT_FALSE(h.p.SlotBusy(2));
   EXPECT_FALSE(h.p.SlotBusy(3));
-  h.p.Submit(in.Request(13));  // queue cap is 4 again: [r11..r13]
-  TickResult r = h.p.Tick();
-  EXPECT_EQ(r.active, 4);
-  EXPECT_EQ(h.p.SlotId(2), 11u);  // the two oldest queued fill the new slots on the next tick
+  EXPECT_EQ(h.p.queued(), 2);
+
+  h.p.SetDepth(4);  // grow: two empty slots
+  tick(13);         // queue cap is 4 again: [r11..r13]; the two oldest fill the new slots
+  EXPECT_EQ(active[13], 4);
+  EXPECT_EQ(h.p.SlotId(2), 11u);
   EXPECT_EQ(h.p.SlotId(3), 12u);
   EXPECT_EQ(h.p.queued(), 1);
   EXPECT_EQ(h.p.SlotStep(2), 1);
+
+  // Shrink with a queue longer than the new depth, then grow while slots still drain.
+  tick(14);
+  tick(15);  // slots r8, r9, r11, r12 (steps 7, 6, 3, 3); queue [r13, r14, r15]
+  h.p.SetDepth(1);
+  EXPECT_EQ(h.p.queued(), 1);  // r13, r14 dropped at once
+  EXPECT_EQ(h.p.dropped(), 6u);
+  EXPECT_EQ(h.p.SlotId(3), 12u);  // draining
+  tick(16);                       // r15 dropped
+  tick(17);                       // r16 dropped; r8 emitted, r17 takes slot 0
+  h.p.SetDepth(3);                // slot 1 refills after r9; slot 3 (r12) keeps draining
+  for (int k = 18; k <= 22; ++k) tick(k);
+  // r9 emits at 18 (r18 takes slot 1); r11 and r12 finish at the end of tick 20; r11 (slot 2)
+  // emits at 21 (r19 takes slot 2), r12 at 22 and slot 3 stays empty (beyond depth 3).
+  EXPECT_EQ(emits, (std::map<int, uint64_t>{
+                       {9, 1}, {10, 2}, {11, 3}, {12, 4}, {17, 8}, {18, 9}, {21, 11}, {22, 12}}));
+  EXPECT_EQ(active[17], 4);  // r17 and the draining r9, r11, r12
+  EXPECT_EQ(active[20], 4);
+  EXPECT_EQ(active[21], 3);  // r17, r18, r19; r12 waits to be emitted
+  EXPECT_EQ(active[22], 3);
+  EXPECT_EQ(h.p.dropped(), 8u);
+  EXPECT_EQ(h.p.SlotId(0), 17u);
+  EXPECT_EQ(h.p.SlotId(1), 18u);
+  EXPECT_EQ(h.p.SlotId(2), 19u);
+  EXPECT_FALSE(h.p.SlotBusy(3));
+  EXPECT_EQ(h.p.queued(), 3);  // r20, r21, r22
+
   h.p.SetDepth(100);
   EXPECT_EQ(h.p.depth(), 8);
   h.p.SetDepth(0);

@@ -360,9 +360,12 @@ uint64_t Pipeline::Submit(const SlotRequest& req) {
 // ---------------------------------------------------------------------------------------------
 // Hot controls
 
+// Deviation from DEMON, whose set_depth truncates slots[:n] and loses their work (§4.4): the
+// issue asks for active slots to drain naturally. Slots at index >= n keep their request and
+// step until it is emitted (still one emit per tick, index order); Fill never refills them.
 void Pipeline::SetDepth(int n) {
   n = std::min(std::max(n, 1), cfg_.max_depth);
-  for (int i = n; i < cfg_.max_depth; ++i) ReleaseSlot(slots_[static_cast<size_t>(i)]);
+  while (queue_len_ > n) DropQueued(0);  // the queue cap is the new depth from now on
   depth_ = n;
 }
 
@@ -451,7 +454,7 @@ const Curve& Pipeline::Knob(SharedCurve which, const Curve& own, int frames) con
 // Introspection
 
 bool Pipeline::SlotBusy(int i) const {
-  return i >= 0 && i < depth_ && slots_[static_cast<size_t>(i)].req >= 0;
+  return i >= 0 && i < cfg_.max_depth && slots_[static_cast<size_t>(i)].req >= 0;
 }
 uint64_t Pipeline::SlotId(int i) const {
   return SlotBusy(i) ? pool_[static_cast<size_t>(slots_[static_cast<size_t>(i)].req)].id : 0;
@@ -531,7 +534,7 @@ TickResult Pipeline::Tick() {
              gain_frames_, T);
     };
     if (target > 0) check(target);
-    for (int i = 0; i < depth_; ++i) {
+    for (int i = 0; i < cfg_.max_depth; ++i) {
       const Slot& s = slots_[static_cast<size_t>(i)];
       if (s.req < 0) continue;
       const int T = pool_[static_cast<size_t>(s.req)].frames;
@@ -547,14 +550,15 @@ TickResult Pipeline::Tick() {
       if (pool_[static_cast<size_t>(queue_[static_cast<size_t>(qi)])].frames != target)
         DropQueued(qi);
     }
-    for (int i = 0; i < depth_; ++i) {
+    for (int i = 0; i < cfg_.max_depth; ++i) {
       Slot& s = slots_[static_cast<size_t>(i)];
       if (s.req >= 0 && pool_[static_cast<size_t>(s.req)].frames != target) ReleaseSlot(s);
     }
   }
 
-  // 2. Emit the first finished slot (index order), at most one.
-  for (int i = 0; i < depth_; ++i) {
+  // 2. Emit the first finished slot (index order), at most one. Slots beyond depth_ are
+  // draining after a shrink (SetDepth): they emit like the others.
+  for (int i = 0; i < cfg_.max_depth; ++i) {
     Slot& s = slots_[static_cast<size_t>(i)];
     if (s.req < 0 || s.step < s.sched_len - 1) continue;
     const StoredRequest& r = pool_[static_cast<size_t>(s.req)];
@@ -567,7 +571,7 @@ TickResult Pipeline::Tick() {
     break;
   }
 
-  // 3. Fill empty slots from the queue (oldest first).
+  // 3. Fill empty slots below depth_ from the queue (oldest first).
   for (int i = 0; i < depth_ && queue_len_ > 0; ++i) {
     Slot& s = slots_[static_cast<size_t>(i)];
     if (s.req >= 0) continue;
@@ -584,21 +588,21 @@ TickResult Pipeline::Tick() {
   // context again (rows are independent: their order does not change any result).
   bool active[kMaxDepth] = {};
   bool placed[kMaxDepth] = {};
-  for (int i = 0; i < depth_; ++i) {
+  for (int i = 0; i < cfg_.max_depth; ++i) {
     const Slot& s = slots_[static_cast<size_t>(i)];
     active[i] = s.req >= 0 && s.step < s.sched_len - 1;
   }
   int n = num_active_;
   for (int p = 0; p < n;) {
     const int i = active_[static_cast<size_t>(p)];
-    if (i < depth_ && active[i]) {
+    if (active[i]) {
       placed[i] = true;
       ++p;
     } else {
       active_[static_cast<size_t>(p)] = active_[static_cast<size_t>(--n)];
     }
   }
-  for (int i = 0; i < depth_; ++i)
+  for (int i = 0; i < cfg_.max_depth; ++i)
     if (active[i] && !placed[i]) active_[static_cast<size_t>(n++)] = i;
   num_active_ = n;
   res.active = num_active_;

@@ -149,8 +149,10 @@ class Pipeline {
   // returns the request id. Restores the previous depth.
   uint64_t Generate(const SlotRequest& req, float* out);
 
-  // §4.4 set_depth: clamps to [1, max_depth]; shrink drops slots [n, depth) and their work;
-  // grow appends empty slots.
+  // §4.4 set_depth: clamps to [1, max_depth]. Shrink: slots [n, depth) drain — they keep
+  // denoising until they finish and are emitted, but are not refilled (DEMON drops them and
+  // their work instead) — and the queue is capped at n at once (oldest dropped). Grow: the
+  // new slots fill from the queue on the next tick.
   void SetDepth(int n);
   int depth() const { return depth_; }
 
@@ -180,7 +182,7 @@ class Pipeline {
   int queued() const { return queue_len_; }
   uint64_t dropped() const { return dropped_; }
   uint64_t ticks() const { return ticks_; }
-  bool SlotBusy(int i) const;
+  bool SlotBusy(int i) const;  // any slot < max_depth (a slot >= depth() may be draining)
   uint64_t SlotId(int i) const;
   int SlotStep(int i) const;
   const float* SlotLatent(int i) const;  // xt [T,64] or null
@@ -229,7 +231,7 @@ class Pipeline {
   size_t bytes_reserved_ = 0;
 
   std::vector<StoredRequest> pool_;  // 2·max_depth entries, sized once
-  std::vector<Slot> slots_;          // max_depth entries, sized once
+  std::vector<Slot> slots_;          // max_depth entries, sized once; busy ones >= depth_ drain
   std::vector<int> queue_;           // capacity max_depth + 1, indices into pool_
   int queue_len_ = 0;
   std::vector<int> active_;  // slot indices active this tick (capacity max_depth)
