@@ -1,6 +1,7 @@
 package trt_test
 
 import (
+	"math"
 	"runtime"
 	"slices"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/demon-audio/demon/audio"
 	"github.com/demon-audio/demon/trt"
 	"github.com/demon-audio/demon/trt/trttest"
 )
@@ -177,12 +179,28 @@ func TestStreamTickAllocatesNothing(t *testing.T) {
 		}
 	})
 	assert.Zero(t, allocs, "Go allocations per tick")
+	out := trt.SliceBuffers{F32: slice, F16: make([]byte, trt.MaxSliceHalfBytes)}
+	allocs = testing.AllocsPerRun(20, func() {
+		if _, err := r.stream.TickInto(p, out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.stream.DecodeWindow(p.PlayheadS, nil, out); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs, "Go allocations per tick with a float16 slice, and per idle decode")
 	cgo0 := runtime.NumCgoCall()
 	for range 10 {
 		_, err := r.stream.Tick(p, slice)
 		require.NoError(t, err)
 	}
 	assert.Equal(t, int64(10), runtime.NumCgoCall()-cgo0, "one cgo call per tick")
+	cgo0 = runtime.NumCgoCall()
+	_, err := r.stream.TickInto(p, out)
+	require.NoError(t, err)
+	_, err = r.stream.DecodeWindow(1, nil, out)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), runtime.NumCgoCall()-cgo0, "one cgo call for TickInto, one for DecodeWindow")
 	after := trttest.Snapshot(t, r.dev).Totals
 	assert.Equal(t, before.Allocations, after.Allocations, "the ledger does not move between ticks")
 	assert.Equal(t, before.UsedBytes, after.UsedBytes)
@@ -338,4 +356,185 @@ func TestStreamX0TargetStrength(t *testing.T) {
 	assert.False(t, slices.Equal(plain, scalar), "x0_target_strength 0.5 changes the slice")
 	assert.True(t, slices.Equal(scalar, inWindow), "a curve equal to the scalar over the window gives the same slice")
 	assert.True(t, slices.Equal(plain, outside), "a curve that is zero over the window leaves it alone")
+}
+
+// The shim's float16 copy of a slice is the wire's RAW payload: the same bits as
+// converting the float32 slice in Go.
+func TestStreamSliceAsFloat16(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "tiny-dit", 126, 1)
+	p := defaultTick()
+	p.Depth = 1
+	out := trt.SliceBuffers{F32: make([]float32, trt.MaxSliceFloats), F16: make([]byte, trt.MaxSliceHalfBytes+16)}
+	for i := range out.F16 {
+		out.F16[i] = 0xA5 // not a conversion of anything in the slice
+	}
+	var res trt.TickResult
+	for !res.Emitted {
+		var err error
+		res, err = r.stream.TickInto(p, out)
+		require.NoError(t, err)
+	}
+	n := 2 * res.NumSamples
+	want := audio.AppendFloat16LE(nil, out.F32[:n])
+	require.Len(t, want, 2*n)
+	assert.True(t, slices.Equal(want, out.F16[:2*n]), "float16 bytes equal audio.AppendFloat16LE of the float32 slice")
+	for i := 0; i < n; i += 997 {
+		h := uint16(out.F16[2*i]) | uint16(out.F16[2*i+1])<<8
+		require.Equal(t, audio.F32ToF16(out.F32[i]), h, "sample %d", i)
+	}
+	assert.Equal(t, byte(0xA5), out.F16[2*n], "nothing written past the slice")
+
+	// Idle decodes fill the float16 buffer the same way.
+	res, err := r.stream.DecodeWindow(1.3, nil, out)
+	require.NoError(t, err)
+	n = 2 * res.NumSamples
+	assert.True(t, slices.Equal(audio.AppendFloat16LE(nil, out.F32[:n]), out.F16[:2*n]))
+
+	// A float16 buffer too small for a slice is refused (the float32 one alone is fine).
+	_, err = r.stream.TickInto(p, trt.SliceBuffers{F32: out.F32, F16: make([]byte, 10)})
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "float16 slice buffer holds 10 bytes")
+}
+
+// DecodeWindow decodes without a DiT tick (idle mode, spec §4.10 step 2): the last emitted
+// latent by default, or a given one, at the playhead + lead, patched into the playback.
+func TestStreamDecodeWindow(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "oracle", 250, 1)
+	out := trt.SliceBuffers{F32: make([]float32, trt.MaxSliceFloats)}
+	_, err := r.stream.DecodeWindow(2, nil, out)
+	require.ErrorIs(t, err, trt.ErrState, "nothing emitted yet")
+	assert.Contains(t, err.Error(), "no latent emitted yet")
+
+	p := defaultTick()
+	p.Depth, p.PlayheadS = 1, 2.0
+	ticked := firstSlice(t, r.stream, p)
+	// The crossfade (25 ms = 1200 frames) blends a slice's edges with what the playback
+	// buffer held; the interior is the decoded window itself.
+	const xf = 2 * 1200
+	n := len(ticked)
+	interior := func(v []float32) []float32 { return v[xf : n-xf] }
+
+	res, err := r.stream.DecodeWindow(2.0, nil, out)
+	require.NoError(t, err)
+	assert.True(t, res.Decoded)
+	assert.False(t, res.Emitted)
+	assert.Equal(t, uint32(1), res.NumGens)
+	assert.Equal(t, int64(62)*1920, res.StartSample, "frame floor((2+0.5)·25)")
+	require.Equal(t, n, 2*res.NumSamples)
+	assert.True(t, slices.Equal(interior(ticked), interior(out.F32[:n])), "the last latent again")
+	got := make([]float32, n)
+	require.NoError(t, r.stream.ReadPlayback(res.StartSample, got))
+	assert.True(t, slices.Equal(out.F32[:n], got), "the slice is patched into the playback buffer")
+
+	res, err = r.stream.DecodeWindow(3.0, nil, out)
+	require.NoError(t, err)
+	assert.Equal(t, int64(87)*1920, res.StartSample, "the window follows the playhead")
+
+	// A given latent: the reference VAE maps silence to silence.
+	silence := make([]float32, 250*64)
+	res, err = r.stream.DecodeWindow(2.0, silence, out)
+	require.NoError(t, err)
+	assert.Equal(t, int64(62)*1920, res.StartSample)
+	for i, v := range interior(out.F32[:n]) {
+		require.Zero(t, v, "sample %d of a silent latent", i)
+	}
+	// ... and it does not replace the last emitted latent.
+	_, err = r.stream.DecodeWindow(2.0, nil, out)
+	require.NoError(t, err)
+	assert.True(t, slices.Equal(interior(ticked), interior(out.F32[:n])))
+
+	_, err = r.stream.DecodeWindow(2.0, silence[:64*100], out)
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "latent has 100 frames")
+	_, err = r.stream.DecodeWindow(2.0, silence[:65], out)
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	_, err = r.stream.DecodeWindow(2.0, nil, trt.SliceBuffers{F32: make([]float32, 10)})
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+}
+
+// A tick whose slice buffer is too small fails before it changes anything: the ring
+// buffer's timeline is the same as if it had not been called.
+func TestStreamTickRefusesSmallBuffersUpFront(t *testing.T) {
+	trttest.NoLeaks(t)
+	r := newStreamRig(t, "oracle", 250, 4)
+	p := defaultTick()
+	for range 5 {
+		_, err := r.stream.Tick(p, make([]float32, 10))
+		require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	}
+	slice := make([]float32, trt.MaxSliceFloats)
+	for tick := 1; tick <= 9; tick++ {
+		res, err := r.stream.Tick(p, slice)
+		require.NoError(t, err)
+		assert.Equal(t, tick == 9, res.Emitted, "tick %d: the first emit is at tick 9", tick)
+	}
+}
+
+// Per-frame prompt weights (SetBlendCurve): with prompt B weighted 0 on the first half of
+// the latent and 1 on the second, a window in the first half sounds like prompt A alone and
+// one in the second half like prompt B alone (the oracle decoder, DCW and the reference VAE
+// act per frame pair; the boundary frame 126 is even).
+func TestStreamBlendCurve(t *testing.T) {
+	trttest.NoLeaks(t)
+	const frames = 250
+	promptB := make([]float32, 40*2048)
+	for i := range promptB {
+		promptB[i] = 1 + float32(i%17)/40
+	}
+	// Two emits of the same request (same seed and inputs, so the same latent) decoded with
+	// the playhead at 2 s (window frames 54..78) and at 7 s (frames 179..203).
+	run := func(blend float32, curve []float32) (first, second []float32) {
+		r := newStreamRig(t, "oracle", frames, 1, func(o *trt.StreamOptions) { o.MaxDepth, o.MaxPrompts = 4, 2 })
+		require.NoError(t, r.stream.SetCondition(trt.CondPromptB, buffer(t, r.dev, promptB), 40))
+		if curve != nil {
+			require.NoError(t, r.stream.SetBlendCurve(curve))
+		}
+		p := defaultTick()
+		p.Depth, p.PromptBlend, p.PlayheadS = 1, blend, 2.0
+		first = firstSlice(t, r.stream, p)
+		p.PlayheadS = 7.0
+		return first, firstSlice(t, r.stream, p)
+	}
+	curve := make([]float32, frames)
+	for i := 126; i < frames; i++ {
+		curve[i] = 1
+	}
+	a1, a2 := run(0, nil)
+	b1, b2 := run(1, nil)
+	c1, c2 := run(0.5, curve) // the curve overrides the scalar blend
+	maxDiff := func(x, y []float32) float64 {
+		require.Len(t, y, len(x))
+		var m float64
+		for i := range x {
+			m = max(m, math.Abs(float64(x[i]-y[i])))
+		}
+		return m
+	}
+	t.Logf("max |A−B| %.3g / %.3g, |curve−A| %.3g, |curve−B| %.3g", maxDiff(a1, b1), maxDiff(a2, b2), maxDiff(c1, a1), maxDiff(c2, b2))
+	require.Greater(t, maxDiff(a1, b1), 1e-2, "the prompts sound different")
+	require.Greater(t, maxDiff(a2, b2), 1e-2)
+	// Two conditions take the sampler's general integration branch (§4.5): equal to the
+	// single-prompt runs up to rounding, not necessarily bitwise.
+	assert.Less(t, maxDiff(c1, a1), 1e-4, "weight 0 on the first half: prompt A")
+	assert.Less(t, maxDiff(c2, b2), 1e-4, "weight 1 on the second half: prompt B")
+
+	// Clearing the curve returns to the scalar blend; bad curves are refused.
+	r := newStreamRig(t, "oracle", frames, 1, func(o *trt.StreamOptions) { o.MaxDepth, o.MaxPrompts = 4, 2 })
+	require.ErrorIs(t, r.stream.SetBlendCurve(make([]float32, 7)), trt.ErrInvalidArgument)
+	require.ErrorIs(t, r.stream.SetBlendCurve([]float32{float32(math.NaN())}), trt.ErrInvalidArgument)
+	require.NoError(t, r.stream.SetBlendCurve(curve))
+	require.NoError(t, r.stream.SetBlendCurve(nil))
+	p := defaultTick()
+	p.Depth, p.PlayheadS = 1, 2.0
+	assert.True(t, slices.Equal(a1, firstSlice(t, r.stream, p)), "cleared: the scalar blend (0 = prompt A) again")
+
+	plain := newStreamRig(t, "oracle", frames, 1)
+	err := plain.stream.SetBlendCurve(curve)
+	require.ErrorIs(t, err, trt.ErrState)
+	assert.Contains(t, err.Error(), "max_prompts 2")
+	_, err = trt.NewStream(plain.ctx, plain.vae, "session:s", trt.StreamOptions{Frames: frames, MaxDepth: 8, Depth: 4, Steps: 8, Shift: 3, MaxCondLen: 64, MaxPrompts: 2})
+	require.ErrorIs(t, err, trt.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "16 decoder rows, the decoder's max batch is 8")
 }

@@ -374,6 +374,9 @@ typedef struct dm_stream_options {
   int max_cond_len; /* longest conditioning sequence accepted, 32..512 */
   float vae_window; /* kept slice in seconds, clamped to [0.04, 0.36] */
   float lead_s;     /* decode this far ahead of the playhead, seconds */
+  int max_prompts;  /* 0 or 1: prompt A/B as the tick's scalar lerp; 2: per-frame A/B weights
+                       too (dm_stream_set_blend_curve), two decoder rows per slot, so
+                       2·max_depth must fit the decoder's max batch */
 } dm_stream_options;
 
 typedef enum dm_condition_slot {
@@ -436,15 +439,36 @@ int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, i
  * unknown name. */
 int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
                         dm_error* err) DM_NOEXCEPT;
+/* Per-frame prompt A/B weights (spec §4.1 temporal_weight): values[t] in [0, 1] weighs prompt
+ * B at latent frame t and 1 − values[t] prompt A; the two prompts run as separate decoder rows
+ * and their velocities blend per frame. len T is a curve, 1 a constant, 0 clears (back to the
+ * tick's scalar prompt_blend). Copied; requests submitted from the next tick carry it.
+ * DM_ERR_STATE unless the stream was created with max_prompts = 2. */
+int dm_stream_set_blend_curve(dm_stream* stream, const float* values, int len,
+                              dm_error* err) DM_NOEXCEPT;
 /* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920). */
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
                            dm_error* err) DM_NOEXCEPT;
 int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, int64_t frames,
                             dm_error* err) DM_NOEXCEPT;
 /* One tick. When a latent is decoded, the slice (interleaved stereo float32) is written to
- * `slice` (capacity `slice_cap` floats; 2·17280 is always enough). */
+ * `slice` (capacity `slice_cap` floats; 2·17280 is always enough) and, when `slice_f16` is
+ * not NULL, the same samples as IEEE float16 little-endian bytes — the wire's RAW slice
+ * payload — to `slice_f16` (capacity `f16_cap` bytes; 4·17280 is always enough). With
+ * params->decode set, buffers too small for this stream's slices fail the call
+ * (DM_ERR_INVALID_ARGUMENT) before anything changes. */
 int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
-                   float* slice, int64_t slice_cap, dm_error* err) DM_NOEXCEPT;
+                   float* slice, int64_t slice_cap, uint8_t* slice_f16, int64_t f16_cap,
+                   dm_error* err) DM_NOEXCEPT;
+/* The decode half of a tick without the DiT (spec §4.10 step 2, idle mode: "keep decoding the
+ * last latent"): decodes the window at playhead_s + lead of `latent` ([frames, 64] floats in
+ * host memory, read during the call) or, when `latent` is NULL, of the last latent the stream
+ * emitted (DM_ERR_STATE if none yet); crossfades and patches it into the playback buffer and
+ * writes the slice buffers as dm_stream_tick does. result: decoded = 1, start_sample,
+ * num_samples, dec_ms, num_gens, depth; the DiT fields are 0. */
+int dm_stream_decode_window(dm_stream* stream, double playhead_s, const float* latent, int frames,
+                            dm_tick_result* result, float* slice, int64_t slice_cap,
+                            uint8_t* slice_f16, int64_t f16_cap, dm_error* err) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Diagnostics for tests of the exception barrier.

@@ -190,6 +190,14 @@ void FloatsToHalf(const float* in, uint16_t* out, long n) {
   for (long i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
 }
 
+void FloatsToHalfLE(const float* in, uint8_t* out, long n) {
+  for (long i = 0; i < n; ++i) {
+    const uint16_t h = FloatToHalf(in[i]);
+    out[2 * i] = static_cast<uint8_t>(h & 0xFFu);
+    out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+}
+
 void HalfsToFloat(const uint16_t* in, float* out, long n) {
   for (long i = 0; i < n; ++i) out[i] = HalfToFloat(in[i]);
 }

@@ -66,6 +66,8 @@ uint16_t FloatToHalf(float f);
 float HalfToFloat(uint16_t h);
 void FloatsToHalf(const float* in, uint16_t* out, long n);
 void HalfsToFloat(const uint16_t* in, float* out, long n);
+// FloatToHalf into 2·n bytes, little-endian whatever the host order (the wire's layout).
+void FloatsToHalfLE(const float* in, uint8_t* out, long n);
 
 }  // namespace pipe
 }  // namespace dm

@@ -114,7 +114,7 @@ struct TickResult {
   bool emitted = false;
   uint64_t id = 0;                // the emitted request's id (Submit's return value)
   int frames = 0;                 // its T
-  const float* latent = nullptr;  // [frames,64], valid until the next Tick/Generate
+  const float* latent = nullptr;  // [frames,64]; only the next emit (Tick/Generate) rewrites it
   int active = 0;                 // slots advanced this tick
   int decoder_calls = 0;          // 0, 1 or 2
   int pos_rows = 0;               // batch of the positive call
