@@ -63,6 +63,7 @@ type TickResult struct {
 	TickMs       float32
 	DecMs        float32
 	EngineMs     float32 // of TickMs, time inside decoder engine execution
+	VAEMs        float32 // of DecMs, time inside the windowed VAE engine
 	NumGens      uint32
 	Active       int
 	DecoderCalls int
@@ -315,7 +316,7 @@ func (s *Stream) result() TickResult {
 	return TickResult{
 		Emitted: r.emitted != 0, Decoded: r.decoded != 0,
 		StartSample: int64(r.start_sample), NumSamples: int(r.num_samples),
-		TickMs: float32(r.tick_ms), DecMs: float32(r.dec_ms), EngineMs: float32(r.engine_ms), NumGens: uint32(r.num_gens),
+		TickMs: float32(r.tick_ms), DecMs: float32(r.dec_ms), EngineMs: float32(r.engine_ms), VAEMs: float32(r.vae_ms), NumGens: uint32(r.num_gens),
 		Active: int(r.active), DecoderCalls: int(r.decoder_calls), Depth: int(r.depth),
 	}
 }

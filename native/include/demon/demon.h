@@ -412,6 +412,7 @@ typedef struct dm_tick_result {
   float tick_ms;
   float dec_ms;
   float engine_ms;   /* of tick_ms, time inside decoder engine execution */
+  float vae_ms;      /* of dec_ms, time inside the windowed VAE engine */
   uint32_t num_gens; /* latents finished since the stream was created */
   int active;        /* slots advanced */
   int decoder_calls; /* 0, 1 or 2 (CFG) */

@@ -109,6 +109,7 @@ void CopyResult(const dm::TickResult& r, dm_tick_result* result) {
   result->tick_ms = r.tick_ms;
   result->dec_ms = r.dec_ms;
   result->engine_ms = r.engine_ms;
+  result->vae_ms = r.vae_ms;
   result->num_gens = r.num_gens;
   result->active = r.active;
   result->decoder_calls = r.decoder_calls;

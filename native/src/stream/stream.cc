@@ -374,7 +374,9 @@ void Stream::DecodeSlice(const float* latent, double playhead_s, const SliceBuff
          frames_);
   }
   pipe::GatherWindow(latent, frames_, plan, window_z_);
+  const auto v0 = std::chrono::steady_clock::now();
   window_->DecodeWindow(window_z_, n, window_audio_);
+  out->vae_ms = static_cast<float>(stream_detail::Ms(v0, std::chrono::steady_clock::now()));
   const long kept = plan.num_samples();
   const long span = static_cast<long>(n) * kHop;
   const float* left = window_audio_ + static_cast<long>(plan.pre) * kHop;

@@ -78,6 +78,7 @@ struct TickResult {
   float tick_ms = 0;
   float dec_ms = 0;
   float engine_ms = 0;    // of tick_ms, time inside the decoder engine
+  float vae_ms = 0;       // of dec_ms, time inside the windowed VAE engine
   uint32_t num_gens = 0;  // latents finished so far
   int active = 0;
   int decoder_calls = 0;
