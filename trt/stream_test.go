@@ -540,3 +540,48 @@ func TestStreamBlendCurve(t *testing.T) {
 	require.ErrorIs(t, err, trt.ErrInvalidArgument)
 	assert.Contains(t, err.Error(), "16 decoder rows, the decoder's max batch is 8")
 }
+
+// The stream rewrites its context (hint strength) and prompt (blend) in place and lets
+// requests reference them by version instead of copying them every tick: requests already
+// submitted must keep what they were submitted with, later ones see the change — also those
+// whose request storage last held a request from before it. Depth 4 / steps 8: r1..r4
+// (ticks 1..4) emit at ticks 9..12, r6..r9 at 17..20, r14..r17 at 25..28.
+func TestStreamKnobChangesSpareRequestsInFlight(t *testing.T) {
+	trttest.NoLeaks(t)
+	run := func(change bool) [][]float32 {
+		r := newStreamRig(t, "oracle", 250, 4)
+		promptB := make([]float32, 40*2048)
+		for i := range promptB {
+			promptB[i] = 1 + float32(i%13)/20
+		}
+		require.NoError(t, r.stream.SetCondition(trt.CondPromptB, buffer(t, r.dev, promptB), 40))
+		p := defaultTick()
+		p.PlayheadS = 2.0
+		slice := make([]float32, trt.MaxSliceFloats)
+		var slices [][]float32
+		for tick := 1; tick <= 28; tick++ {
+			if change && tick == 5 {
+				p.HintStrength, p.PromptBlend = 0.5, 0.7
+			}
+			res, err := r.stream.Tick(p, slice)
+			require.NoError(t, err)
+			if res.Emitted {
+				slices = append(slices, append([]float32(nil), slice[:2*res.NumSamples]...))
+			}
+		}
+		require.Len(t, slices, 12)
+		return slices
+	}
+	steady, changed := run(false), run(true)
+	// Every slice patches the same region, so once one differs the next ones' crossfaded
+	// edges (1200 frames each side) do too: compare the interiors, which only the latent
+	// decides.
+	const xf = 2 * 1200
+	interior := func(v []float32) []float32 { return v[xf : len(v)-xf] }
+	for i := range 4 {
+		assert.True(t, slices.Equal(interior(steady[i]), interior(changed[i])), "r%d was submitted before the change", i+1)
+	}
+	for i := 4; i < 12; i++ {
+		assert.False(t, slices.Equal(interior(steady[i]), interior(changed[i])), "emit %d was submitted after the change", i+1)
+	}
+}

@@ -57,6 +57,7 @@ struct Pipeline::StoredCurve {
 
 struct Pipeline::StoredCond {
   float* enc = nullptr;  // [max_cond_len, 2048]
+  Content enc_held;      // what enc holds
   int len = 0;
   StoredCurve weight;
   bool has_range = false;
@@ -75,11 +76,12 @@ struct Pipeline::StoredRequest {
   bool has_cfg = false;
   StepStrengthFn step_fn = nullptr;
 
-  float* ctx = nullptr;         // [T,128]
-  float* src = nullptr;         // [T,64]
-  float* x0t = nullptr;         // [T,64]
-  float* mask_orig = nullptr;   // [T,64]
-  float* mask_noise = nullptr;  // [T,64]
+  float* ctx = nullptr;                  // [T,128]
+  float* src = nullptr;                  // [T,64]
+  float* x0t = nullptr;                  // [T,64]
+  Content ctx_held, src_held, x0t_held;  // what ctx, src, x0t hold
+  float* mask_orig = nullptr;            // [T,64]
+  float* mask_noise = nullptr;           // [T,64]
 
   StoredCurve x0_strength, x0_curve, init_noise, mask, guidance, momentum, rescale, vscale, onc,
       sdc;
@@ -233,8 +235,8 @@ void Pipeline::Carve(Carver& cv) {
   b_ctx_ = cv.Floats(rows * te * kContextDim);
   b_vpos_ = cv.Floats(pos_rows * te * kLatentDim);
   b_vneg_ = cv.Floats(std::max<size_t>(neg_rows, 1) * te * kLatentDim);
-  enc_rows_.rows.assign(rows, RowSource{});
-  ctx_rows_.rows.assign(rows, RowSource{});
+  enc_rows_.rows.assign(rows, Content{});
+  ctx_rows_.rows.assign(rows, Content{});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +284,16 @@ void Pipeline::Validate(const SlotRequest& req) const {
   // x0_target_curve without x0_target is ignored, as in DEMON (curve_x0 needs both).
 }
 
+void Pipeline::CopyInput(float* dst, Content& held, const float* src, uint64_t version, size_t n,
+                         uint64_t id) {
+  const Content want =
+      version != 0 ? Content{src, version, n} : Content{dst, id, n};  // see Content
+  if (version != 0 && held == want) return;
+  std::memcpy(dst, src, n * sizeof(float));
+  input_bytes_copied_ += n * sizeof(float);
+  held = want;
+}
+
 void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   const size_t T = static_cast<size_t>(req.frames);
   const size_t TD = T * kLatentDim;
@@ -292,11 +304,11 @@ void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   r.rcfg = req.rcfg_mode;
   r.x0_gate = req.x0_target_gate;
   r.step_fn = req.latent_mask.step_strength;
-  std::memcpy(r.ctx, req.context_latents, T * kContextDim * sizeof(float));
+  CopyInput(r.ctx, r.ctx_held, req.context_latents, req.context_version, T * kContextDim, r.id);
   r.has_src = req.source_latents != nullptr;
-  if (r.has_src) std::memcpy(r.src, req.source_latents, TD * sizeof(float));
+  if (r.has_src) CopyInput(r.src, r.src_held, req.source_latents, req.source_version, TD, r.id);
   r.has_x0t = req.x0_target != nullptr;
-  if (r.has_x0t) std::memcpy(r.x0t, req.x0_target, TD * sizeof(float));
+  if (r.has_x0t) CopyInput(r.x0t, r.x0t_held, req.x0_target, req.x0_target_version, TD, r.id);
   r.has_mask = req.latent_mask.mask.set();
   r.has_mask_noise = r.has_mask && req.latent_mask.noise != nullptr;
   if (r.has_mask) {
@@ -313,8 +325,8 @@ void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   r.vscale.Assign(req.velocity_scale);
   r.onc.Assign(req.ode_noise);
   r.sdc.Assign(req.sde_denoise);
-  auto cond = [](const SlotCondition& c, StoredCond& d) {
-    std::memcpy(d.enc, c.enc, static_cast<size_t>(c.len) * kEncoderDim * sizeof(float));
+  auto cond = [&](const SlotCondition& c, StoredCond& d) {
+    CopyInput(d.enc, d.enc_held, c.enc, c.version, static_cast<size_t>(c.len) * kEncoderDim, r.id);
     d.len = c.len;
     d.weight.Assign(c.temporal_weight);
     d.has_range = c.has_step_range;
@@ -703,7 +715,7 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
         std::memset(h + static_cast<size_t>(T) * D, 0,
                     static_cast<size_t>(te - T) * D * sizeof(float));
       b_timestep_[rows] = s.t;
-      if (ctx_rows_.Stale(rows, RowSource{r.id, -1, false})) {
+      if (ctx_rows_.Stale(rows, r.ctx_held)) {
         float* ctx = b_ctx_ + static_cast<size_t>(rows) * te * kContextDim;
         std::memcpy(ctx, r.ctx, static_cast<size_t>(T) * kContextDim * sizeof(float));
         batch_bytes_copied_ += static_cast<uint64_t>(te) * kContextDim * sizeof(float);
@@ -711,8 +723,7 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
           std::memset(ctx + static_cast<size_t>(T) * kContextDim, 0,
                       static_cast<size_t>(te - T) * kContextDim * sizeof(float));
       }
-      if (enc_rows_.Stale(rows,
-                          RowSource{r.id, negative ? s.neg_sel[j] : s.pos_sel[j], negative})) {
+      if (enc_rows_.Stale(rows, c.enc_held)) {
         float* e = b_enc_ + static_cast<size_t>(rows) * enc_row;
         const size_t used = static_cast<size_t>(c.len) * kEncoderDim;
         std::memcpy(e, c.enc, used * sizeof(float));

@@ -26,9 +26,23 @@
 namespace dm {
 namespace pipe {
 
+// What a buffer holds: `floats` values copied from `origin` as it was at `version`. Equal
+// tags mean equal bytes, so a copy whose destination already holds the tag can be skipped.
+// Caller inputs with a version (SlotRequest::*_version) are tagged by their address; other
+// inputs by their pool storage and request id, which no other request shares.
+struct Content {
+  const void* origin = nullptr;
+  uint64_t version = 0;
+  size_t floats = 0;
+  bool operator==(const Content& o) const {
+    return origin == o.origin && version == o.version && floats == o.floats;
+  }
+};
+
 // One conditioning sequence (enc [len, 2048]; no attention mask: the decoder has none, §2.2).
 struct SlotCondition {
   const float* enc = nullptr;   // [len, kEncoderDim], caller memory (copied by Submit)
+  uint64_t version = 0;         // of enc; see SlotRequest::context_version
   int len = 0;                  // L, 1..max_cond_len
   Curve temporal_weight;        // per-frame blend weight; unset = 1
   bool has_step_range = false;  // active while start <= step/total < end
@@ -50,10 +64,19 @@ struct LatentMask {
 
 // §4.1. Every pointer is caller memory that must stay valid only for the Submit() call.
 // Per-frame knobs are Curves (scalar or [T]).
+//
+// Versions (0 = none) let a caller that keeps an input at a fixed address skip its copy: the
+// caller gives the buffer a new version whenever it rewrites it, so the same (address,
+// version) always means the same bytes, and Submit and the decoder batch skip copies of
+// content they already hold. A live stream's context, source and prompts rarely change, so
+// its steady-state ticks copy none of them (results are the same either way).
 struct SlotRequest {
   int frames = 0;                          // T
   const float* context_latents = nullptr;  // [T, 128], required
-  SlotCondition primary;                   // required; its weight/range = primary_temporal_*
+  uint64_t context_version = 0;
+  uint64_t source_version = 0;     // of source_latents
+  uint64_t x0_target_version = 0;  // of x0_target
+  SlotCondition primary;           // required; its weight/range = primary_temporal_*
   const SlotCondition* extra_conditions = nullptr;
   int num_extra_conditions = 0;
   const SlotCondition* neg_conditions = nullptr;
@@ -191,6 +214,9 @@ class Pipeline {
   // Bytes of conditioning and context the batch builder copied so far (rows it could not
   // reuse from the previous call).
   uint64_t batch_bytes_copied() const { return batch_bytes_copied_; }
+  // Bytes of context, source, x0 target and conditioning Submit copied so far (inputs whose
+  // version the request storage did not already hold).
+  uint64_t input_bytes_copied() const { return input_bytes_copied_; }
   // Makes the next decoder call copy every batch row again (tests: cached rows must equal
   // freshly copied ones).
   void ForgetBatchRows() {
@@ -208,6 +234,10 @@ class Pipeline {
   void Carve(Carver& cv);
   void Validate(const SlotRequest& req) const;
   void CopyIn(const SlotRequest& req, StoredRequest& dst);
+  // Copies n floats from src to dst, unless held says dst already has (src, version);
+  // updates held. An unversioned input is tagged with dst and the request id.
+  void CopyInput(float* dst, Content& held, const float* src, uint64_t version, size_t n,
+                 uint64_t id);
   void ReleaseSlot(Slot& s);
   void DropQueued(int qi);
   void InitSlot(Slot& s, int pool_index);
@@ -243,6 +273,7 @@ class Pipeline {
   uint64_t next_id_ = 1;
   uint64_t dropped_ = 0;
   uint64_t batch_bytes_copied_ = 0;
+  uint64_t input_bytes_copied_ = 0;
   uint64_t ticks_ = 0;
 
   // Shared-curve overrides (§4.8).
@@ -257,31 +288,23 @@ class Pipeline {
   float* dcw_low_ = nullptr;
   float* dcw_high_ = nullptr;
 
-  // What each batch row of b_enc_ / b_ctx_ holds. A request's conditioning and context are
-  // fixed for its life (a pool entry gets a new id when reused), so a row is copied only when
-  // its source changes: in steady state a tick copies hidden_states and the newcomer's rows.
-  // Rows are laid out at a stride (L for b_enc_, T_eff for b_ctx_); a call at another stride
-  // overlaps every row, so it forgets them all.
-  struct RowSource {
-    uint64_t req = 0;  // request id; 0: nothing valid
-    int cond = -1;     // condition index (enc rows)
-    bool negative = false;
-    bool operator==(const RowSource& o) const {
-      return req == o.req && cond == o.cond && negative == o.negative;
-    }
-  };
+  // What each batch row of b_enc_ / b_ctx_ holds (the Content of the request's conditioning
+  // or context). A row is copied only when that changes: in steady state a tick copies
+  // hidden_states and the rows of a newcomer whose inputs are unversioned (none when they
+  // are versioned and unchanged). Rows are laid out at a stride (L for b_enc_, T_eff for
+  // b_ctx_); a call at another stride overlaps every row, so it forgets them all.
   struct BatchRows {
     int stride = 0;
-    std::vector<RowSource> rows;  // sized at construction
+    std::vector<Content> rows;  // sized at construction
     // Forgets every row when the stride changes.
     void Restride(int s) {
       if (s == stride) return;
       stride = s;
-      std::fill(rows.begin(), rows.end(), RowSource{});
+      std::fill(rows.begin(), rows.end(), Content{});
     }
     // True when row i must be written for src (and records it as written).
-    bool Stale(int i, const RowSource& src) {
-      RowSource& held = rows[static_cast<size_t>(i)];
+    bool Stale(int i, const Content& src) {
+      Content& held = rows[static_cast<size_t>(i)];
       if (held == src) return false;
       held = src;
       return true;

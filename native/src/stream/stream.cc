@@ -138,6 +138,7 @@ void Stream::SetSourceMoments(const float* moments, int frames) {
     for (int c = 0; c < 64; ++c) source_[t * 64 + c] = moments[static_cast<long>(c) * frames_ + t];
   }
   ref::SemanticHints(source_, frames_, hints_);
+  source_version_ = next_version_++;
   have_source_ = true;
   hint_ = -1.0f;  // force the context rebuild
 }
@@ -152,6 +153,7 @@ void Stream::SetCondition(ConditionSlot slot, const float* enc, int len) {
   const size_t n = static_cast<size_t>(len) * kEncoderDim;
   if (HostInput(enc, cond_[i], n) != cond_[i]) std::memcpy(cond_[i], enc, n * sizeof(float));
   cond_len_[i] = len;
+  cond_version_[i] = next_version_++;
   blend_ = -1.0f;  // force the blend rebuild
 }
 
@@ -218,6 +220,7 @@ void Stream::RebuildContext(float hint) {
     for (int c = 0; c < 64; ++c) context_[t * 128 + c] = hint * hints_[t * 64 + c];
     for (int c = 64; c < 128; ++c) context_[t * 128 + c] = 1.0f;
   }
+  context_version_ = next_version_++;
   hint_ = hint;
 }
 
@@ -234,6 +237,7 @@ void Stream::RebuildBlend(float w) {
       blended_[l * kEncoderDim + d] = (1.0f - w) * va + w * vb;
     }
   }
+  blended_version_ = next_version_++;
   blend_ = w;
 }
 
@@ -282,9 +286,11 @@ void Stream::Tick(const TickParams& p, TickResult* out, const SliceBuffers& slic
     pipe::SlotRequest r;
     r.frames = frames_;
     r.context_latents = context_;
+    r.context_version = context_version_;
     pipe::SlotCondition prompt_b;
     if (blend_len_ == 0) {
       r.primary.enc = blended_;
+      r.primary.version = blended_version_;
       r.primary.len = blended_len_;
     } else {
       // Per-frame weights: prompt A and prompt B (A again while B is unset) as two positive
@@ -294,9 +300,11 @@ void Stream::Tick(const TickParams& p, TickResult* out, const SliceBuffers& slic
       };
       const int b = cond_len_[1] > 0 ? 1 : 0;
       r.primary.enc = cond_[0];
+      r.primary.version = cond_version_[0];
       r.primary.len = cond_len_[0];
       r.primary.temporal_weight = weights(blend_a_);
       prompt_b.enc = cond_[b];
+      prompt_b.version = cond_version_[b];
       prompt_b.len = cond_len_[b];
       prompt_b.temporal_weight = weights(blend_b_);
       r.extra_conditions = &prompt_b;
@@ -305,9 +313,11 @@ void Stream::Tick(const TickParams& p, TickResult* out, const SliceBuffers& slic
     r.seed = p.seed;
     r.denoise = std::clamp(p.denoise, 0.0f, 1.0f);
     r.source_latents = source_;
+    r.source_version = source_version_;
     // §4.10 step 4: x0_target = src always; its strength comes from the shared
     // x0_target_strength curve (SetSharedCurve), 0 by default (then the blend never fires).
     r.x0_target = source_;
+    r.x0_target_version = source_version_;
     r.velocity_scale = pipe::Curve::Scalar(p.velocity_scale);
     pipe::SlotCondition neg;
     if (p.rcfg_mode != 0) {
@@ -321,6 +331,7 @@ void Stream::Tick(const TickParams& p, TickResult* out, const SliceBuffers& slic
       if (r.rcfg_mode != pipe::RcfgMode::kSelf) {
         if (cond_len_[2] == 0) Fail(Status::kState, "stream: CFG needs the negative conditioning");
         neg.enc = cond_[2];
+        neg.version = cond_version_[2];
         neg.len = cond_len_[2];
         r.neg_conditions = &neg;
         r.num_neg_conditions = 1;

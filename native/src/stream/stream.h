@@ -173,6 +173,15 @@ class Stream {
   // The last latent emitted: the pipeline's emit buffer, which only the next emit rewrites.
   const float* last_latent_ = nullptr;
 
+  // Versions of the buffers requests point at (pipe::SlotRequest::context_version): a new
+  // one from next_version_ whenever a buffer is rewritten, so requests reference unchanged
+  // content instead of copying it every tick.
+  uint64_t next_version_ = 1;
+  uint64_t source_version_ = 0;
+  uint64_t context_version_ = 0;
+  uint64_t cond_version_[3] = {};
+  uint64_t blended_version_ = 0;
+
   bool have_source_ = false;
   bool have_playback_ = false;
   float hint_ = -1.0f;
