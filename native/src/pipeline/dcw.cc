@@ -4,6 +4,7 @@
 
 #include "core/constants.h"
 #include "core/error.h"
+#include "pipeline/loops.h"
 
 namespace dm {
 namespace pipe {
@@ -27,6 +28,7 @@ void HaarClosedForm(float scale_low, float scale_high, const Curve& low, const C
     if (b < frames) {
       float* xb = x + static_cast<long>(b) * D;
       const float* yb = den + static_cast<long>(b) * D;
+      DM_INDEPENDENT_ITERATIONS
       for (int c = 0; c < D; ++c) {
         const float da = xa[c] - ya[c];
         const float db = xb[c] - yb[c];

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "pipeline/guidance.h"
+#include "pipeline/loops.h"
 #include "pipeline/schedule.h"
 
 namespace dm {
@@ -101,7 +102,7 @@ struct Pipeline::Slot {
   float* sched = nullptr;        // [ScheduleCapacity(steps)]
   float* xt = nullptr;           // [T,64]
   float* apg = nullptr;          // APG running average [T,64]
-  float* noise = nullptr;        // initial noise [T,64] (v_neg for RCFG self)
+  float* noise = nullptr;        // initial noise [T,64], RCFG self only (its v_neg)
   float* vneg_cached = nullptr;  // [T,64] (RCFG initialize)
   float* mask_noise = nullptr;   // [T,64] (generated when the request has none)
   float* xtm_buf = nullptr;      // mask pre-blended x_t
@@ -502,7 +503,10 @@ void Pipeline::InitSlot(Slot& s, int pool_index) {
     noise_cache_seed_ = r.seed;
     noise_cache_len_ = n;
   }
-  std::memcpy(s.noise, noise_cache_, static_cast<size_t>(n) * sizeof(float));
+  const float* noise = noise_cache_;
+  // Only RCFG "self" needs the initial noise later (as v_neg).
+  if (r.has_cfg && r.rcfg == RcfgMode::kSelf)
+    std::memcpy(s.noise, noise, static_cast<size_t>(n) * sizeof(float));
   const float* src = r.has_src ? r.src : (r.has_mask ? r.mask_orig : nullptr);
   const float t0 = s.sched[0];
   if (r.init_noise.c.set() && src != nullptr) {
@@ -511,13 +515,13 @@ void Pipeline::InitSlot(Slot& s, int pool_index) {
       const float cf = c.at(f);
       for (int ch = 0; ch < D; ++ch) {
         const long i = pipeline_detail::Idx(f, ch);
-        s.xt[i] = cf * s.noise[i] + (1.f - cf) * src[i];
+        s.xt[i] = cf * noise[i] + (1.f - cf) * src[i];
       }
     }
   } else if (src != nullptr && r.denoise < 1.f) {
-    for (long i = 0; i < n; ++i) s.xt[i] = t0 * s.noise[i] + (1.f - t0) * src[i];
+    for (long i = 0; i < n; ++i) s.xt[i] = t0 * noise[i] + (1.f - t0) * src[i];
   } else {
-    std::memcpy(s.xt, s.noise, static_cast<size_t>(n) * sizeof(float));
+    std::memcpy(s.xt, noise, static_cast<size_t>(n) * sizeof(float));
   }
   if (r.has_cfg) std::memset(s.apg, 0, static_cast<size_t>(n) * sizeof(float));
   if (r.has_mask) {
@@ -574,7 +578,9 @@ TickResult Pipeline::Tick() {
     Slot& s = slots_[static_cast<size_t>(i)];
     if (s.req < 0 || s.step < s.sched_len - 1) continue;
     const StoredRequest& r = pool_[static_cast<size_t>(s.req)];
-    std::memcpy(emit_, s.xt, static_cast<size_t>(r.frames) * kLatentDim * sizeof(float));
+    // Hand the latent over instead of copying it: the slot takes the previous emit buffer,
+    // which its next InitSlot overwrites.
+    std::swap(emit_, s.xt);
     res.emitted = true;
     res.id = r.id;
     res.frames = r.frames;
@@ -843,13 +849,20 @@ void Pipeline::FinishSlot(int a) {
     for (int f = 0; f < T; ++f) {
       const float vsf = vs.at_or(f, 1.f);
       const float on = noise_on ? onc.at(f) * tn : 0.f;
+      const long base = Idx(f, 0);
+      const float* xm = xtm + base;
+      const float* vf = v + base;
+      float* df = den + base;
+      float* xf = xt + base;  // may be xm itself (no latent mask): same index only
+      DM_INDEPENDENT_ITERATIONS
       for (int c = 0; c < D; ++c) {
-        const long i = Idx(f, c);
-        const float xm = xtm[i];
-        den[i] = xm - v[i] * t;
-        float x = xm + dt * (v[i] * vsf);
-        if (on != 0.f) x += CounterNormal(r.seed, stream, static_cast<uint64_t>(i)) * on;
-        xt[i] = x;
+        const float x = xm[c];
+        df[c] = x - vf[c] * t;
+        xf[c] = x + dt * (vf[c] * vsf);
+      }
+      if (on != 0.f) {  // ODE noise injection: its own loop, so the one above vectorizes
+        for (int c = 0; c < D; ++c)
+          xf[c] += CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c)) * on;
       }
     }
   } else {
@@ -858,41 +871,70 @@ void Pipeline::FinishSlot(int a) {
       const float p = static_cast<float>(step) / static_cast<float>(std::max(total - 1, 1));
       gamma = std::max(0.f, p - r.x0_gate) / std::max(1.f - r.x0_gate, 1e-6f);
     }
-    const float* src = r.src;
+    // Per frame: the blends that apply to this slot and step are chosen once, each in its own
+    // loop over the channels (vectorizable; the same per-element arithmetic as one fused loop).
+    float x0[D];
     for (int f = 0; f < T; ++f) {
       const float vsf = vs.at_or(f, 1.f);
-      const float m = r.has_mask ? r.mask.c.at(f) * s.mask_strength : 1.f;
-      const float cc = curve_x0 && gamma > 0.f ? r.x0_curve.c.at(f) * gamma : 0.f;
-      const float st = scalar_x0 ? strength.at(f) : 0.f;
-      const float sd = sde_curve ? sdc.at(f) : 0.f;
-      const float on = noise_on ? onc.at(f) * tn : 0.f;
+      const long base = Idx(f, 0);
+      const float* xm = xtm + base;
+      const float* vf = v + base;
+      float* df = den + base;
+      float* xf = xt + base;  // may be xm itself (no latent mask): same index only
+      const float* x0t = r.x0t + base;
+      const float* src = r.src + base;
+      DM_INDEPENDENT_ITERATIONS
       for (int c = 0; c < D; ++c) {
-        const long i = Idx(f, c);
-        const float xm = xtm[i];
-        den[i] = xm - v[i] * t;
-        float x0 = xm - (v[i] * vsf) * t;
-        if (r.has_mask) x0 = m * x0 + (1.f - m) * r.mask_orig[i];
-        if (curve_x0) {
-          if (gamma > 0.f) x0 = (1.f - cc) * x0 + cc * r.x0t[i];
-        } else if (scalar_x0) {
-          x0 = (1.f - st) * x0 + st * r.x0t[i];
+        const float x = xm[c];
+        df[c] = x - vf[c] * t;
+        x0[c] = x - (vf[c] * vsf) * t;
+      }
+      if (r.has_mask) {
+        const float m = r.mask.c.at(f) * s.mask_strength;
+        const float* orig = r.mask_orig + base;
+        for (int c = 0; c < D; ++c) x0[c] = m * x0[c] + (1.f - m) * orig[c];
+      }
+      if (curve_x0) {
+        if (gamma > 0.f) {
+          const float cc = r.x0_curve.c.at(f) * gamma;
+          for (int c = 0; c < D; ++c) x0[c] = (1.f - cc) * x0[c] + cc * x0t[c];
         }
-        float x;
-        if (tn <= 0.f) {
-          x = sde_curve ? sd * x0 + (1.f - sd) * src[i] : x0;
-        } else if (sde_curve) {
-          const float nz = CounterNormal(r.seed, stream, static_cast<uint64_t>(i));
-          x = sd * (tn * nz + (1.f - tn) * x0) + (1.f - sd) * (tn * nz + (1.f - tn) * src[i]);
-        } else if (use_sde) {
-          const float nz = r.has_mask ? s.mask_noise_use[i]
-                                      : CounterNormal(r.seed, stream, static_cast<uint64_t>(i));
-          x = tn * nz + (1.f - tn) * x0;
+      } else if (scalar_x0) {
+        const float st = strength.at(f);
+        for (int c = 0; c < D; ++c) x0[c] = (1.f - st) * x0[c] + st * x0t[c];
+      }
+      const float sd = sde_curve ? sdc.at(f) : 0.f;
+      if (tn <= 0.f) {
+        if (sde_curve) {
+          for (int c = 0; c < D; ++c) xf[c] = sd * x0[c] + (1.f - sd) * src[c];
         } else {
-          const float vb = (xm - x0) / t;
-          x = xm + (tn - t) * vb;
-          if (on != 0.f) x += CounterNormal(r.seed, stream, static_cast<uint64_t>(i)) * on;
+          for (int c = 0; c < D; ++c) xf[c] = x0[c];
         }
-        xt[i] = x;
+      } else if (sde_curve) {
+        for (int c = 0; c < D; ++c) {
+          const float nz = CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c));
+          xf[c] =
+              sd * (tn * nz + (1.f - tn) * x0[c]) + (1.f - sd) * (tn * nz + (1.f - tn) * src[c]);
+        }
+      } else if (use_sde) {
+        for (int c = 0; c < D; ++c) {
+          const float nz = r.has_mask
+                               ? s.mask_noise_use[base + c]
+                               : CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c));
+          xf[c] = tn * nz + (1.f - tn) * x0[c];
+        }
+      } else {
+        DM_INDEPENDENT_ITERATIONS
+        for (int c = 0; c < D; ++c) {
+          const float x = xm[c];
+          const float vb = (x - x0[c]) / t;
+          xf[c] = x + (tn - t) * vb;
+        }
+        const float on = noise_on ? onc.at(f) * tn : 0.f;
+        if (on != 0.f) {
+          for (int c = 0; c < D; ++c)
+            xf[c] += CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c)) * on;
+        }
       }
     }
   }

@@ -137,7 +137,7 @@ struct TickResult {
   bool emitted = false;
   uint64_t id = 0;                // the emitted request's id (Submit's return value)
   int frames = 0;                 // its T
-  const float* latent = nullptr;  // [frames,64]; only the next emit (Tick/Generate) rewrites it
+  const float* latent = nullptr;  // [frames,64]; valid until the next emit (Tick/Generate)
   int active = 0;                 // slots advanced this tick
   int decoder_calls = 0;          // 0, 1 or 2
   int pos_rows = 0;               // batch of the positive call
@@ -321,7 +321,7 @@ class Pipeline {
   float* b_vpos_ = nullptr;             // [depth·max_pos, T_eff, 64]
   float* b_vneg_ = nullptr;             // [depth·max_neg, T_eff, 64]
   int cur_frames_ = 0;                  // T of this tick's batch
-  float* emit_ = nullptr;               // the emitted latent [T,64]
+  float* emit_ = nullptr;               // the emitted latent [T,64] (swapped with a slot's xt)
   std::function<void(int)> finish_fn_;  // [this] only: stored inline, never allocates
 };
 
