@@ -7,6 +7,7 @@ package trt
 import "C"
 
 import (
+	"fmt"
 	"sync"
 	"unsafe"
 )
@@ -21,6 +22,10 @@ type StreamOptions struct {
 	MaxCondLen int     // longest conditioning accepted (32..512)
 	VAEWindow  float32 // kept slice seconds (0.04..0.36)
 	LeadS      float32 // decode lead ahead of the playhead, seconds
+	// MaxPrompts is 1 (0 means 1): prompt A/B is the tick's scalar lerp; or 2: SetBlendCurve
+	// may also weigh them per frame, at two decoder rows per slot (2·MaxDepth must fit the
+	// decoder's max batch).
+	MaxPrompts int
 }
 
 // Condition slots of a stream.
@@ -58,6 +63,7 @@ type TickResult struct {
 	TickMs       float32
 	DecMs        float32
 	EngineMs     float32 // of TickMs, time inside decoder engine execution
+	VAEMs        float32 // of DecMs, time inside the windowed VAE engine
 	NumGens      uint32
 	Active       int
 	DecoderCalls int
@@ -66,6 +72,18 @@ type TickResult struct {
 
 // MaxSliceFloats is enough room for any slice (0.36 s of stereo).
 const MaxSliceFloats = 2 * 9 * 1920
+
+// MaxSliceHalfBytes is enough room for any slice as float16 bytes.
+const MaxSliceHalfBytes = 2 * MaxSliceFloats
+
+// SliceBuffers receive a decoded slice. F32 (required when decoding) gets the interleaved
+// stereo float32 samples, slice F32[:2·NumSamples]. F16, when not nil, also gets the same
+// samples as IEEE float16, little-endian: F16[:4·NumSamples] is the wire's RAW slice payload
+// (spec/protocol.md §4.1), converted in the shim (the same bits as audio.AppendFloat16LE).
+type SliceBuffers struct {
+	F32 []float32
+	F16 []byte
+}
 
 // Stream is a live session's streaming pipeline in the shim. Tick is the one native call
 // per tick and allocates nothing, in C++ or in Go.
@@ -87,6 +105,7 @@ func NewStream(decoderCtx *Context, windowVAE *Engine, owner string, o StreamOpt
 	copts := C.dm_stream_options{
 		frames: C.int(o.Frames), max_depth: C.int(o.MaxDepth), depth: C.int(o.Depth), steps: C.int(o.Steps),
 		shift: C.float(o.Shift), max_cond_len: C.int(o.MaxCondLen), vae_window: C.float(o.VAEWindow), lead_s: C.float(o.LeadS),
+		max_prompts: C.int(o.MaxPrompts),
 	}
 	var s *Stream
 	err := decoderCtx.with("create stream", func(ch *C.dm_context, _ *C.char) error {
@@ -169,6 +188,21 @@ func (s *Stream) SetCurve(name string, values []float32) error {
 	})
 }
 
+// SetBlendCurve weighs prompt A and B per latent frame: w[t] in [0, 1] is prompt B's
+// weight at frame t, 1 − w[t] prompt A's; each prompt gets its own decoder row and their
+// velocities blend per frame (spec §4.1 temporal_weight). T values are a curve, one a
+// constant; nil clears it (back to TickParams.PromptBlend, a lerp of the conditionings).
+// Requests submitted from the next tick carry it. Needs StreamOptions.MaxPrompts 2.
+func (s *Stream) SetBlendCurve(w []float32) error {
+	var p *C.float
+	if len(w) > 0 {
+		p = (*C.float)(unsafe.Pointer(&w[0]))
+	}
+	return s.do("set blend curve", func(h *C.dm_stream, e *C.dm_error) C.int {
+		return C.dm_stream_set_blend_curve(h, p, C.int(len(w)), e)
+	})
+}
+
 // SetPlayback sets the looping playback buffer (interleaved stereo).
 func (s *Stream) SetPlayback(interleaved []float32) error {
 	if len(interleaved) == 0 {
@@ -198,6 +232,26 @@ func cbool(b bool) C.int {
 
 // Tick runs one tick. When a latent is decoded, the slice is written to slice[:2·NumSamples].
 func (s *Stream) Tick(p *TickParams, slice []float32) (TickResult, error) {
+	return s.TickInto(p, SliceBuffers{F32: slice})
+}
+
+// sliceArgs are the C views of out (nil pointers for empty slices).
+func sliceArgs(out SliceBuffers) (*C.float, C.int64_t, *C.uint8_t, C.int64_t) {
+	var f32 *C.float
+	var f16 *C.uint8_t
+	if len(out.F32) > 0 {
+		f32 = (*C.float)(unsafe.Pointer(&out.F32[0]))
+	}
+	if len(out.F16) > 0 {
+		f16 = (*C.uint8_t)(unsafe.Pointer(&out.F16[0]))
+	}
+	return f32, C.int64_t(len(out.F32)), f16, C.int64_t(len(out.F16))
+}
+
+// TickInto runs one tick, writing a decoded slice to out. It is the one native call per
+// tick and allocates nothing. With p.Decode set, buffers too small for the stream's slices
+// are refused before anything changes.
+func (s *Stream) TickInto(p *TickParams, out SliceBuffers) (TickResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.h == nil {
@@ -221,19 +275,47 @@ func (s *Stream) Tick(p *TickParams, slice []float32) (TickResult, error) {
 	for i, g := range p.ChannelGain {
 		cp.channel_gain[i] = C.float(g)
 	}
-	var sp *C.float
-	if len(slice) > 0 {
-		sp = (*C.float)(unsafe.Pointer(&slice[0]))
-	}
-	rc := C.dm_stream_tick(s.h, cp, &s.cresult, sp, C.int64_t(len(slice)), &s.cerr)
+	f32, f32cap, f16, f16cap := sliceArgs(out)
+	rc := C.dm_stream_tick(s.h, cp, &s.cresult, f32, f32cap, f16, f16cap, &s.cerr)
 	if rc != C.DM_OK {
 		return TickResult{}, check("tick", rc, &s.cerr)
 	}
+	return s.result(), nil
+}
+
+// DecodeWindow is the decode half of a tick without the DiT, for the idle mode of spec
+// §4.10 step 2 ("keep decoding the last latent"): it decodes the window at playheadS + lead
+// of latent ([T·64] floats, frame-major) or, with latent nil, of the last latent the stream
+// emitted (ErrState if none yet), crossfades and patches it into the playback buffer, and
+// writes the slice to out like TickInto. One native call; allocates nothing.
+func (s *Stream) DecodeWindow(playheadS float64, latent []float32, out SliceBuffers) (TickResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h == nil {
+		return TickResult{}, &Error{Op: "decode window", Code: CodeState, Msg: ErrClosed.Error()}
+	}
+	if len(latent)%64 != 0 {
+		return TickResult{}, &Error{Op: "decode window", Code: CodeInvalidArgument, Msg: fmt.Sprintf("latent of %d floats is not whole 64-channel frames", len(latent))}
+	}
+	var lp *C.float
+	if len(latent) > 0 {
+		lp = (*C.float)(unsafe.Pointer(&latent[0]))
+	}
+	f32, f32cap, f16, f16cap := sliceArgs(out)
+	rc := C.dm_stream_decode_window(s.h, C.double(playheadS), lp, C.int(len(latent)/64), &s.cresult, f32, f32cap, f16, f16cap, &s.cerr)
+	if rc != C.DM_OK {
+		return TickResult{}, check("decode window", rc, &s.cerr)
+	}
+	return s.result(), nil
+}
+
+// result converts the last call's dm_tick_result (s.mu held).
+func (s *Stream) result() TickResult {
 	r := &s.cresult
 	return TickResult{
 		Emitted: r.emitted != 0, Decoded: r.decoded != 0,
 		StartSample: int64(r.start_sample), NumSamples: int(r.num_samples),
-		TickMs: float32(r.tick_ms), DecMs: float32(r.dec_ms), EngineMs: float32(r.engine_ms), NumGens: uint32(r.num_gens),
+		TickMs: float32(r.tick_ms), DecMs: float32(r.dec_ms), EngineMs: float32(r.engine_ms), VAEMs: float32(r.vae_ms), NumGens: uint32(r.num_gens),
 		Active: int(r.active), DecoderCalls: int(r.decoder_calls), Depth: int(r.depth),
-	}, nil
+	}
 }

@@ -105,9 +105,11 @@ struct IsNoexceptFunction<R(A...) noexcept> : std::true_type {};
   X(dm_stream_set_source)      \
   X(dm_stream_set_condition)   \
   X(dm_stream_set_curve)       \
+  X(dm_stream_set_blend_curve) \
   X(dm_stream_set_playback)    \
   X(dm_stream_read_playback)   \
   X(dm_stream_tick)            \
+  X(dm_stream_decode_window)   \
   X(dm_debug_throw)
 
 #define DM_ASSERT_NOEXCEPT(fn) \

@@ -105,6 +105,23 @@ TEST(PipelineDecodePlan, FullDecodeAndClamps) {
   EXPECT_EQ(w.ks, 0);
 }
 
+// Windows arrive as float32 (dm_stream_options.vae_window): 0.12f·25 = 2.99999993 must still
+// keep 3 frames, as 0.12 s does in DEMON's double arithmetic.
+TEST(PipelineDecodePlan, Float32WindowsKeepTheirFrameCount) {
+  EXPECT_EQ(PlanWindow(1500, 0.12f, 10.0, true).kept, 3);
+  EXPECT_EQ(PlanWindow(1500, 0.32f, 10.0, true).kept, 8);
+  for (int k = 1; k <= 9; ++k) {
+    const float w = static_cast<float>(k / 25.0);
+    const WindowPlan p = PlanWindow(1500, w, 10.0, true);
+    EXPECT_EQ(p.kept, k) << w;
+    EXPECT_EQ(p.pre, (25 - k) / 2) << w;
+    EXPECT_EQ(PlanWindow(1500, static_cast<double>(k) / 25.0, 10.0, true).kept, k) << k;
+  }
+  // Truncation still applies away from a frame boundary: 0.119 s → int(2.975) = 2.
+  EXPECT_EQ(PlanWindow(1500, 0.119f, 10.0, true).kept, 2);
+  EXPECT_EQ(PlanWindow(1500, 0.35, 10.0, true).kept, 8);
+}
+
 // out[s][ch] = z[s % 64] + 1000·frame + ch/2: depends on the frame's latent and its index.
 class TagDecoder final : public dm::pipe::FrameDecoder {
  public:

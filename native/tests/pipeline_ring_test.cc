@@ -17,6 +17,7 @@
 #include "core/memory.h"
 #include "core/rng.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/schedule.h"
 
 namespace {
 std::atomic<long> g_news{0};
@@ -320,6 +321,92 @@ TEST(PipelineRing, SdeCurveAndX0TargetFinals) {
     }
 }
 
+// A live stream submits x0_target = source with no strength of its own and drives the blend
+// through the shared x0_target_strength curve (spec §4.10 step 4, §4.8). With DCW off the
+// final latent is (1−s)·C + s·x0_target per frame, and clearing the curve gives C again.
+TEST(PipelineHot, SharedX0TargetStrengthBlendsTowardsTheTarget) {
+  const int T = 8;
+  Inputs in(T, 4);
+  const std::vector<float> C = in.Target(in.enc);
+  Harness h(Config(1, 8, T, 4));
+  dm::pipe::DcwConfig off;
+  off.enabled = false;
+  h.p.SetDcw(off);
+  SlotRequest r = in.Request(9);
+  r.source_latents = in.src.data();
+  r.x0_target = in.src.data();
+  std::vector<float> strength(T);
+  for (int t = 0; t < T; ++t) strength[static_cast<size_t>(t)] = 0.125f * t;
+  h.p.SetSharedCurve("x0_target_strength", Curve::Frames(strength.data(), T));
+  std::vector<float> out(static_cast<size_t>(T) * D);
+  h.p.Generate(r, out.data());
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < D; ++c) {
+      const size_t i = static_cast<size_t>(t) * D + c;
+      const float s = strength[static_cast<size_t>(t)];
+      ASSERT_NEAR(out[i], (1.f - s) * C[i] + s * in.src[i], 3e-5) << "frame " << t;
+    }
+  h.p.SetSharedCurve("x0_target_strength", Curve::None());
+  h.p.Generate(r, out.data());
+  EXPECT_LT(MaxAbsDiff(out.data(), C.data(), out.size()), 3e-5);
+}
+
+// The plain streaming step (no CFG, mask, blends or ODE noise) integrates and DCW-corrects
+// each pair of frames in one pass. It must equal the reference: integrate every frame, then
+// ApplyDcw against the denoised estimate xt − v·t, bit for bit.
+TEST(PipelineRing, FusedStepEqualsIntegrateThenDcw) {
+  using dm::pipe::DcwConfig;
+  using dm::pipe::DcwMode;
+  for (int T : {8, 7}) {
+    for (DcwMode mode : {DcwMode::kDouble, DcwMode::kLow, DcwMode::kHigh}) {
+      Inputs in(T, 4);
+      Harness h(Config(1, 8, T, 4));
+      DcwConfig dcw;
+      dcw.mode = mode;
+      dcw.scaler = Curve::Scalar(0.4f);
+      dcw.high_scaler = Curve::Scalar(0.3f);
+      h.p.SetDcw(dcw);
+      std::vector<float> vs(static_cast<size_t>(T));
+      for (int t = 0; t < T; ++t) vs[static_cast<size_t>(t)] = 0.8f + 0.05f * t;
+      SlotRequest r = in.Request(21);
+      r.velocity_scale = Curve::Frames(vs.data(), T);
+      h.p.Submit(r);
+      h.p.Tick();  // step 0
+      const std::vector<float> x(h.p.SlotLatent(0), h.p.SlotLatent(0) + T * D);
+      h.p.Tick();  // step 1, from x
+      float sched[16];
+      dm::pipe::BuildScheduleInto(8, 3.0f, 1.0f, sched);
+      const float t = sched[1], dt = sched[2] - sched[1];
+      // The oracle's velocity for x at t (the decoder pads T to even with zeros).
+      const int te = T + T % 2;
+      std::vector<float> hidden(static_cast<size_t>(te) * D, 0.f),
+          ctx(static_cast<size_t>(te) * kContextDim, 0.f);
+      std::memcpy(hidden.data(), x.data(), x.size() * sizeof(float));
+      std::memcpy(ctx.data(), in.ctx.data(), in.ctx.size() * sizeof(float));
+      std::vector<float> vel(static_cast<size_t>(te) * D), scratch(D);
+      dm::DecoderInputs di;
+      di.batch = 1;
+      di.frames = te;
+      di.cond_len = in.L;
+      di.hidden_states = hidden.data();
+      di.timestep = &t;
+      di.encoder_hidden_states = in.enc.data();
+      di.context_latents = ctx.data();
+      Oracle().Forward(di, vel.data(), scratch.data(), h.par);
+      std::vector<float> want(x.size()), den(x.size());
+      for (int f = 0; f < T; ++f)
+        for (int c = 0; c < D; ++c) {
+          const size_t i = static_cast<size_t>(f) * D + c;
+          den[i] = x[i] - vel[i] * t;
+          want[i] = x[i] + dt * (vel[i] * vs[static_cast<size_t>(f)]);
+        }
+      dm::pipe::ApplyDcw(dcw, t, want.data(), den.data(), T);
+      EXPECT_EQ(std::memcmp(want.data(), h.p.SlotLatent(0), want.size() * sizeof(float)), 0)
+          << "T=" << T << " mode=" << static_cast<int>(mode);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // CFG decoder forward counts per tick.
 
@@ -476,40 +563,79 @@ TEST(PipelineHot, ShiftAffectsNewSlotsOnly) {
   EXPECT_NE(oa, ob);  // new slots see the new shift (different intermediate path with DCW)
 }
 
+// Depth changes mid-stream. Shrinking lets the slots beyond the new depth drain: they keep
+// denoising and are emitted when they finish (still one emit per tick, index order), but are
+// not refilled; the queue cap is the new depth at once. (DEMON's set_depth truncates the slots
+// and loses their work; the issue asks for a natural drain.) Steps 8: a slot started at tick
+// k finishes at the end of tick k+7 and is emitted at tick k+8 (or later if a lower-index slot
+// emits first).
 TEST(PipelineHot, DepthShrinkAndGrow) {
   Inputs in(6, 4);
   Harness h(Config(4, 8, 6, 4));
-  for (int k = 1; k <= 6; ++k) {
-    h.p.Submit(in.Request(k));
-    h.p.Tick();
-  }  // slots: r1..r4; queue: r5, r6
-  EXPECT_EQ(h.p.SlotId(2), 3u);
-  h.p.SetDepth(2);  // r3, r4 lost
-  EXPECT_EQ(h.p.depth(), 2);
-  EXPECT_FALSE(h.p.SlotBusy(2));
   std::map<int, uint64_t> emits;
-  for (int k = 7; k <= 12; ++k) {
-    h.p.Submit(in.Request(k));  // queue cap 2: oldest dropped
+  std::map<int, int> active;
+  auto tick = [&](int k) {
+    EXPECT_EQ(h.p.Submit(in.Request(k)), static_cast<uint64_t>(k));
     TickResult r = h.p.Tick();
     if (r.emitted) emits[k] = r.id;
-  }
-  // Ticks 7, 8, 9 drop r5, r6, r7 (queue cap 2); r1/r2 finish and emit at 9/10 while r8/r9
-  // take their slots; r10 is dropped at tick 12 → queue [r11, r12].
-  EXPECT_EQ(emits, (std::map<int, uint64_t>{{9, 1}, {10, 2}}));
+    active[k] = r.active;
+  };
+  for (int k = 1; k <= 6; ++k) tick(k);  // slots r1..r4 (started at ticks 1..4); queue r5, r6
+  EXPECT_EQ(h.p.SlotId(2), 3u);
+  h.p.SetDepth(2);  // r3, r4 drain in slots 2, 3
+  EXPECT_EQ(h.p.depth(), 2);
+  EXPECT_EQ(h.p.SlotId(2), 3u);
+  EXPECT_EQ(h.p.SlotId(3), 4u);
+  EXPECT_EQ(h.p.queued(), 2);
+  for (int k = 7; k <= 12; ++k) tick(k);
+  // Ticks 7, 8, 9 drop r5, r6, r7 (queue cap 2). r1/r2 emit at 9/10 and r8/r9 take their
+  // slots; the draining r3/r4 emit at 11/12 and their slots stay empty; r10 is dropped at
+  // tick 12 → queue [r11, r12].
+  EXPECT_EQ(emits, (std::map<int, uint64_t>{{9, 1}, {10, 2}, {11, 3}, {12, 4}}));
+  EXPECT_EQ(active[10], 4);  // r8, r9 and the draining r3, r4
+  EXPECT_EQ(active[11], 3);  // r3 left
+  EXPECT_EQ(active[12], 2);  // r4 left
   EXPECT_EQ(h.p.dropped(), 4u);
   EXPECT_EQ(h.p.SlotId(0), 8u);
   EXPECT_EQ(h.p.SlotId(1), 9u);
-  EXPECT_EQ(h.p.queued(), 2);
-  h.p.SetDepth(4);  // grow: two empty slots
   EXPECT_FALSE(h.p.SlotBusy(2));
   EXPECT_FALSE(h.p.SlotBusy(3));
-  h.p.Submit(in.Request(13));  // queue cap is 4 again: [r11..r13]
-  TickResult r = h.p.Tick();
-  EXPECT_EQ(r.active, 4);
-  EXPECT_EQ(h.p.SlotId(2), 11u);  // the two oldest queued fill the new slots on the next tick
+  EXPECT_EQ(h.p.queued(), 2);
+
+  h.p.SetDepth(4);  // grow: two empty slots
+  tick(13);         // queue cap is 4 again: [r11..r13]; the two oldest fill the new slots
+  EXPECT_EQ(active[13], 4);
+  EXPECT_EQ(h.p.SlotId(2), 11u);
   EXPECT_EQ(h.p.SlotId(3), 12u);
   EXPECT_EQ(h.p.queued(), 1);
   EXPECT_EQ(h.p.SlotStep(2), 1);
+
+  // Shrink with a queue longer than the new depth, then grow while slots still drain.
+  tick(14);
+  tick(15);  // slots r8, r9, r11, r12 (steps 7, 6, 3, 3); queue [r13, r14, r15]
+  h.p.SetDepth(1);
+  EXPECT_EQ(h.p.queued(), 1);  // r13, r14 dropped at once
+  EXPECT_EQ(h.p.dropped(), 6u);
+  EXPECT_EQ(h.p.SlotId(3), 12u);  // draining
+  tick(16);                       // r15 dropped
+  tick(17);                       // r16 dropped; r8 emitted, r17 takes slot 0
+  h.p.SetDepth(3);                // slot 1 refills after r9; slot 3 (r12) keeps draining
+  for (int k = 18; k <= 22; ++k) tick(k);
+  // r9 emits at 18 (r18 takes slot 1); r11 and r12 finish at the end of tick 20; r11 (slot 2)
+  // emits at 21 (r19 takes slot 2), r12 at 22 and slot 3 stays empty (beyond depth 3).
+  EXPECT_EQ(emits, (std::map<int, uint64_t>{
+                       {9, 1}, {10, 2}, {11, 3}, {12, 4}, {17, 8}, {18, 9}, {21, 11}, {22, 12}}));
+  EXPECT_EQ(active[17], 4);  // r17 and the draining r9, r11, r12
+  EXPECT_EQ(active[20], 4);
+  EXPECT_EQ(active[21], 3);  // r17, r18, r19; r12 waits to be emitted
+  EXPECT_EQ(active[22], 3);
+  EXPECT_EQ(h.p.dropped(), 8u);
+  EXPECT_EQ(h.p.SlotId(0), 17u);
+  EXPECT_EQ(h.p.SlotId(1), 18u);
+  EXPECT_EQ(h.p.SlotId(2), 19u);
+  EXPECT_FALSE(h.p.SlotBusy(3));
+  EXPECT_EQ(h.p.queued(), 3);  // r20, r21, r22
+
   h.p.SetDepth(100);
   EXPECT_EQ(h.p.depth(), 8);
   h.p.SetDepth(0);
@@ -673,6 +799,89 @@ TEST(PipelineRing, ReusedBatchRowsEqualFreshCopies) {
     ASSERT_EQ(std::memcmp(ma.calls[i].data(), mb.calls[i].data(), ma.calls[i].size() * 4), 0)
         << "decoder call " << i << " saw different inputs";
   }
+}
+
+// A caller that versions its inputs (a live stream rewrites its context, source and prompts
+// in place, rarely) gets the same decoder inputs and latents as one that does not — requests
+// in flight keep the content they were submitted with across a rewrite — while Submit and
+// the batch builder stop copying content they already hold.
+TEST(PipelineRing, VersionedInputsSkipCopiesOfUnchangedContent) {
+  const int T = 7;
+  Inputs in(T, 6, 3, 4);
+  std::vector<float> ctx = in.ctx, enc = in.enc, src = in.src, neg = in.neg;  // rewritten in place
+  uint64_t version = 1;
+  auto rewrite = [&](float delta) {
+    for (std::vector<float>* v : {&ctx, &enc, &src, &neg})
+      for (float& x : *v) x += delta;
+    ++version;
+  };
+  SlotCondition negc;
+  negc.enc = neg.data();
+  negc.len = 4;
+  auto make = [&](int k, bool versioned) {
+    SlotRequest r;
+    r.frames = T;
+    r.context_latents = ctx.data();
+    r.primary.enc = enc.data();
+    r.primary.len = 6;
+    r.seed = k;
+    r.denoise = 0.75f;
+    r.source_latents = src.data();
+    r.x0_target = src.data();
+    r.x0_target_strength = Curve::Scalar(0.3f);
+    negc.version = versioned ? version : 0;
+    if (k % 5 == 0 && k <= 50) {
+      r.guidance = Curve::Scalar(2.f);
+      r.rcfg_mode = RcfgMode::kFull;
+      r.neg_conditions = &negc;
+      r.num_neg_conditions = 1;
+    }
+    if (versioned) {
+      r.context_version = r.source_version = r.x0_target_version = r.primary.version = version;
+    }
+    return r;
+  };
+  dm::HostAllocator alloc;
+  RecordingOracle ma, mb;
+  dm::SerialParallel par;
+  Pipeline a(alloc, ma, par, Config(4, 8, T, 6));
+  Pipeline b(alloc, mb, par, Config(4, 8, T, 6));
+  int emitted = 0;
+  uint64_t a_in = 0, a_rows = 0, b_in = 0, b_rows = 0;
+  for (int k = 1; k <= 90; ++k) {
+    if (k == 20 || k == 35) rewrite(0.125f * static_cast<float>(k % 3 + 1));
+    a.Submit(make(k, true));
+    b.Submit(make(k, false));
+    TickResult ra = a.Tick(), rb = b.Tick();
+    ASSERT_EQ(ra.emitted, rb.emitted) << k;
+    if (ra.emitted) {
+      ++emitted;
+      ASSERT_EQ(std::memcmp(ra.latent, rb.latent, T * D * sizeof(float)), 0) << "tick " << k;
+    }
+    if (k == 70) {
+      a_in = a.input_bytes_copied();
+      a_rows = a.batch_bytes_copied();
+      b_in = b.input_bytes_copied();
+      b_rows = b.batch_bytes_copied();
+    }
+  }
+  EXPECT_GE(emitted, 30);
+  ASSERT_EQ(ma.calls.size(), mb.calls.size());
+  for (size_t i = 0; i < ma.calls.size(); ++i) {
+    ASSERT_EQ(ma.calls[i].size(), mb.calls[i].size()) << "call " << i;
+    ASSERT_EQ(std::memcmp(ma.calls[i].data(), mb.calls[i].data(), ma.calls[i].size() * 4), 0)
+        << "decoder call " << i << " saw different inputs";
+  }
+  // Ticks 71..90: no rewrite and no CFG since tick 50 (its last request has left), and the
+  // ring's use of request storage repeats every cycle of 8 ticks, so every storage entry a
+  // request lands in already holds the current versions; every batch row holds the one
+  // context and prompt. Unversioned, every request copies its inputs and each newcomer its
+  // rows.
+  const uint64_t per_request = (T * kContextDim + 2 * T * D + 6 * kEncoderDim) * sizeof(float);
+  EXPECT_EQ(a.input_bytes_copied() - a_in, 0u);
+  EXPECT_EQ(b.input_bytes_copied() - b_in, 20 * per_request);
+  EXPECT_EQ(a.batch_bytes_copied() - a_rows, 0u);
+  EXPECT_GT(b.batch_bytes_copied() - b_rows, 0u);
 }
 
 // Runs every index on its own thread (test only: allocates). Checks that per-slot work is

@@ -605,6 +605,9 @@ typedef struct dm_stream_options {
   int max_cond_len; /* longest conditioning sequence accepted, 32..512 */
   float vae_window; /* kept slice in seconds, clamped to [0.04, 0.36] */
   float lead_s;     /* decode this far ahead of the playhead, seconds */
+  int max_prompts;  /* 0 or 1: prompt A/B as the tick's scalar lerp; 2: per-frame A/B weights
+                       too (dm_stream_set_blend_curve), two decoder rows per slot, so
+                       2·max_depth must fit the decoder's max batch */
 } dm_stream_options;
 
 typedef enum dm_condition_slot {
@@ -640,6 +643,7 @@ typedef struct dm_tick_result {
   float tick_ms;
   float dec_ms;
   float engine_ms;   /* of tick_ms, time inside decoder engine execution */
+  float vae_ms;      /* of dec_ms, time inside the windowed VAE engine */
   uint32_t num_gens; /* latents finished since the stream was created */
   int active;        /* slots advanced */
   int decoder_calls; /* 0, 1 or 2 (CFG) */
@@ -697,6 +701,18 @@ int dm_stream_set_condition(dm_stream* stream, int slot, const dm_buffer* enc, i
 int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values, int len,
                         dm_error* err) DM_NOEXCEPT;
 
+/* Per-frame prompt A/B weights (spec §4.1 temporal_weight): values[t] in [0, 1] weighs prompt
+ * B at latent frame t and 1 − values[t] prompt A; the two prompts run as separate decoder rows
+ * and their velocities blend per frame. len T is a curve, 1 a constant, 0 clears (back to the
+ * tick's scalar prompt_blend). Copied; requests submitted from the next tick carry it.
+ * DM_ERR_STATE unless the stream was created with max_prompts = 2.
+ *   Owns: reads values during the call only; nothing to free.
+ *   NULL: stream must not be NULL; values may be NULL only when len == 0
+ *         (DM_ERR_INVALID_ARGUMENT).
+ *   Threads: one thread at a time per stream. */
+int dm_stream_set_blend_curve(dm_stream* stream, const float* values, int len,
+                              dm_error* err) DM_NOEXCEPT;
+
 /* Sets the looping playback buffer: `frames` interleaved stereo frames (T·1920), copied.
  *   Owns: reads interleaved during the call only; nothing to free.
  *   NULL: stream and interleaved must not be NULL (DM_ERR_INVALID_ARGUMENT).
@@ -715,15 +731,34 @@ int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, 
                             dm_error* err) DM_NOEXCEPT;
 
 /* One tick. When a latent is decoded, the slice (interleaved stereo float32) is written to
- * `slice` (capacity `slice_cap` floats; 2·17280 is always enough). Allocates nothing.
- *   Owns: writes *result on success only, and slice (caller memory) when a slice is
- *         decoded; on error slice is unspecified. Nothing to free.
+ * `slice` (capacity `slice_cap` floats; 2·17280 is always enough) and, when `slice_f16` is
+ * not NULL, the same samples as IEEE float16 little-endian bytes — the wire's RAW slice
+ * payload — to `slice_f16` (capacity `f16_cap` bytes; 4·17280 is always enough). With
+ * params->decode set, buffers too small for this stream's slices fail the call
+ * (DM_ERR_INVALID_ARGUMENT) before anything changes. Allocates nothing.
+ *   Owns: writes *result on success only, and slice / slice_f16 (caller memory) when a
+ *         slice is decoded; on error they are unspecified. Nothing to free.
  *   NULL: stream and params must not be NULL (DM_ERR_INVALID_ARGUMENT); result may be NULL
  *         (not reported); slice may be NULL until a tick decodes a slice, which then fails
- *         with DM_ERR_INVALID_ARGUMENT (as does a slice_cap too small).
+ *         with DM_ERR_INVALID_ARGUMENT; slice_f16 may be NULL (not written).
  *   Threads: one thread at a time per stream. */
 int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
-                   float* slice, int64_t slice_cap, dm_error* err) DM_NOEXCEPT;
+                   float* slice, int64_t slice_cap, uint8_t* slice_f16, int64_t f16_cap,
+                   dm_error* err) DM_NOEXCEPT;
+/* The decode half of a tick without the DiT (spec §4.10 step 2, idle mode: "keep decoding the
+ * last latent"): decodes the window at playhead_s + lead of `latent` ([frames, 64] floats in
+ * host memory, read during the call) or, when `latent` is NULL, of the last latent the stream
+ * emitted (DM_ERR_STATE if none yet); crossfades and patches it into the playback buffer and
+ * writes the slice buffers as dm_stream_tick does. result: decoded = 1, start_sample,
+ * num_samples, dec_ms, num_gens, depth; the DiT fields are 0. Allocates nothing.
+ *   Owns: reads latent during the call only; writes *result, slice and slice_f16 (caller
+ *         memory) on success; on error they are unspecified. Nothing to free.
+ *   NULL: stream and slice must not be NULL (DM_ERR_INVALID_ARGUMENT); latent NULL means
+ *         the last emitted latent; result and slice_f16 may be NULL (not written).
+ *   Threads: one thread at a time per stream. */
+int dm_stream_decode_window(dm_stream* stream, double playhead_s, const float* latent, int frames,
+                            dm_tick_result* result, float* slice, int64_t slice_cap,
+                            uint8_t* slice_f16, int64_t f16_cap, dm_error* err) DM_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------------------
  * Diagnostics for tests of the exception barrier.

@@ -24,6 +24,7 @@ int dm_stream_create(dm_context* decoder_ctx, dm_engine* window_vae, const char*
     o.max_cond_len = opts->max_cond_len;
     o.vae_window = opts->vae_window;
     o.lead_s = opts->lead_s;
+    o.max_prompts = opts->max_prompts == 0 ? 1 : opts->max_prompts;
     auto s = std::make_unique<dm_stream>();
     s->stream = std::make_unique<dm::Stream>(*decoder_ctx->context, window_vae->engine, owner, o);
     *out = s.release();
@@ -71,6 +72,14 @@ int dm_stream_set_curve(dm_stream* stream, const char* name, const float* values
   });
 }
 
+int dm_stream_set_blend_curve(dm_stream* stream, const float* values, int len,
+                              dm_error* err) noexcept {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(stream, "dm_stream_set_blend_curve");
+    stream->stream->SetBlendCurve(values, len);
+  });
+}
+
 int dm_stream_set_playback(dm_stream* stream, const float* interleaved, int64_t frames,
                            dm_error* err) noexcept {
   return dm::Guard(err, [&] {
@@ -89,8 +98,38 @@ int dm_stream_read_playback(const dm_stream* stream, int64_t start, float* dst, 
   });
 }
 
+namespace {
+
+void CopyResult(const dm::TickResult& r, dm_tick_result* result) {
+  if (result == nullptr) return;
+  result->emitted = r.emitted;
+  result->decoded = r.decoded;
+  result->start_sample = r.start_sample;
+  result->num_samples = r.num_samples;
+  result->tick_ms = r.tick_ms;
+  result->dec_ms = r.dec_ms;
+  result->engine_ms = r.engine_ms;
+  result->vae_ms = r.vae_ms;
+  result->num_gens = r.num_gens;
+  result->active = r.active;
+  result->decoder_calls = r.decoder_calls;
+  result->depth = r.depth;
+}
+
+dm::SliceBuffers Slices(float* slice, int64_t slice_cap, uint8_t* slice_f16, int64_t f16_cap) {
+  dm::SliceBuffers b;
+  b.f32 = slice;
+  b.f32_cap = slice_cap;
+  b.f16 = slice_f16;
+  b.f16_cap = f16_cap;
+  return b;
+}
+
+}  // namespace
+
 int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_result* result,
-                   float* slice, int64_t slice_cap, dm_error* err) noexcept {
+                   float* slice, int64_t slice_cap, uint8_t* slice_f16, int64_t f16_cap,
+                   dm_error* err) noexcept {
   return dm::Guard(err, [&] {
     dm::CheckHandle(stream, "dm_stream_tick");
     if (params == nullptr) dm::Fail(dm::Status::kInvalidArgument, "tick params are NULL");
@@ -111,20 +150,20 @@ int dm_stream_tick(dm_stream* stream, const dm_tick_params* params, dm_tick_resu
     p.channel_gain_active = params->channel_gain_active;
     for (int i = 0; i < 64; ++i) p.channel_gain[i] = params->channel_gain[i];
     dm::TickResult r;
-    stream->stream->Tick(p, &r, slice, slice_cap);
-    if (result != nullptr) {
-      result->emitted = r.emitted;
-      result->decoded = r.decoded;
-      result->start_sample = r.start_sample;
-      result->num_samples = r.num_samples;
-      result->tick_ms = r.tick_ms;
-      result->dec_ms = r.dec_ms;
-      result->engine_ms = r.engine_ms;
-      result->num_gens = r.num_gens;
-      result->active = r.active;
-      result->decoder_calls = r.decoder_calls;
-      result->depth = r.depth;
-    }
+    stream->stream->Tick(p, &r, Slices(slice, slice_cap, slice_f16, f16_cap));
+    CopyResult(r, result);
+  });
+}
+
+int dm_stream_decode_window(dm_stream* stream, double playhead_s, const float* latent, int frames,
+                            dm_tick_result* result, float* slice, int64_t slice_cap,
+                            uint8_t* slice_f16, int64_t f16_cap, dm_error* err) noexcept {
+  return dm::Guard(err, [&] {
+    dm::CheckHandle(stream, "dm_stream_decode_window");
+    dm::TickResult r;
+    stream->stream->DecodeWindow(playhead_s, latent, frames, &r,
+                                 Slices(slice, slice_cap, slice_f16, f16_cap));
+    CopyResult(r, result);
   });
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/constants.h"
 #include "core/error.h"
+#include "pipeline/loops.h"
 
 namespace dm {
 namespace pipe {
@@ -14,12 +15,11 @@ constexpr int D = kLatentDim;
 // Haar closed form, with δ = x − denoised on the pair (a = 2k, b = 2k+1):
 //   x[a] += (s_L·(δa+δb) + s_H·(δa−δb)) / 2;   x[b] += (s_L·(δa+δb) − s_H·(δa−δb)) / 2
 // Odd T: δ[T] = 0 and the extra output sample is dropped.
-void HaarClosedForm(float scale_low, float scale_high, const Curve& low, const Curve& high,
-                    float* x, const float* den, int frames) {
+void HaarClosedForm(const HaarScalers& h, float* x, const float* den, int frames) {
   const int bands = (frames + 1) / 2;
   for (int k = 0; k < bands; ++k) {
-    const float sl = scale_low == 0.f ? 0.f : scale_low * low.resampled(k, bands);
-    const float sh = scale_high == 0.f ? 0.f : scale_high * high.resampled(k, bands);
+    const float sl = h.sl(k, bands);
+    const float sh = h.sh(k, bands);
     const int a = 2 * k;
     const int b = 2 * k + 1;
     float* xa = x + static_cast<long>(a) * D;
@@ -27,6 +27,7 @@ void HaarClosedForm(float scale_low, float scale_high, const Curve& low, const C
     if (b < frames) {
       float* xb = x + static_cast<long>(b) * D;
       const float* yb = den + static_cast<long>(b) * D;
+      DM_INDEPENDENT_ITERATIONS
       for (int c = 0; c < D; ++c) {
         const float da = xa[c] - ya[c];
         const float db = xb[c] - yb[c];
@@ -44,6 +45,24 @@ void HaarClosedForm(float scale_low, float scale_high, const Curve& low, const C
   }
 }
 
+// Band scalers: s_L = t·scaler (low, double); s_H = (1−t)·scaler (high) or (1−t)·high (double).
+void BandScalers(const DcwConfig& cfg, float t, HaarScalers* h) {
+  *h = HaarScalers{};
+  h->low = &cfg.scaler;
+  h->high = &cfg.scaler;
+  if (cfg.mode == DcwMode::kLow) {
+    h->scale_low = t;
+  } else if (cfg.mode == DcwMode::kHigh) {
+    h->scale_high = 1.f - t;
+  } else {
+    h->scale_low = t;
+    h->scale_high = 1.f - t;
+    h->high = &cfg.high_scaler;
+  }
+  if (!h->low->set()) h->scale_low = 0.f;
+  if (!h->high->set()) h->scale_high = 0.f;
+}
+
 float SoftThreshold(float d, float tau) {
   const float m = std::fabs(d) - tau;
   return m > 0.f ? std::copysign(m, d) : 0.f;
@@ -51,13 +70,15 @@ float SoftThreshold(float d, float tau) {
 
 // Explicit band-domain path (orthonormal haar analysis/synthesis), used when a fader is on.
 // This is where mult_blend / mag_phase belong when implemented.
-void ApplyDcwBands(const DcwAdvanced& adv, float scale_low, float scale_high, const Curve& low,
-                   const Curve& high, float* x, const float* den, int frames) {
+void ApplyDcwBands(const DcwAdvanced& adv, const DcwConfig& cfg, float t, float* x,
+                   const float* den, int frames) {
   constexpr float kInvSqrt2 = 0.70710678118654752f;
+  HaarScalers h;
+  BandScalers(cfg, t, &h);
   const int bands = (frames + 1) / 2;
   for (int k = 0; k < bands; ++k) {
-    const float sl = scale_low == 0.f ? 0.f : scale_low * low.resampled(k, bands);
-    const float sh = scale_high == 0.f ? 0.f : scale_high * high.resampled(k, bands);
+    const float sl = h.sl(k, bands);
+    const float sh = h.sh(k, bands);
     const int a = 2 * k;
     const int b = 2 * k + 1;
     float* xa = x + static_cast<long>(a) * D;
@@ -112,28 +133,18 @@ void ApplyDcw(const DcwConfig& cfg, float t, float* x, const float* denoised, in
     }
     return;
   }
-  // Band scalers: s_L = t·scaler (low, double); s_H = (1−t)·scaler (high) or (1−t)·high (double).
-  float scale_low = 0.f;
-  float scale_high = 0.f;
-  const Curve* low = &cfg.scaler;
-  const Curve* high = &cfg.scaler;
-  if (cfg.mode == DcwMode::kLow) {
-    scale_low = t;
-  } else if (cfg.mode == DcwMode::kHigh) {
-    scale_high = 1.f - t;
-  } else {
-    scale_low = t;
-    scale_high = 1.f - t;
-    high = &cfg.high_scaler;
+  HaarScalers h;
+  if (PlanHaarClosedForm(cfg, t, &h)) {
+    dcw_detail::HaarClosedForm(h, x, denoised, frames);
+    return;
   }
-  if (!low->set()) scale_low = 0.f;
-  if (!high->set()) scale_high = 0.f;
-  if (cfg.advanced.soft_thresh != 0.f) {
-    dcw_detail::ApplyDcwBands(cfg.advanced, scale_low, scale_high, *low, *high, x, denoised,
-                              frames);
-  } else {
-    dcw_detail::HaarClosedForm(scale_low, scale_high, *low, *high, x, denoised, frames);
-  }
+  dcw_detail::ApplyDcwBands(cfg.advanced, cfg, t, x, denoised, frames);
+}
+
+bool PlanHaarClosedForm(const DcwConfig& cfg, float t, HaarScalers* out) {
+  if (!DcwActive(cfg) || cfg.mode == DcwMode::kPix || cfg.advanced.soft_thresh != 0.f) return false;
+  dcw_detail::BandScalers(cfg, t, out);
+  return true;
 }
 
 }  // namespace pipe

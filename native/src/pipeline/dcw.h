@@ -40,5 +40,27 @@ bool DcwActive(const DcwConfig& cfg);
 // must have len 0, 1 or any length >= 2 (resampled). No allocation.
 void ApplyDcw(const DcwConfig& cfg, float t, float* x, const float* denoised, int frames);
 
+// The haar closed form's band scalers at one flow time, for a caller that fuses the
+// correction into its own loop over frame pairs (band k = frames 2k, 2k+1):
+//   x[2k] += (sl·(δa+δb) + sh·(δa−δb)) / 2;   x[2k+1] += (sl·(δa+δb) − sh·(δa−δb)) / 2
+// (odd T: the last band has one frame, x += (sl·δa + sh·δa) / 2), δ = x − denoised.
+struct HaarScalers {
+  float scale_low = 0.f;
+  float scale_high = 0.f;
+  const Curve* low = nullptr;
+  const Curve* high = nullptr;
+  float sl(int k, int bands) const {
+    return scale_low == 0.f ? 0.f : scale_low * low->resampled(k, bands);
+  }
+  float sh(int k, int bands) const {
+    return scale_high == 0.f ? 0.f : scale_high * high->resampled(k, bands);
+  }
+};
+
+// True, with *out set, when ApplyDcw(cfg, t, ...) is exactly the closed form above: DCW
+// active in mode low, high or double without the soft-threshold fader. The config must
+// outlive *out.
+bool PlanHaarClosedForm(const DcwConfig& cfg, float t, HaarScalers* out);
+
 }  // namespace pipe
 }  // namespace dm

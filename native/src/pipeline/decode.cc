@@ -9,6 +9,9 @@ namespace dm {
 namespace pipe {
 namespace decode_detail {
 
+// Far above float32 rounding of a window (≤ 0.36 s ·25 → error < 1e-6), far below a frame.
+constexpr double kFrameSnap = 1e-4;
+
 long Mod(long a, long m) {
   long r = a % m;
   return r < 0 ? r + m : r;
@@ -33,7 +36,11 @@ WindowPlan PlanWindow(int frames_total, double vae_window, double t_start, bool 
   if (!(vae_window > 0.0)) return full();
   const double w = std::min(std::max(vae_window, kMinVaeWindow), kMaxVaeWindow);
   const int F = kWindowFrames;
-  const int K = std::max(1, std::min(static_cast<int>(w * kFrameRate), F));
+  // K = int(w·25) truncates, as DEMON does on a Python double, where k/25 s gives exactly k.
+  // Windows reach us as float32 through the C API, and 0.12f·25 = 2.99999993: a product
+  // within kFrameSnap of an integer counts as that integer, so k/25 s keeps k frames.
+  const int K =
+      std::max(1, std::min(static_cast<int>(w * kFrameRate + decode_detail::kFrameSnap), F));
   if (T <= K) return full();
   int ks = std::max(0, static_cast<int>(t_start * kFrameRate));  // int() truncates toward 0
   const int ke = std::min(T, ks + K);
@@ -181,6 +188,14 @@ float HalfToFloat(uint16_t h) {
 
 void FloatsToHalf(const float* in, uint16_t* out, long n) {
   for (long i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+
+void FloatsToHalfLE(const float* in, uint8_t* out, long n) {
+  for (long i = 0; i < n; ++i) {
+    const uint16_t h = FloatToHalf(in[i]);
+    out[2 * i] = static_cast<uint8_t>(h & 0xFFu);
+    out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
 }
 
 void HalfsToFloat(const uint16_t* in, float* out, long n) {

@@ -34,7 +34,8 @@ struct WindowPlan {
   long num_samples() const { return static_cast<long>(kept) * kHop; }  // per channel
 };
 
-// §4.9: w = clamp(vae_window, 0.04, 0.36); K = max(1, min(int(w·25), 25)); F = 25;
+// §4.9: w = clamp(vae_window, 0.04, 0.36); K = max(1, min(int(w·25), 25)) (k/25 s → k frames
+// also when the window arrived as a float32); F = 25;
 // ks = max(0, int(t_start·25)); ke = min(T, ks+K); ks = max(0, ke−K); left = (F−K)/2;
 // cyclic: frames (ks−left+j) mod T, pre = left; else ds = max(0, min(ks−left, T−F)), pre = ks−ds.
 // Throws kInvalidArgument for T < 1.
@@ -65,6 +66,8 @@ uint16_t FloatToHalf(float f);
 float HalfToFloat(uint16_t h);
 void FloatsToHalf(const float* in, uint16_t* out, long n);
 void HalfsToFloat(const uint16_t* in, float* out, long n);
+// FloatToHalf into 2·n bytes, little-endian whatever the host order (the wire's layout).
+void FloatsToHalfLE(const float* in, uint8_t* out, long n);
 
 }  // namespace pipe
 }  // namespace dm

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "pipeline/guidance.h"
+#include "pipeline/loops.h"
 #include "pipeline/schedule.h"
 
 namespace dm {
@@ -57,6 +58,7 @@ struct Pipeline::StoredCurve {
 
 struct Pipeline::StoredCond {
   float* enc = nullptr;  // [max_cond_len, 2048]
+  Content enc_held;      // what enc holds
   int len = 0;
   StoredCurve weight;
   bool has_range = false;
@@ -75,11 +77,12 @@ struct Pipeline::StoredRequest {
   bool has_cfg = false;
   StepStrengthFn step_fn = nullptr;
 
-  float* ctx = nullptr;         // [T,128]
-  float* src = nullptr;         // [T,64]
-  float* x0t = nullptr;         // [T,64]
-  float* mask_orig = nullptr;   // [T,64]
-  float* mask_noise = nullptr;  // [T,64]
+  float* ctx = nullptr;                  // [T,128]
+  float* src = nullptr;                  // [T,64]
+  float* x0t = nullptr;                  // [T,64]
+  Content ctx_held, src_held, x0t_held;  // what ctx, src, x0t hold
+  float* mask_orig = nullptr;            // [T,64]
+  float* mask_noise = nullptr;           // [T,64]
 
   StoredCurve x0_strength, x0_curve, init_noise, mask, guidance, momentum, rescale, vscale, onc,
       sdc;
@@ -99,7 +102,7 @@ struct Pipeline::Slot {
   float* sched = nullptr;        // [ScheduleCapacity(steps)]
   float* xt = nullptr;           // [T,64]
   float* apg = nullptr;          // APG running average [T,64]
-  float* noise = nullptr;        // initial noise [T,64] (v_neg for RCFG self)
+  float* noise = nullptr;        // initial noise [T,64], RCFG self only (its v_neg)
   float* vneg_cached = nullptr;  // [T,64] (RCFG initialize)
   float* mask_noise = nullptr;   // [T,64] (generated when the request has none)
   float* xtm_buf = nullptr;      // mask pre-blended x_t
@@ -233,8 +236,8 @@ void Pipeline::Carve(Carver& cv) {
   b_ctx_ = cv.Floats(rows * te * kContextDim);
   b_vpos_ = cv.Floats(pos_rows * te * kLatentDim);
   b_vneg_ = cv.Floats(std::max<size_t>(neg_rows, 1) * te * kLatentDim);
-  enc_rows_.rows.assign(rows, RowSource{});
-  ctx_rows_.rows.assign(rows, RowSource{});
+  enc_rows_.rows.assign(rows, Content{});
+  ctx_rows_.rows.assign(rows, Content{});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +285,16 @@ void Pipeline::Validate(const SlotRequest& req) const {
   // x0_target_curve without x0_target is ignored, as in DEMON (curve_x0 needs both).
 }
 
+void Pipeline::CopyInput(float* dst, Content& held, const float* src, uint64_t version, size_t n,
+                         uint64_t id) {
+  const Content want =
+      version != 0 ? Content{src, version, n} : Content{dst, id, n};  // see Content
+  if (version != 0 && held == want) return;
+  std::memcpy(dst, src, n * sizeof(float));
+  input_bytes_copied_ += n * sizeof(float);
+  held = want;
+}
+
 void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   const size_t T = static_cast<size_t>(req.frames);
   const size_t TD = T * kLatentDim;
@@ -292,11 +305,11 @@ void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   r.rcfg = req.rcfg_mode;
   r.x0_gate = req.x0_target_gate;
   r.step_fn = req.latent_mask.step_strength;
-  std::memcpy(r.ctx, req.context_latents, T * kContextDim * sizeof(float));
+  CopyInput(r.ctx, r.ctx_held, req.context_latents, req.context_version, T * kContextDim, r.id);
   r.has_src = req.source_latents != nullptr;
-  if (r.has_src) std::memcpy(r.src, req.source_latents, TD * sizeof(float));
+  if (r.has_src) CopyInput(r.src, r.src_held, req.source_latents, req.source_version, TD, r.id);
   r.has_x0t = req.x0_target != nullptr;
-  if (r.has_x0t) std::memcpy(r.x0t, req.x0_target, TD * sizeof(float));
+  if (r.has_x0t) CopyInput(r.x0t, r.x0t_held, req.x0_target, req.x0_target_version, TD, r.id);
   r.has_mask = req.latent_mask.mask.set();
   r.has_mask_noise = r.has_mask && req.latent_mask.noise != nullptr;
   if (r.has_mask) {
@@ -313,8 +326,8 @@ void Pipeline::CopyIn(const SlotRequest& req, StoredRequest& r) {
   r.vscale.Assign(req.velocity_scale);
   r.onc.Assign(req.ode_noise);
   r.sdc.Assign(req.sde_denoise);
-  auto cond = [](const SlotCondition& c, StoredCond& d) {
-    std::memcpy(d.enc, c.enc, static_cast<size_t>(c.len) * kEncoderDim * sizeof(float));
+  auto cond = [&](const SlotCondition& c, StoredCond& d) {
+    CopyInput(d.enc, d.enc_held, c.enc, c.version, static_cast<size_t>(c.len) * kEncoderDim, r.id);
     d.len = c.len;
     d.weight.Assign(c.temporal_weight);
     d.has_range = c.has_step_range;
@@ -360,9 +373,12 @@ uint64_t Pipeline::Submit(const SlotRequest& req) {
 // ---------------------------------------------------------------------------------------------
 // Hot controls
 
+// Deviation from DEMON, whose set_depth truncates slots[:n] and loses their work (§4.4): the
+// issue asks for active slots to drain naturally. Slots at index >= n keep their request and
+// step until it is emitted (still one emit per tick, index order); Fill never refills them.
 void Pipeline::SetDepth(int n) {
   n = std::min(std::max(n, 1), cfg_.max_depth);
-  for (int i = n; i < cfg_.max_depth; ++i) ReleaseSlot(slots_[static_cast<size_t>(i)]);
+  while (queue_len_ > n) DropQueued(0);  // the queue cap is the new depth from now on
   depth_ = n;
 }
 
@@ -451,7 +467,7 @@ const Curve& Pipeline::Knob(SharedCurve which, const Curve& own, int frames) con
 // Introspection
 
 bool Pipeline::SlotBusy(int i) const {
-  return i >= 0 && i < depth_ && slots_[static_cast<size_t>(i)].req >= 0;
+  return i >= 0 && i < cfg_.max_depth && slots_[static_cast<size_t>(i)].req >= 0;
 }
 uint64_t Pipeline::SlotId(int i) const {
   return SlotBusy(i) ? pool_[static_cast<size_t>(slots_[static_cast<size_t>(i)].req)].id : 0;
@@ -487,7 +503,10 @@ void Pipeline::InitSlot(Slot& s, int pool_index) {
     noise_cache_seed_ = r.seed;
     noise_cache_len_ = n;
   }
-  std::memcpy(s.noise, noise_cache_, static_cast<size_t>(n) * sizeof(float));
+  const float* noise = noise_cache_;
+  // Only RCFG "self" needs the initial noise later (as v_neg).
+  if (r.has_cfg && r.rcfg == RcfgMode::kSelf)
+    std::memcpy(s.noise, noise, static_cast<size_t>(n) * sizeof(float));
   const float* src = r.has_src ? r.src : (r.has_mask ? r.mask_orig : nullptr);
   const float t0 = s.sched[0];
   if (r.init_noise.c.set() && src != nullptr) {
@@ -496,13 +515,13 @@ void Pipeline::InitSlot(Slot& s, int pool_index) {
       const float cf = c.at(f);
       for (int ch = 0; ch < D; ++ch) {
         const long i = pipeline_detail::Idx(f, ch);
-        s.xt[i] = cf * s.noise[i] + (1.f - cf) * src[i];
+        s.xt[i] = cf * noise[i] + (1.f - cf) * src[i];
       }
     }
   } else if (src != nullptr && r.denoise < 1.f) {
-    for (long i = 0; i < n; ++i) s.xt[i] = t0 * s.noise[i] + (1.f - t0) * src[i];
+    for (long i = 0; i < n; ++i) s.xt[i] = t0 * noise[i] + (1.f - t0) * src[i];
   } else {
-    std::memcpy(s.xt, s.noise, static_cast<size_t>(n) * sizeof(float));
+    std::memcpy(s.xt, noise, static_cast<size_t>(n) * sizeof(float));
   }
   if (r.has_cfg) std::memset(s.apg, 0, static_cast<size_t>(n) * sizeof(float));
   if (r.has_mask) {
@@ -531,7 +550,7 @@ TickResult Pipeline::Tick() {
              gain_frames_, T);
     };
     if (target > 0) check(target);
-    for (int i = 0; i < depth_; ++i) {
+    for (int i = 0; i < cfg_.max_depth; ++i) {
       const Slot& s = slots_[static_cast<size_t>(i)];
       if (s.req < 0) continue;
       const int T = pool_[static_cast<size_t>(s.req)].frames;
@@ -547,18 +566,21 @@ TickResult Pipeline::Tick() {
       if (pool_[static_cast<size_t>(queue_[static_cast<size_t>(qi)])].frames != target)
         DropQueued(qi);
     }
-    for (int i = 0; i < depth_; ++i) {
+    for (int i = 0; i < cfg_.max_depth; ++i) {
       Slot& s = slots_[static_cast<size_t>(i)];
       if (s.req >= 0 && pool_[static_cast<size_t>(s.req)].frames != target) ReleaseSlot(s);
     }
   }
 
-  // 2. Emit the first finished slot (index order), at most one.
-  for (int i = 0; i < depth_; ++i) {
+  // 2. Emit the first finished slot (index order), at most one. Slots beyond depth_ are
+  // draining after a shrink (SetDepth): they emit like the others.
+  for (int i = 0; i < cfg_.max_depth; ++i) {
     Slot& s = slots_[static_cast<size_t>(i)];
     if (s.req < 0 || s.step < s.sched_len - 1) continue;
     const StoredRequest& r = pool_[static_cast<size_t>(s.req)];
-    std::memcpy(emit_, s.xt, static_cast<size_t>(r.frames) * kLatentDim * sizeof(float));
+    // Hand the latent over instead of copying it: the slot takes the previous emit buffer,
+    // which its next InitSlot overwrites.
+    std::swap(emit_, s.xt);
     res.emitted = true;
     res.id = r.id;
     res.frames = r.frames;
@@ -567,7 +589,7 @@ TickResult Pipeline::Tick() {
     break;
   }
 
-  // 3. Fill empty slots from the queue (oldest first).
+  // 3. Fill empty slots below depth_ from the queue (oldest first).
   for (int i = 0; i < depth_ && queue_len_ > 0; ++i) {
     Slot& s = slots_[static_cast<size_t>(i)];
     if (s.req >= 0) continue;
@@ -584,21 +606,21 @@ TickResult Pipeline::Tick() {
   // context again (rows are independent: their order does not change any result).
   bool active[kMaxDepth] = {};
   bool placed[kMaxDepth] = {};
-  for (int i = 0; i < depth_; ++i) {
+  for (int i = 0; i < cfg_.max_depth; ++i) {
     const Slot& s = slots_[static_cast<size_t>(i)];
     active[i] = s.req >= 0 && s.step < s.sched_len - 1;
   }
   int n = num_active_;
   for (int p = 0; p < n;) {
     const int i = active_[static_cast<size_t>(p)];
-    if (i < depth_ && active[i]) {
+    if (active[i]) {
       placed[i] = true;
       ++p;
     } else {
       active_[static_cast<size_t>(p)] = active_[static_cast<size_t>(--n)];
     }
   }
-  for (int i = 0; i < depth_; ++i)
+  for (int i = 0; i < cfg_.max_depth; ++i)
     if (active[i] && !placed[i]) active_[static_cast<size_t>(n++)] = i;
   num_active_ = n;
   res.active = num_active_;
@@ -699,7 +721,7 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
         std::memset(h + static_cast<size_t>(T) * D, 0,
                     static_cast<size_t>(te - T) * D * sizeof(float));
       b_timestep_[rows] = s.t;
-      if (ctx_rows_.Stale(rows, RowSource{r.id, -1, false})) {
+      if (ctx_rows_.Stale(rows, r.ctx_held)) {
         float* ctx = b_ctx_ + static_cast<size_t>(rows) * te * kContextDim;
         std::memcpy(ctx, r.ctx, static_cast<size_t>(T) * kContextDim * sizeof(float));
         batch_bytes_copied_ += static_cast<uint64_t>(te) * kContextDim * sizeof(float);
@@ -707,8 +729,7 @@ int Pipeline::BuildBatch(bool negative, int* cond_len) {
           std::memset(ctx + static_cast<size_t>(T) * kContextDim, 0,
                       static_cast<size_t>(te - T) * kContextDim * sizeof(float));
       }
-      if (enc_rows_.Stale(rows,
-                          RowSource{r.id, negative ? s.neg_sel[j] : s.pos_sel[j], negative})) {
+      if (enc_rows_.Stale(rows, c.enc_held)) {
         float* e = b_enc_ + static_cast<size_t>(rows) * enc_row;
         const size_t used = static_cast<size_t>(c.len) * kEncoderDim;
         std::memcpy(e, c.enc, used * sizeof(float));
@@ -822,19 +843,72 @@ void Pipeline::FinishSlot(int a) {
   const float* xtm = s.xtm;
   float* xt = s.xt;
   float* den = s.den;
+  const bool fast = !(complex || scalar_x0 || use_sde || tn <= 0.f);
 
-  if (!(complex || scalar_x0 || use_sde || tn <= 0.f)) {
+  // The common streaming step (fast path, haar DCW closed form, no ODE noise) in one pass per
+  // pair of frames, without storing the denoised estimate: the same arithmetic as the
+  // general code below (integrate every frame, then ApplyDcw), in cache.
+  HaarScalers haar;
+  if (fast && !noise_on && PlanHaarClosedForm(dcw_, t, &haar)) {
+    const float dt = tn - t;
+    const int bands = (T + 1) / 2;
+    for (int k = 0; k < bands; ++k) {
+      const float sl = haar.sl(k, bands);
+      const float sh = haar.sh(k, bands);
+      const int fa = 2 * k;
+      const long a = Idx(fa, 0);
+      const float vsa = vs.at_or(fa, 1.f);
+      if (fa + 1 == T) {  // odd T: a band of one frame
+        for (int c = 0; c < D; ++c) {
+          const float x = xtm[a + c];
+          const float y = x - v[a + c] * t;
+          const float xn = x + dt * (v[a + c] * vsa);
+          const float d = xn - y;
+          xt[a + c] = xn + (sl * d + sh * d) * 0.5f;
+        }
+        break;
+      }
+      const long b = a + D;
+      const float vsb = vs.at_or(fa + 1, 1.f);
+      DM_INDEPENDENT_ITERATIONS
+      for (int c = 0; c < D; ++c) {
+        const float xa = xtm[a + c];
+        const float xb = xtm[b + c];
+        const float ya = xa - v[a + c] * t;
+        const float yb = xb - v[b + c] * t;
+        const float na = xa + dt * (v[a + c] * vsa);
+        const float nb = xb + dt * (v[b + c] * vsb);
+        const float da = na - ya;
+        const float db = nb - yb;
+        const float lo = sl * (da + db);
+        const float hi = sh * (da - db);
+        xt[a + c] = na + (lo + hi) * 0.5f;
+        xt[b + c] = nb + (lo - hi) * 0.5f;
+      }
+    }
+    ++s.step;
+    return;
+  }
+
+  if (fast) {
     const float dt = tn - t;
     for (int f = 0; f < T; ++f) {
       const float vsf = vs.at_or(f, 1.f);
       const float on = noise_on ? onc.at(f) * tn : 0.f;
+      const long base = Idx(f, 0);
+      const float* xm = xtm + base;
+      const float* vf = v + base;
+      float* df = den + base;
+      float* xf = xt + base;  // may be xm itself (no latent mask): same index only
+      DM_INDEPENDENT_ITERATIONS
       for (int c = 0; c < D; ++c) {
-        const long i = Idx(f, c);
-        const float xm = xtm[i];
-        den[i] = xm - v[i] * t;
-        float x = xm + dt * (v[i] * vsf);
-        if (on != 0.f) x += CounterNormal(r.seed, stream, static_cast<uint64_t>(i)) * on;
-        xt[i] = x;
+        const float x = xm[c];
+        df[c] = x - vf[c] * t;
+        xf[c] = x + dt * (vf[c] * vsf);
+      }
+      if (on != 0.f) {  // ODE noise injection: its own loop, so the one above vectorizes
+        for (int c = 0; c < D; ++c)
+          xf[c] += CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c)) * on;
       }
     }
   } else {
@@ -843,41 +917,70 @@ void Pipeline::FinishSlot(int a) {
       const float p = static_cast<float>(step) / static_cast<float>(std::max(total - 1, 1));
       gamma = std::max(0.f, p - r.x0_gate) / std::max(1.f - r.x0_gate, 1e-6f);
     }
-    const float* src = r.src;
+    // Per frame: the blends that apply to this slot and step are chosen once, each in its own
+    // loop over the channels (vectorizable; the same per-element arithmetic as one fused loop).
+    float x0[D];
     for (int f = 0; f < T; ++f) {
       const float vsf = vs.at_or(f, 1.f);
-      const float m = r.has_mask ? r.mask.c.at(f) * s.mask_strength : 1.f;
-      const float cc = curve_x0 && gamma > 0.f ? r.x0_curve.c.at(f) * gamma : 0.f;
-      const float st = scalar_x0 ? strength.at(f) : 0.f;
-      const float sd = sde_curve ? sdc.at(f) : 0.f;
-      const float on = noise_on ? onc.at(f) * tn : 0.f;
+      const long base = Idx(f, 0);
+      const float* xm = xtm + base;
+      const float* vf = v + base;
+      float* df = den + base;
+      float* xf = xt + base;  // may be xm itself (no latent mask): same index only
+      const float* x0t = r.x0t + base;
+      const float* src = r.src + base;
+      DM_INDEPENDENT_ITERATIONS
       for (int c = 0; c < D; ++c) {
-        const long i = Idx(f, c);
-        const float xm = xtm[i];
-        den[i] = xm - v[i] * t;
-        float x0 = xm - (v[i] * vsf) * t;
-        if (r.has_mask) x0 = m * x0 + (1.f - m) * r.mask_orig[i];
-        if (curve_x0) {
-          if (gamma > 0.f) x0 = (1.f - cc) * x0 + cc * r.x0t[i];
-        } else if (scalar_x0) {
-          x0 = (1.f - st) * x0 + st * r.x0t[i];
+        const float x = xm[c];
+        df[c] = x - vf[c] * t;
+        x0[c] = x - (vf[c] * vsf) * t;
+      }
+      if (r.has_mask) {
+        const float m = r.mask.c.at(f) * s.mask_strength;
+        const float* orig = r.mask_orig + base;
+        for (int c = 0; c < D; ++c) x0[c] = m * x0[c] + (1.f - m) * orig[c];
+      }
+      if (curve_x0) {
+        if (gamma > 0.f) {
+          const float cc = r.x0_curve.c.at(f) * gamma;
+          for (int c = 0; c < D; ++c) x0[c] = (1.f - cc) * x0[c] + cc * x0t[c];
         }
-        float x;
-        if (tn <= 0.f) {
-          x = sde_curve ? sd * x0 + (1.f - sd) * src[i] : x0;
-        } else if (sde_curve) {
-          const float nz = CounterNormal(r.seed, stream, static_cast<uint64_t>(i));
-          x = sd * (tn * nz + (1.f - tn) * x0) + (1.f - sd) * (tn * nz + (1.f - tn) * src[i]);
-        } else if (use_sde) {
-          const float nz = r.has_mask ? s.mask_noise_use[i]
-                                      : CounterNormal(r.seed, stream, static_cast<uint64_t>(i));
-          x = tn * nz + (1.f - tn) * x0;
+      } else if (scalar_x0) {
+        const float st = strength.at(f);
+        for (int c = 0; c < D; ++c) x0[c] = (1.f - st) * x0[c] + st * x0t[c];
+      }
+      const float sd = sde_curve ? sdc.at(f) : 0.f;
+      if (tn <= 0.f) {
+        if (sde_curve) {
+          for (int c = 0; c < D; ++c) xf[c] = sd * x0[c] + (1.f - sd) * src[c];
         } else {
-          const float vb = (xm - x0) / t;
-          x = xm + (tn - t) * vb;
-          if (on != 0.f) x += CounterNormal(r.seed, stream, static_cast<uint64_t>(i)) * on;
+          for (int c = 0; c < D; ++c) xf[c] = x0[c];
         }
-        xt[i] = x;
+      } else if (sde_curve) {
+        for (int c = 0; c < D; ++c) {
+          const float nz = CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c));
+          xf[c] =
+              sd * (tn * nz + (1.f - tn) * x0[c]) + (1.f - sd) * (tn * nz + (1.f - tn) * src[c]);
+        }
+      } else if (use_sde) {
+        for (int c = 0; c < D; ++c) {
+          const float nz = r.has_mask
+                               ? s.mask_noise_use[base + c]
+                               : CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c));
+          xf[c] = tn * nz + (1.f - tn) * x0[c];
+        }
+      } else {
+        DM_INDEPENDENT_ITERATIONS
+        for (int c = 0; c < D; ++c) {
+          const float x = xm[c];
+          const float vb = (x - x0[c]) / t;
+          xf[c] = x + (tn - t) * vb;
+        }
+        const float on = noise_on ? onc.at(f) * tn : 0.f;
+        if (on != 0.f) {
+          for (int c = 0; c < D; ++c)
+            xf[c] += CounterNormal(r.seed, stream, static_cast<uint64_t>(base + c)) * on;
+        }
       }
     }
   }

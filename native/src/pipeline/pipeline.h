@@ -26,9 +26,23 @@
 namespace dm {
 namespace pipe {
 
+// What a buffer holds: `floats` values copied from `origin` as it was at `version`. Equal
+// tags mean equal bytes, so a copy whose destination already holds the tag can be skipped.
+// Caller inputs with a version (SlotRequest::*_version) are tagged by their address; other
+// inputs by their pool storage and request id, which no other request shares.
+struct Content {
+  const void* origin = nullptr;
+  uint64_t version = 0;
+  size_t floats = 0;
+  bool operator==(const Content& o) const {
+    return origin == o.origin && version == o.version && floats == o.floats;
+  }
+};
+
 // One conditioning sequence (enc [len, 2048]; no attention mask: the decoder has none, §2.2).
 struct SlotCondition {
   const float* enc = nullptr;   // [len, kEncoderDim], caller memory (copied by Submit)
+  uint64_t version = 0;         // of enc; see SlotRequest::context_version
   int len = 0;                  // L, 1..max_cond_len
   Curve temporal_weight;        // per-frame blend weight; unset = 1
   bool has_step_range = false;  // active while start <= step/total < end
@@ -50,10 +64,19 @@ struct LatentMask {
 
 // §4.1. Every pointer is caller memory that must stay valid only for the Submit() call.
 // Per-frame knobs are Curves (scalar or [T]).
+//
+// Versions (0 = none) let a caller that keeps an input at a fixed address skip its copy: the
+// caller gives the buffer a new version whenever it rewrites it, so the same (address,
+// version) always means the same bytes, and Submit and the decoder batch skip copies of
+// content they already hold. A live stream's context, source and prompts rarely change, so
+// its steady-state ticks copy none of them (results are the same either way).
 struct SlotRequest {
   int frames = 0;                          // T
   const float* context_latents = nullptr;  // [T, 128], required
-  SlotCondition primary;                   // required; its weight/range = primary_temporal_*
+  uint64_t context_version = 0;
+  uint64_t source_version = 0;     // of source_latents
+  uint64_t x0_target_version = 0;  // of x0_target
+  SlotCondition primary;           // required; its weight/range = primary_temporal_*
   const SlotCondition* extra_conditions = nullptr;
   int num_extra_conditions = 0;
   const SlotCondition* neg_conditions = nullptr;
@@ -114,7 +137,7 @@ struct TickResult {
   bool emitted = false;
   uint64_t id = 0;                // the emitted request's id (Submit's return value)
   int frames = 0;                 // its T
-  const float* latent = nullptr;  // [frames,64], valid until the next Tick/Generate
+  const float* latent = nullptr;  // [frames,64]; valid until the next emit (Tick/Generate)
   int active = 0;                 // slots advanced this tick
   int decoder_calls = 0;          // 0, 1 or 2
   int pos_rows = 0;               // batch of the positive call
@@ -149,8 +172,10 @@ class Pipeline {
   // returns the request id. Restores the previous depth.
   uint64_t Generate(const SlotRequest& req, float* out);
 
-  // §4.4 set_depth: clamps to [1, max_depth]; shrink drops slots [n, depth) and their work;
-  // grow appends empty slots.
+  // §4.4 set_depth: clamps to [1, max_depth]. Shrink: slots [n, depth) drain — they keep
+  // denoising until they finish and are emitted, but are not refilled (DEMON drops them and
+  // their work instead) — and the queue is capped at n at once (oldest dropped). Grow: the
+  // new slots fill from the queue on the next tick.
   void SetDepth(int n);
   int depth() const { return depth_; }
 
@@ -180,7 +205,7 @@ class Pipeline {
   int queued() const { return queue_len_; }
   uint64_t dropped() const { return dropped_; }
   uint64_t ticks() const { return ticks_; }
-  bool SlotBusy(int i) const;
+  bool SlotBusy(int i) const;  // any slot < max_depth (a slot >= depth() may be draining)
   uint64_t SlotId(int i) const;
   int SlotStep(int i) const;
   const float* SlotLatent(int i) const;  // xt [T,64] or null
@@ -189,6 +214,9 @@ class Pipeline {
   // Bytes of conditioning and context the batch builder copied so far (rows it could not
   // reuse from the previous call).
   uint64_t batch_bytes_copied() const { return batch_bytes_copied_; }
+  // Bytes of context, source, x0 target and conditioning Submit copied so far (inputs whose
+  // version the request storage did not already hold).
+  uint64_t input_bytes_copied() const { return input_bytes_copied_; }
   // Makes the next decoder call copy every batch row again (tests: cached rows must equal
   // freshly copied ones).
   void ForgetBatchRows() {
@@ -206,6 +234,10 @@ class Pipeline {
   void Carve(Carver& cv);
   void Validate(const SlotRequest& req) const;
   void CopyIn(const SlotRequest& req, StoredRequest& dst);
+  // Copies n floats from src to dst, unless held says dst already has (src, version);
+  // updates held. An unversioned input is tagged with dst and the request id.
+  void CopyInput(float* dst, Content& held, const float* src, uint64_t version, size_t n,
+                 uint64_t id);
   void ReleaseSlot(Slot& s);
   void DropQueued(int qi);
   void InitSlot(Slot& s, int pool_index);
@@ -229,7 +261,7 @@ class Pipeline {
   size_t bytes_reserved_ = 0;
 
   std::vector<StoredRequest> pool_;  // 2·max_depth entries, sized once
-  std::vector<Slot> slots_;          // max_depth entries, sized once
+  std::vector<Slot> slots_;          // max_depth entries, sized once; busy ones >= depth_ drain
   std::vector<int> queue_;           // capacity max_depth + 1, indices into pool_
   int queue_len_ = 0;
   std::vector<int> active_;  // slot indices active this tick (capacity max_depth)
@@ -241,6 +273,7 @@ class Pipeline {
   uint64_t next_id_ = 1;
   uint64_t dropped_ = 0;
   uint64_t batch_bytes_copied_ = 0;
+  uint64_t input_bytes_copied_ = 0;
   uint64_t ticks_ = 0;
 
   // Shared-curve overrides (§4.8).
@@ -255,31 +288,23 @@ class Pipeline {
   float* dcw_low_ = nullptr;
   float* dcw_high_ = nullptr;
 
-  // What each batch row of b_enc_ / b_ctx_ holds. A request's conditioning and context are
-  // fixed for its life (a pool entry gets a new id when reused), so a row is copied only when
-  // its source changes: in steady state a tick copies hidden_states and the newcomer's rows.
-  // Rows are laid out at a stride (L for b_enc_, T_eff for b_ctx_); a call at another stride
-  // overlaps every row, so it forgets them all.
-  struct RowSource {
-    uint64_t req = 0;  // request id; 0: nothing valid
-    int cond = -1;     // condition index (enc rows)
-    bool negative = false;
-    bool operator==(const RowSource& o) const {
-      return req == o.req && cond == o.cond && negative == o.negative;
-    }
-  };
+  // What each batch row of b_enc_ / b_ctx_ holds (the Content of the request's conditioning
+  // or context). A row is copied only when that changes: in steady state a tick copies
+  // hidden_states and the rows of a newcomer whose inputs are unversioned (none when they
+  // are versioned and unchanged). Rows are laid out at a stride (L for b_enc_, T_eff for
+  // b_ctx_); a call at another stride overlaps every row, so it forgets them all.
   struct BatchRows {
     int stride = 0;
-    std::vector<RowSource> rows;  // sized at construction
+    std::vector<Content> rows;  // sized at construction
     // Forgets every row when the stride changes.
     void Restride(int s) {
       if (s == stride) return;
       stride = s;
-      std::fill(rows.begin(), rows.end(), RowSource{});
+      std::fill(rows.begin(), rows.end(), Content{});
     }
     // True when row i must be written for src (and records it as written).
-    bool Stale(int i, const RowSource& src) {
-      RowSource& held = rows[static_cast<size_t>(i)];
+    bool Stale(int i, const Content& src) {
+      Content& held = rows[static_cast<size_t>(i)];
       if (held == src) return false;
       held = src;
       return true;
@@ -296,7 +321,7 @@ class Pipeline {
   float* b_vpos_ = nullptr;             // [depth·max_pos, T_eff, 64]
   float* b_vneg_ = nullptr;             // [depth·max_neg, T_eff, 64]
   int cur_frames_ = 0;                  // T of this tick's batch
-  float* emit_ = nullptr;               // the emitted latent [T,64]
+  float* emit_ = nullptr;               // the emitted latent [T,64] (swapped with a slot's xt)
   std::function<void(int)> finish_fn_;  // [this] only: stored inline, never allocates
 };
 

@@ -48,6 +48,15 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
     Fail(Status::kInvalidArgument, "stream: max depth %d outside 1..%lld (decoder max batch)",
          opts_.max_depth, static_cast<long long>(hs.max[0]));
   }
+  if (opts_.max_prompts < 1 || opts_.max_prompts > 2) {
+    Fail(Status::kInvalidArgument, "stream: max_prompts %d (want 1 or 2)", opts_.max_prompts);
+  }
+  if (static_cast<int64_t>(opts_.max_depth) * opts_.max_prompts > hs.max[0]) {
+    Fail(Status::kInvalidArgument,
+         "stream: max depth %d × %d prompts = %d decoder rows, the decoder's max batch is %lld",
+         opts_.max_depth, opts_.max_prompts, opts_.max_depth * opts_.max_prompts,
+         static_cast<long long>(hs.max[0]));
+  }
   if (opts_.max_cond_len < kMinCondLen || opts_.max_cond_len > kMaxCondLen) {
     Fail(Status::kInvalidArgument, "stream: max_cond_len %d outside %d..%d", opts_.max_cond_len,
          kMinCondLen, kMaxCondLen);
@@ -55,7 +64,7 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
   const size_t T = static_cast<size_t>(frames_);
   const size_t L = static_cast<size_t>(opts_.max_cond_len);
   const size_t floats = T * 64 * 2 + T * 128 + 4 * L * kEncoderDim + T * kHop * 2 +
-                        kWindowFrames * 64 + 2 * kWindowFrames * kHop;
+                        kWindowFrames * 64 + 2 * kWindowFrames * kHop + 2 * T;
   buf_ = alloc_->Allocate(floats * sizeof(float), "stream.buffers");
   if (!decoder_->device()->HostAccessible()) mirror_ = static_cast<MirroredBlock*>(buf_.get());
   float* p = buf_->as<float>();
@@ -72,13 +81,18 @@ Stream::Stream(Context& decoder_ctx, std::shared_ptr<Engine> window_vae, const s
   playback_ = take(T * kHop * 2);
   window_z_ = take(kWindowFrames * 64);
   window_audio_ = take(2 * kWindowFrames * kHop);
+  blend_a_ = take(T);
+  blend_b_ = take(T);
+  // Every window keeps the same number of frames (K, or T when T <= K): buffers can be
+  // checked before a tick changes anything.
+  slice_frames_ = pipe::PlanWindow(frames_, opts_.vae_window, 0.0, /*cyclic=*/true).kept;
 
   pipe::PipelineConfig pc;
   pc.max_depth = opts_.max_depth;
   pc.depth = std::clamp(opts_.depth, 1, opts_.max_depth);
   pc.max_frames = frames_;
   pc.max_cond_len = opts_.max_cond_len;
-  pc.max_pos_conds = 1;
+  pc.max_pos_conds = opts_.max_prompts;
   pc.max_neg_conds = 1;
   pc.steps = opts_.steps;
   pc.shift = opts_.shift;
@@ -124,6 +138,7 @@ void Stream::SetSourceMoments(const float* moments, int frames) {
     for (int c = 0; c < 64; ++c) source_[t * 64 + c] = moments[static_cast<long>(c) * frames_ + t];
   }
   ref::SemanticHints(source_, frames_, hints_);
+  source_version_ = next_version_++;
   have_source_ = true;
   hint_ = -1.0f;  // force the context rebuild
 }
@@ -138,6 +153,7 @@ void Stream::SetCondition(ConditionSlot slot, const float* enc, int len) {
   const size_t n = static_cast<size_t>(len) * kEncoderDim;
   if (HostInput(enc, cond_[i], n) != cond_[i]) std::memcpy(cond_[i], enc, n * sizeof(float));
   cond_len_[i] = len;
+  cond_version_[i] = next_version_++;
   blend_ = -1.0f;  // force the blend rebuild
 }
 
@@ -157,6 +173,25 @@ void Stream::SetSharedCurve(const char* name, const float* values, int len) {
          "ode_noise_curve, apg_momentum, x0_target_strength, cfg_rescale_curve or guidance_curve)",
          name == nullptr ? "(null)" : name);
   }
+}
+
+void Stream::SetBlendCurve(const float* w, int len) {
+  if (opts_.max_prompts < 2 && len != 0) {
+    Fail(Status::kState, "stream: per-frame prompt weights need a stream made with max_prompts 2");
+  }
+  if (len < 0 || (len > 1 && len != frames_) || (len > 0 && w == nullptr)) {
+    Fail(Status::kInvalidArgument, "stream: prompt weights of %d values (want 0, 1 or %d)", len,
+         frames_);
+  }
+  for (int t = 0; t < len; ++t) {
+    if (!std::isfinite(w[t]))
+      Fail(Status::kInvalidArgument, "stream: prompt weight %d is %g", t, w[t]);
+  }
+  for (int t = 0; t < len; ++t) {
+    blend_b_[t] = std::clamp(w[t], 0.0f, 1.0f);
+    blend_a_[t] = 1.0f - blend_b_[t];
+  }
+  blend_len_ = len;
 }
 
 void Stream::SetPlayback(const float* interleaved, int64_t frames) {
@@ -185,6 +220,7 @@ void Stream::RebuildContext(float hint) {
     for (int c = 0; c < 64; ++c) context_[t * 128 + c] = hint * hints_[t * 64 + c];
     for (int c = 64; c < 128; ++c) context_[t * 128 + c] = 1.0f;
   }
+  context_version_ = next_version_++;
   hint_ = hint;
 }
 
@@ -201,22 +237,38 @@ void Stream::RebuildBlend(float w) {
       blended_[l * kEncoderDim + d] = (1.0f - w) * va + w * vb;
     }
   }
+  blended_version_ = next_version_++;
   blend_ = w;
 }
 
-void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t slice_cap) {
+void Stream::CheckSliceBuffers(const SliceBuffers& slice) const {
+  const int64_t samples = static_cast<int64_t>(slice_frames_) * kChannels;
+  if (slice.f32 == nullptr || slice.f32_cap < samples) {
+    Fail(Status::kInvalidArgument, "stream: slice buffer holds %lld floats, the slice needs %lld",
+         static_cast<long long>(slice.f32 == nullptr ? 0 : slice.f32_cap),
+         static_cast<long long>(samples));
+  }
+  if (slice.f16 != nullptr && slice.f16_cap < 2 * samples) {
+    Fail(Status::kInvalidArgument,
+         "stream: float16 slice buffer holds %lld bytes, the slice needs %lld",
+         static_cast<long long>(slice.f16_cap), static_cast<long long>(2 * samples));
+  }
+}
+
+void Stream::Tick(const TickParams& p, TickResult* out, const SliceBuffers& slice) {
   using clock = std::chrono::steady_clock;
   if (!have_source_ || cond_len_[0] == 0 || !have_playback_) {
     Fail(Status::kState, "stream: tick before source, prompt and playback buffer are set");
   }
   if (out == nullptr) Fail(Status::kInvalidArgument, "stream: tick result is NULL");
+  if (p.decode != 0) CheckSliceBuffers(slice);
   *out = TickResult{};
   const auto t0 = clock::now();
 
   const float hint = std::clamp(p.hint_strength, 0.0f, 1.0f);
   if (std::fabs(hint - hint_) > 0.02f) RebuildContext(hint);
   const float w = std::clamp(p.prompt_blend, 0.0f, 1.0f);
-  if (w != blend_) RebuildBlend(w);
+  if (blend_len_ == 0 && w != blend_) RebuildBlend(w);
   if (p.depth != pipeline_->depth()) pipeline_->SetDepth(std::clamp(p.depth, 1, opts_.max_depth));
   if (std::fabs(p.shift - shift_) > 0.05f) {
     pipeline_->SetShift(p.shift);
@@ -234,11 +286,38 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
     pipe::SlotRequest r;
     r.frames = frames_;
     r.context_latents = context_;
-    r.primary.enc = blended_;
-    r.primary.len = blended_len_;
+    r.context_version = context_version_;
+    pipe::SlotCondition prompt_b;
+    if (blend_len_ == 0) {
+      r.primary.enc = blended_;
+      r.primary.version = blended_version_;
+      r.primary.len = blended_len_;
+    } else {
+      // Per-frame weights: prompt A and prompt B (A again while B is unset) as two positive
+      // conditions whose velocities blend per frame (§4.5 blend_velocities).
+      auto weights = [this](const float* v) {
+        return blend_len_ == 1 ? pipe::Curve::Scalar(v[0]) : pipe::Curve::Frames(v, frames_);
+      };
+      const int b = cond_len_[1] > 0 ? 1 : 0;
+      r.primary.enc = cond_[0];
+      r.primary.version = cond_version_[0];
+      r.primary.len = cond_len_[0];
+      r.primary.temporal_weight = weights(blend_a_);
+      prompt_b.enc = cond_[b];
+      prompt_b.version = cond_version_[b];
+      prompt_b.len = cond_len_[b];
+      prompt_b.temporal_weight = weights(blend_b_);
+      r.extra_conditions = &prompt_b;
+      r.num_extra_conditions = 1;
+    }
     r.seed = p.seed;
     r.denoise = std::clamp(p.denoise, 0.0f, 1.0f);
     r.source_latents = source_;
+    r.source_version = source_version_;
+    // §4.10 step 4: x0_target = src always; its strength comes from the shared
+    // x0_target_strength curve (SetSharedCurve), 0 by default (then the blend never fires).
+    r.x0_target = source_;
+    r.x0_target_version = source_version_;
     r.velocity_scale = pipe::Curve::Scalar(p.velocity_scale);
     pipe::SlotCondition neg;
     if (p.rcfg_mode != 0) {
@@ -252,6 +331,7 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
       if (r.rcfg_mode != pipe::RcfgMode::kSelf) {
         if (cond_len_[2] == 0) Fail(Status::kState, "stream: CFG needs the negative conditioning");
         neg.enc = cond_[2];
+        neg.version = cond_version_[2];
         neg.len = cond_len_[2];
         r.neg_conditions = &neg;
         r.num_neg_conditions = 1;
@@ -260,8 +340,7 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
     pipeline_->Submit(r);
   }
   pipe::TickResult tr = pipeline_->Tick();
-  const auto t1 = clock::now();
-  out->tick_ms = static_cast<float>(stream_detail::Ms(t0, t1));
+  out->tick_ms = static_cast<float>(stream_detail::Ms(t0, clock::now()));
   out->engine_ms = static_cast<float>(tr.model_ms);
   out->active = tr.active;
   out->decoder_calls = tr.decoder_calls;
@@ -269,40 +348,64 @@ void Stream::Tick(const TickParams& p, TickResult* out, float* slice, int64_t sl
   if (tr.emitted) {
     out->emitted = 1;
     num_gens_++;
+    last_latent_ = tr.latent;
   }
   out->num_gens = num_gens_;
-  if (!tr.emitted || p.decode == 0) return;
+  if (tr.emitted && p.decode != 0) DecodeSlice(tr.latent, p.playhead_s, slice, out);
+}
 
+void Stream::DecodeWindow(double playhead_s, const float* latent, int frames, TickResult* out,
+                          const SliceBuffers& slice) {
+  if (!have_playback_) Fail(Status::kState, "stream: decode before the playback buffer is set");
+  if (out == nullptr) Fail(Status::kInvalidArgument, "stream: decode result is NULL");
+  if (latent == nullptr) {
+    if (last_latent_ == nullptr) Fail(Status::kState, "stream: no latent emitted yet");
+    latent = last_latent_;
+  } else if (frames != frames_) {
+    Fail(Status::kInvalidArgument, "stream: latent has %d frames, the stream was made for %d",
+         frames, frames_);
+  }
+  CheckSliceBuffers(slice);
+  *out = TickResult{};
+  out->num_gens = num_gens_;
+  out->depth = pipeline_->depth();
+  DecodeSlice(latent, playhead_s, slice, out);
+}
+
+void Stream::DecodeSlice(const float* latent, double playhead_s, const SliceBuffers& slice,
+                         TickResult* out) {
+  const auto t0 = std::chrono::steady_clock::now();
   const double duration = static_cast<double>(frames_) / kFrameRate;
-  double target = std::fmod(p.playhead_s + opts_.lead_s, duration);
+  double target = std::fmod(playhead_s + opts_.lead_s, duration);
   if (target < 0) target += duration;
   pipe::WindowPlan plan = pipe::PlanWindow(frames_, opts_.vae_window, target, /*cyclic=*/true);
   const int n = plan.full ? frames_ : plan.num_frames;
-  if (plan.full || n > kWindowFrames) {
-    Fail(Status::kInternal, "stream: window plan of %d frames for T=%d", n, frames_);
+  if (plan.full || n > kWindowFrames || plan.kept != slice_frames_) {
+    Fail(Status::kInternal, "stream: window plan of %d frames (%d kept) for T=%d", n, plan.kept,
+         frames_);
   }
-  pipe::GatherWindow(tr.latent, frames_, plan, window_z_);
+  pipe::GatherWindow(latent, frames_, plan, window_z_);
+  const auto v0 = std::chrono::steady_clock::now();
   window_->DecodeWindow(window_z_, n, window_audio_);
+  out->vae_ms = static_cast<float>(stream_detail::Ms(v0, std::chrono::steady_clock::now()));
   const long kept = plan.num_samples();
-  if (slice == nullptr || slice_cap < kept * 2) {
-    Fail(Status::kInvalidArgument, "stream: slice buffer holds %lld floats, the slice needs %ld",
-         static_cast<long long>(slice_cap), kept * 2);
-  }
   const long span = static_cast<long>(n) * kHop;
   const float* left = window_audio_ + static_cast<long>(plan.pre) * kHop;
   const float* right = left + span;
+  float* dst = slice.f32;
   for (long i = 0; i < kept; ++i) {
-    slice[2 * i] = left[i];
-    slice[2 * i + 1] = right[i];
+    dst[2 * i] = left[i];
+    dst[2 * i + 1] = right[i];
   }
   const long total = static_cast<long>(frames_) * kHop;
-  pipe::CrossfadeSlice(playback_, total, plan.start_sample, slice, kept);
-  pipe::PatchWindow(playback_, total, plan.start_sample, slice, kept);
+  pipe::CrossfadeSlice(playback_, total, plan.start_sample, dst, kept);
+  pipe::PatchWindow(playback_, total, plan.start_sample, dst, kept);
   SyncPlayback(plan.start_sample, kept);  // staged: the patched range to the device copy
+  if (slice.f16 != nullptr) pipe::FloatsToHalfLE(dst, slice.f16, kept * kChannels);
   out->decoded = 1;
   out->start_sample = plan.start_sample;
   out->num_samples = static_cast<int>(kept);
-  out->dec_ms = static_cast<float>(stream_detail::Ms(t1, clock::now()));
+  out->dec_ms = static_cast<float>(stream_detail::Ms(t0, std::chrono::steady_clock::now()));
 }
 
 }  // namespace dm

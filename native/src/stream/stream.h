@@ -34,6 +34,10 @@ struct StreamOptions {
   int max_cond_len = 128;    // longest conditioning sequence the stream accepts
   float vae_window = 0.36f;  // kept slice, seconds (clamped to [0.04, 0.36])
   float lead_s = 0.5f;       // decode this far ahead of the playhead
+  // Prompts a request may carry: 1 (the tick's scalar A/B lerp), or 2 to allow per-frame A/B
+  // weights (SetBlendCurve): two decoder rows per slot, so max_depth·2 must fit the
+  // decoder's max batch.
+  int max_prompts = 1;
 };
 
 enum class ConditionSlot : int { kPromptA = 0, kPromptB = 1, kNegative = 2 };
@@ -56,6 +60,16 @@ struct TickParams {
   float channel_gain[64] = {};
 };
 
+// Where a decoded slice goes: interleaved stereo float32 (required when decoding; it is also
+// the crossfade's working buffer) and, optionally, the same samples as IEEE binary16 in
+// little-endian byte order — the wire's RAW slice payload (spec/protocol.md §4.1).
+struct SliceBuffers {
+  float* f32 = nullptr;
+  int64_t f32_cap = 0;     // floats
+  uint8_t* f16 = nullptr;  // null: no float16 copy
+  int64_t f16_cap = 0;     // bytes
+};
+
 struct TickResult {
   int emitted = 0;
   int decoded = 0;
@@ -64,6 +78,7 @@ struct TickResult {
   float tick_ms = 0;
   float dec_ms = 0;
   float engine_ms = 0;    // of tick_ms, time inside the decoder engine
+  float vae_ms = 0;       // of dec_ms, time inside the windowed VAE engine
   uint32_t num_gens = 0;  // latents finished so far
   int active = 0;
   int decoder_calls = 0;
@@ -89,10 +104,25 @@ class Stream {
   // from the next tick. len 0 clears it, 1 is a scalar, T is a per-frame curve. Copied.
   void SetSharedCurve(const char* name, const float* values, int len);
 
+  // Per-frame prompt A/B weights (spec §4.1 temporal_weight): w[t] in [0, 1] weighs prompt B
+  // at latent frame t and 1 − w[t] prompt A; each prompt gets its own decoder row and the
+  // velocities blend per frame. len T is a curve, 1 a constant, 0 clears (back to the tick's
+  // scalar prompt_blend, a lerp of the two conditionings). Requests submitted from the next
+  // tick carry it. kState unless the stream was made with max_prompts 2. Copied.
+  void SetBlendCurve(const float* w, int len);
+
   // One tick: apply knobs, submit, advance the ring buffer, and when a latent finishes,
-  // decode the window at playhead + lead into `slice` (interleaved stereo, crossfaded and
-  // patched into the playback buffer). slice_cap is in floats.
-  void Tick(const TickParams& p, TickResult* out, float* slice, int64_t slice_cap);
+  // decode the window at playhead + lead into the slice buffers (crossfaded and patched into
+  // the playback buffer). With p.decode set, buffers too small for a slice are refused
+  // (kInvalidArgument) before anything changes.
+  void Tick(const TickParams& p, TickResult* out, const SliceBuffers& slice);
+
+  // The decode half of a tick, without the DiT: the idle mode of spec §4.10 step 2 ("keep
+  // decoding the last latent"). latent [T,64] (host memory, read during the call), or null
+  // for the last latent this stream emitted (kState if there is none yet). Fills decoded,
+  // start_sample, num_samples, dec_ms, num_gens and depth of *out.
+  void DecodeWindow(double playhead_s, const float* latent, int frames, TickResult* out,
+                    const SliceBuffers& slice);
 
   uint64_t bytes() const;
   int frames() const { return frames_; }
@@ -100,6 +130,11 @@ class Stream {
  private:
   void RebuildContext(float hint);
   void RebuildBlend(float blend);
+  void CheckSliceBuffers(const SliceBuffers& slice) const;
+  // Plans the window at playhead + lead, decodes it from latent [T,64], crossfades and
+  // patches it into the playback buffer and writes the slice buffers.
+  void DecodeSlice(const float* latent, double playhead_s, const SliceBuffers& slice,
+                   TickResult* out);
 
   // Host view of stream input: `src` itself on a host-accessible device, else `src`
   // copied device-to-host into `host` (n floats) and `host` returned.
@@ -131,6 +166,21 @@ class Stream {
   float* playback_ = nullptr;      // [T·1920, 2]
   float* window_z_ = nullptr;      // [25, 64]
   float* window_audio_ = nullptr;  // [2, 25·1920]
+  float* blend_a_ = nullptr;       // [T] prompt A's per-frame weight (1 − w)
+  float* blend_b_ = nullptr;       // [T] prompt B's per-frame weight (w)
+  int blend_len_ = 0;              // 0: scalar lerp; 1 or T: per-frame weights
+  long slice_frames_ = 0;          // frames per decoded slice (the same for every window)
+  // The last latent emitted: the pipeline's emit buffer, which only the next emit rewrites.
+  const float* last_latent_ = nullptr;
+
+  // Versions of the buffers requests point at (pipe::SlotRequest::context_version): a new
+  // one from next_version_ whenever a buffer is rewritten, so requests reference unchanged
+  // content instead of copying it every tick.
+  uint64_t next_version_ = 1;
+  uint64_t source_version_ = 0;
+  uint64_t context_version_ = 0;
+  uint64_t cond_version_[3] = {};
+  uint64_t blended_version_ = 0;
 
   bool have_source_ = false;
   bool have_playback_ = false;
