@@ -174,7 +174,7 @@ func options() []option {
 				c.Warmup = b
 				return nil
 			}},
-		{"idle-pause", "DEMON_IDLE_PAUSE", "idle_pause", "stop generating after this long without input changes; resumes on the next change",
+		{"idle-pause", "DEMON_IDLE_PAUSE", "idle_pause", "after this long without input changes stop the DiT, re-decode the last latent for one track length, then stop slices; resumes on the next change",
 			func() string { return "20s" }, durationSetter(func(c *Config, d time.Duration) { c.IdlePause = d })},
 		{"tick-interval", "DEMON_TICK_INTERVAL", "tick_interval", "minimum time between two ticks of a session (real-time pacing; sessions share the CPU/GPU)",
 			func() string { return "40ms" }, durationSetter(func(c *Config, d time.Duration) { c.TickInterval = d })},

@@ -213,7 +213,10 @@ func (s *Session) Closed() bool { return s.closed.Load() }
 
 // Run is the session's run loop; once entered it is the sole owner of the session and
 // closes it on return. Runner construction failures come back as *RunnerInitError,
-// runtime failures as *RuntimeError; ctx ending or Stop returns nil.
+// runtime failures as *RuntimeError; ctx ending or Stop returns nil. An idle session
+// (Config.IdlePause) stops ticking the DiT but keeps delivering slices, re-decodes of its
+// last latent (TickMs 0), for Config.IdleDecodeFor; then it sends nothing until the next
+// input change.
 func (s *Session) Run(ctx context.Context, out Output) (err error) {
 	if !s.running.CompareAndSwap(false, true) {
 		if s.closed.Load() {
@@ -242,6 +245,10 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 	pace.Stop()
 	defer pace.Stop()
 
+	// The idle pause's stage 1 found no latent to re-decode (none emitted yet): none can
+	// appear before the DiT runs again, so stop asking (each refusal builds an error).
+	noLatent := false
+
 	for {
 		select {
 		case <-ctx.Done():
@@ -253,18 +260,26 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 			continue
 		default:
 		}
-		hb.Beat()
+		hb.Beat() // in every stage: an idle session is alive, and the watchdog stays fed
 
 		s.mu.Lock()
 		ctl := s.controls
-		idle := s.m.cfg.IdlePause > 0 && time.Since(s.lastActivity) > s.m.cfg.IdlePause
+		stage := s.pauseStage(time.Since(s.lastActivity))
 		reported := s.playhead
 		pos := s.playhead + time.Since(s.playheadAt).Seconds()
 		s.mu.Unlock()
-		if wait := s.m.cfg.TickInterval - time.Since(last); idle || wait > 0 {
-			if idle {
-				wait = 50 * time.Millisecond
-			}
+		if stage == generating {
+			noLatent = false
+		}
+		interval := s.m.cfg.TickInterval
+		if stage == redecoding {
+			interval = max(interval, redecodeInterval)
+		}
+		wait := interval - time.Since(last)
+		if stage == paused || (stage == redecoding && noLatent) {
+			wait = pausedPoll // nothing to run: only look for activity and commands
+		}
+		if wait > 0 {
 			pace.Reset(wait)
 			select {
 			case <-ctx.Done():
@@ -278,11 +293,28 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 			continue
 		}
 		last = time.Now()
+		aim := s.aim(reported, pos, &ctl)
+
+		if stage == redecoding {
+			// No DiT, so no tick: neither the run.tick fault point nor the Tick hook (its
+			// metrics are DiT ticks). A failing decode ends the loop as a failing tick does.
+			res, err := s.stream.DecodeWindow(aim.playhead, nil, trt.SliceBuffers{F32: slice})
+			if errors.Is(err, trt.ErrState) {
+				noLatent = true
+				continue
+			}
+			if err != nil {
+				return &RuntimeError{err}
+			}
+			if err := deliver(out, ev, slice, &res, aim, &ctl); err != nil {
+				return err
+			}
+			continue
+		}
 
 		if err := s.m.hit("run.tick"); err != nil {
 			return &RuntimeError{err}
 		}
-		aim := s.aim(reported, pos, &ctl)
 		fillParams(params, &ctl, aim.playhead)
 		res, err := s.stream.Tick(params, slice)
 		if err != nil {
@@ -291,18 +323,64 @@ func (s *Session) Run(ctx context.Context, out Output) (err error) {
 		if s.m.hooks.Tick != nil {
 			s.m.hooks.Tick(float64(res.TickMs), float64(res.DecMs), res.Decoded)
 		}
-		n := int64(res.NumSamples)
-		if aim.clampEnd > 0 {
-			n = min(n, aim.clampEnd-res.StartSample)
-		}
-		if res.Decoded && n > 0 {
-			*ev = SliceEvent{StartSample: res.StartSample, Samples: slice[:2*n], TickMs: res.TickMs,
-				DecMs: res.DecMs, NumGens: res.NumGens, Depth: res.Depth, Controls: ctl}
-			if err := out.Slice(ev); err != nil {
-				return fmt.Errorf("deliver slice: %w", err)
+		if res.Decoded {
+			if err := deliver(out, ev, slice, &res, aim, &ctl); err != nil {
+				return err
 			}
 		}
 	}
+}
+
+// The idle pause's pacing (DEMON's sleeps): stage 1 re-decodes at most every
+// redecodeInterval (or TickInterval, if longer); a paused loop, or one with nothing to
+// re-decode, looks for activity and commands every pausedPoll.
+const (
+	redecodeInterval = 20 * time.Millisecond
+	pausedPoll       = 50 * time.Millisecond
+)
+
+// pauseStage is where the idle pause (protocol.md §4, lifecycle.md §6.3) has a session.
+type pauseStage int
+
+const (
+	generating pauseStage = iota // active: DiT ticks
+	redecoding                   // stage 1: no DiT; the last latent is re-decoded at the playhead
+	paused                       // stage 2: neither DiT nor decoding
+)
+
+// pauseStage is the stage after sinceActivity without input changes (s.mu held: Info
+// changes with a swap).
+func (s *Session) pauseStage(sinceActivity time.Duration) pauseStage {
+	cfg := &s.m.cfg
+	if cfg.IdlePause <= 0 || sinceActivity <= cfg.IdlePause {
+		return generating
+	}
+	redecodeFor := cfg.IdleDecodeFor
+	if redecodeFor == 0 {
+		redecodeFor = time.Duration(s.Info.Duration * float64(time.Second))
+	}
+	if sinceActivity <= cfg.IdlePause+redecodeFor {
+		return redecoding
+	}
+	return paused
+}
+
+// deliver sends a decoded slice (of a tick or a re-decode; the stream wrote it to slice)
+// to out, clamped at aim's band end.
+func deliver(out Output, ev *SliceEvent, slice []float32, res *trt.TickResult, aim sliceAim, ctl *Controls) error {
+	n := int64(res.NumSamples)
+	if aim.clampEnd > 0 {
+		n = min(n, aim.clampEnd-res.StartSample)
+	}
+	if n <= 0 {
+		return nil
+	}
+	*ev = SliceEvent{StartSample: res.StartSample, Samples: slice[:2*n], TickMs: res.TickMs,
+		DecMs: res.DecMs, NumGens: res.NumGens, Depth: res.Depth, Controls: *ctl}
+	if err := out.Slice(ev); err != nil {
+		return fmt.Errorf("deliver slice: %w", err)
+	}
+	return nil
 }
 
 // sliceAim is where a tick's slice goes: the playhead the stream targets (it decodes

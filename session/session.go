@@ -42,10 +42,18 @@ type Config struct {
 	VAEWindow     float32       // kept slice seconds
 	LeadS         float32       // decode lead, seconds
 	Headroom      uint64        // device bytes kept free beyond a session's predicted cost
-	IdlePause     time.Duration // stop generating after this long without input changes
+	IdlePause     time.Duration // idle-pause after this long without input changes (0: never; see IdleDecodeFor)
 	TickInterval  time.Duration // minimum time between ticks (real-time pacing)
 	CloseTimeout  time.Duration // how long Close waits for the run loop to quiesce
 	SliceEncoding string        // unused here; kept for symmetry with the wire config
+
+	// IdleDecodeFor is stage 1 of the idle pause (protocol.md §4, lifecycle.md §6.3): once
+	// IdlePause passes without input changes the DiT stops and the run loop keeps
+	// re-decoding the last latent at the playhead for this long; then decoding stops too,
+	// until the next change. 0 means one buffer duration (the session's track length, as
+	// DEMON does): one sweep of the client's playhead over the whole loop, so the buffer it
+	// keeps playing is the last latent's audio throughout. Tests shorten it.
+	IdleDecodeFor time.Duration
 
 	// NoAdmission admits every start whatever its predicted cost, so one that does not fit
 	// fails with the device's out-of-memory error instead of ErrAdmission (diagnostics, and

@@ -6,7 +6,6 @@ import (
 	"math"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,42 +446,57 @@ func (c *countingOutput) Slice(*session.SliceEvent) error {
 	return nil
 }
 
+// loopMeter reads the Go allocation and cgo call counters of a run loop at its from-th and
+// to-th event (ticks, slices: whatever the caller counts, on the loop's goroutine) and then
+// stops the session.
+type loopMeter struct {
+	s          *session.Session
+	from, to   int64
+	n          int64
+	m0, m1     runtime.MemStats
+	cgo0, cgo1 int64
+}
+
+func (w *loopMeter) count() {
+	w.n++
+	switch w.n {
+	case w.from:
+		runtime.ReadMemStats(&w.m0)
+		w.cgo0 = runtime.NumCgoCall()
+	case w.to:
+		w.cgo1 = runtime.NumCgoCall()
+		runtime.ReadMemStats(&w.m1)
+		w.s.Stop()
+	}
+}
+
+// perEvent is the Go allocations and cgo calls per event between from and to.
+func (w *loopMeter) perEvent(t *testing.T) (allocs, cgo float64) {
+	t.Helper()
+	require.GreaterOrEqual(t, w.n, w.to, "the loop stopped before the window closed")
+	k := float64(w.to - w.from)
+	return float64(w.m1.Mallocs-w.m0.Mallocs) / k, float64(w.cgo1-w.cgo0) / k
+}
+
 // The run loop's steady state allocates nothing per tick (Go side; the shim is checked by
 // trt's tests) and makes one cgo call per tick.
 func TestRunLoopSteadyStateAllocations(t *testing.T) {
 	r := newRig(t, 24<<30, "")
-	var ticks atomic.Int64
-	var m0, m1 runtime.MemStats
-	var cgo0, cgo1 int64
+	meter := &loopMeter{from: 20, to: 120}
 	cfg := session.DefaultConfig()
 	cfg.TickInterval = time.Millisecond // exercise the pacing timer too
 	cfg.MaxCondLen = 128
-	mgr := session.NewManager(cfg, r.dev, r.model, r.faults, nil, session.Hooks{Tick: func(float64, float64, bool) {
-		switch ticks.Add(1) {
-		case 20:
-			runtime.ReadMemStats(&m0)
-			cgo0 = runtime.NumCgoCall()
-		case 120:
-			cgo1 = runtime.NumCgoCall()
-			runtime.ReadMemStats(&m1)
-		}
-	}})
+	mgr := session.NewManager(cfg, r.dev, r.model, r.faults, nil, session.Hooks{Tick: func(float64, float64, bool) { meter.count() }})
 	s, err := mgr.Create(t.Context(), request(""))
 	require.NoError(t, err)
-	out := &countingOutput{s: s, want: 1 << 30}
-	go func() {
-		for ticks.Load() < 125 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		s.Stop()
-	}()
-	require.NoError(t, s.Run(t.Context(), out))
-	perTick := float64(m1.Mallocs-m0.Mallocs) / 100
-	t.Logf("run loop: %.2f Go allocations and %.2f cgo calls per tick over 100 ticks", perTick, float64(cgo1-cgo0)/100)
+	meter.s = s
+	require.NoError(t, s.Run(t.Context(), &countingOutput{s: s, want: 1 << 30}))
+	perTick, cgo := meter.perEvent(t)
+	t.Logf("run loop: %.2f Go allocations and %.2f cgo calls per tick over 100 ticks", perTick, cgo)
 	if !asanBuild {
 		assert.Less(t, perTick, 0.5, "steady-state ticks allocate nothing (ReadMemStats itself may count once)")
 	}
-	assert.InDelta(t, 1.0, float64(cgo1-cgo0)/100, 0.011, "one cgo call per tick")
+	assert.InDelta(t, 1.0, cgo, 0.011, "one cgo call per tick")
 }
 
 func TestClosedWithoutRunning(t *testing.T) {

@@ -96,12 +96,14 @@ func nextSlice(msgs <-chan received, d time.Duration) (received, bool) {
 	}
 }
 
-// TestIdlePauseStopsAndResumes: without input changes slices stop after
-// IdlePause; an unchanged params heartbeat does not wake the session, a
-// changed knob does.
+// TestIdlePauseStopsAndResumes: without input changes the DiT stops after
+// IdlePause, and for IdleDecodeFor the slices that keep coming are re-decodes
+// of the last latent (tick_ms 0, the same generation count); then slices stop.
+// An unchanged params heartbeat does not wake the session, a changed knob
+// resumes DiT ticks.
 func TestIdlePauseStopsAndResumes(t *testing.T) {
-	const idle = 400 * time.Millisecond
-	e := newEnv(t, envOptions{cfg: func(c *session.Config) { c.IdlePause = idle }})
+	const idle, redecodeFor = 400 * time.Millisecond, 600 * time.Millisecond
+	e := newEnv(t, envOptions{cfg: func(c *session.Config) { c.IdlePause, c.IdleDecodeFor = idle, redecodeFor }})
 	t0 := time.Now() // the session's last activity (its creation) comes after this
 	cl := e.startClient(t, fixtureConfig(nil), nil)
 	msgs, stop := cl.pump()
@@ -111,19 +113,37 @@ func TestIdlePauseStopsAndResumes(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, cl.c.WriteMessage(websocket.TextMessage, b))
 	}
+	header := func(m received) SliceHeader {
+		h, _, err := DecodeSliceHeader(m.data)
+		require.NoError(t, err)
+		return h
+	}
 
 	first, ok := nextSlice(msgs, 5*time.Second)
 	require.True(t, ok, "slices before the pause")
-	last := first
+	require.NotZero(t, header(first).TickMs, "a DiT tick's slice")
+	lastDiT, gens := first, header(first).NumGens
+	var redecodes []received
 	for {
 		m, ok := nextSlice(msgs, 3*idle/2)
 		if !ok {
 			break
 		}
-		last = m
 		require.Less(t, time.Since(first.at), 5*time.Second, "slices never stopped")
+		if h := header(m); h.TickMs != 0 {
+			require.Empty(t, redecodes, "a DiT tick during the idle pause")
+			lastDiT, gens = m, h.NumGens
+		} else {
+			assert.Equal(t, gens, h.NumGens, "a re-decode of the last latent")
+			redecodes = append(redecodes, m)
+		}
 	}
-	assert.Greater(t, last.at.Sub(t0), idle-100*time.Millisecond, "slices flowed until the pause")
+	assert.Greater(t, lastDiT.at.Sub(t0), idle-100*time.Millisecond, "DiT slices flowed until the pause")
+	require.GreaterOrEqual(t, len(redecodes), 5, "re-decodes keep slices coming after the DiT stops")
+	assert.Greater(t, redecodes[0].at.Sub(t0), idle, "re-decodes only after the pause")
+	span := redecodes[len(redecodes)-1].at.Sub(redecodes[0].at)
+	assert.GreaterOrEqual(t, span, redecodeFor/2, "re-decodes for IdleDecodeFor")
+	assert.Less(t, span, redecodeFor+500*time.Millisecond, "re-decodes stop after IdleDecodeFor")
 
 	// The 8 ms heartbeat with unchanged knobs is not activity.
 	for range 5 {
@@ -135,9 +155,11 @@ func TestIdlePauseStopsAndResumes(t *testing.T) {
 
 	t1 := time.Now()
 	params(map[string]any{"denoise": 0.7})
-	_, ok = nextSlice(msgs, 2*time.Second)
+	m, ok := nextSlice(msgs, 2*time.Second)
 	require.True(t, ok, "a changed knob resumes the session")
-	t.Logf("paused %v after the start; resumed %v after the change", last.at.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
+	assert.NotZero(t, header(m).TickMs, "with DiT ticks")
+	t.Logf("DiT paused %v after the start; %d re-decodes over %v; resumed %v after the change",
+		lastDiT.at.Sub(t0).Round(time.Millisecond), len(redecodes), span.Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
 	stop()
 	e.waitReleased(t)
 }
