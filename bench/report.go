@@ -177,7 +177,7 @@ func Markdown(s *Summary) string {
 	}
 
 	if r := s.Stream; r != nil {
-		fmt.Fprintf(&b, "## stream — K concurrent sessions at real-time pacing (%s)\n\nHolds real time: %s. CPU: %s.\n\n**Largest K that holds real time on this machine: %d** (largest also keeping the tick pace: %d)%s (search %.0f s).\n\n",
+		fmt.Fprintf(&b, "## stream — K concurrent sessions at real-time pacing (%s)\n\nHolds real time: %s. CPU: %s.\n\n**Largest K that holds real time on this machine: %d** (largest also keeping the configured pace: %d)%s (search %.0f s).\n\n",
 			r.Path, r.Criterion, r.CPUSource, r.MaxK, r.MaxKPace, ternary(r.Bounded, " (search bounded by --max-k / --search-budget)", ""), r.SearchS)
 		var rows [][]string
 		for _, t := range r.Trials {

@@ -158,7 +158,7 @@ func directStream(env *Env, frames int, cfg Config) (*trt.Stream, func(), error)
 	}
 	closers = append(closers, dctx.Close)
 	st, err := trt.NewStream(dctx, env.Model.Engine(models.VAEDecodeWindowed), owner, trt.StreamOptions{
-		Frames: frames, MaxDepth: 8, Depth: cfg.Depth, Steps: cfg.Steps, Shift: 3, MaxCondLen: 64, VAEWindow: 0.36, LeadS: 0.5,
+		Frames: frames, MaxDepth: 8, Depth: cfg.Depth, Steps: cfg.Steps, Shift: 3, MaxCondLen: 64, VAEWindow: SliceSeconds, LeadS: 0.5,
 	})
 	if err != nil {
 		return fail(err)

@@ -108,7 +108,7 @@ func (c *WSClient) Start(ctx context.Context) (Live, error) {
 		steps = 8
 	}
 	cfg := map[string]any{
-		"sde": false, "lora": false, "depth": depth, "vae_window": 0.36, "crop": 0, "steps": steps,
+		"sde": false, "lora": false, "depth": depth, "vae_window": SliceSeconds, "crop": 0, "steps": steps,
 		"fast_vae": false, "walk_window": false, "walk_window_s": 60, "enabled_loras": []string{},
 		"prompt": "ambient electronic, warm pads", "prompt_b": "dark techno", "lora_strengths": map[string]float64{},
 		"fixture_name": c.Fixture, "use_server_fixture": c.UseServerFixture,
