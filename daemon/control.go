@@ -121,7 +121,7 @@ func NewControl(p ControlParams) *Control {
 		p.LC.Append(fx.StartHook(func() { p.Log.Info("control API disabled (--control-listen is empty)") }))
 		return c
 	}
-	c.l = newHTTPListener(p.Log, "control", p.Config.ControlListen, "--control-listen / DEMON_CONTROL_LISTEN", c.handler)
+	c.l = newHTTPListener(p.Log, "control", "the control API", p.Config.ControlListen, "--control-listen / DEMON_CONTROL_LISTEN", c.handler)
 	p.LC.Append(fx.StartStopHook(c.l.start, c.l.stop))
 	return c
 }

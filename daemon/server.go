@@ -105,7 +105,7 @@ func NewServer(p ServerParams) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{handler: h}
-	s.l = newHTTPListener(p.Log, "http", p.Config.Listen, "--listen / DEMON_LISTEN", h)
+	s.l = newHTTPListener(p.Log, "http", "the page (open it in a browser), session sockets and /metrics", p.Config.Listen, "--listen / DEMON_LISTEN", h)
 	p.LC.Append(fx.StartStopHook(s.l.start, s.l.stop))
 	return s, nil
 }
@@ -239,20 +239,21 @@ func (w *notFoundWriter) Write(b []byte) (int, error) {
 // httpListener binds in OnStart, serves in a goroutine and shuts down with the hook's
 // context in OnStop. The public server and the control API share it.
 type httpListener struct {
-	log  *slog.Logger
-	name string // for logs: "http", "control"
-	addr string // configured address
-	opt  string // the option that sets addr, for error messages
-	srv  *http.Server
+	log    *slog.Logger
+	name   string // for logs: "http", "control"
+	serves string // for the start-up line: what a user finds at the URL
+	addr   string // configured address
+	opt    string // the option that sets addr, for error messages
+	srv    *http.Server
 
 	mu   sync.Mutex
 	ln   net.Listener
 	done chan struct{}
 }
 
-func newHTTPListener(log *slog.Logger, name, addr, opt string, h http.Handler) *httpListener {
+func newHTTPListener(log *slog.Logger, name, serves, addr, opt string, h http.Handler) *httpListener {
 	return &httpListener{
-		log: log, name: name, addr: addr, opt: opt,
+		log: log, name: name, serves: serves, addr: addr, opt: opt,
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -277,7 +278,7 @@ func (l *httpListener) start(context.Context) error {
 			l.log.Error("listener failed", "listener", l.name, "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	l.log.Info("serving on "+urlFor(ln.Addr()), "listener", l.name)
+	l.log.Info("serving "+l.serves+" on "+urlFor(ln.Addr()), "listener", l.name)
 	return nil
 }
 

@@ -99,7 +99,7 @@ func TestServerServesRoutesAndShutsDownOnStop(t *testing.T) {
 	app.RequireStart()
 	base := srv.URL()
 	require.True(t, strings.HasPrefix(base, "http://127.0.0.1:"), base)
-	assert.Contains(t, logs.String(), "serving on "+base)
+	assert.Contains(t, logs.String(), "serving the page (open it in a browser), session sockets and /metrics on "+base, "the start-up line names the page's URL")
 
 	resp, body := get(t, base+"hello/demon")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
