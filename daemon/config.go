@@ -81,17 +81,7 @@ func options() []option {
 				return nil
 			}},
 		{"device-capacity", "DEMON_DEVICE_CAPACITY", "device_capacity", "host device capacity in bytes, with units (e.g. 24GiB); default 75% of RAM",
-			func() string { return defaultCapacity().String() }, func(c *Config, v string) error {
-				b, err := ParseByteSize(v)
-				if err != nil {
-					return err
-				}
-				if b == 0 {
-					return errors.New("must be greater than 0")
-				}
-				c.DeviceCapacity = b
-				return nil
-			}},
+			func() string { return defaultCapacity().String() }, positiveSizeSetter(func(c *Config, b ByteSize) { c.DeviceCapacity = b })},
 		{"device-ordinal", "DEMON_DEVICE_ORDINAL", "device_ordinal", "GPU index for --device cuda",
 			func() string { return "0" }, func(c *Config, v string) error {
 				n, err := strconv.Atoi(v)
@@ -249,17 +239,7 @@ func options() []option {
 		{"write-timeout", "DEMON_WRITE_TIMEOUT", "write_timeout", "longest a WebSocket write may stall (a message over 64 KiB: each 64 KiB chunk, the whole within write-timeout + size/min-write-rate)",
 			func() string { return ws.DefaultWriteTimeout.String() }, durationSetter(func(c *Config, d time.Duration) { c.WriteTimeout = d })},
 		{"min-write-rate", "DEMON_MIN_WRITE_RATE", "min_write_rate", "slowest average rate, per second, at which a client may take a large message (the initial buffer) before it is dropped",
-			func() string { return ByteSize(ws.DefaultMinWriteRate).String() }, func(c *Config, v string) error {
-				b, err := ParseByteSize(v)
-				if err != nil {
-					return err
-				}
-				if b == 0 {
-					return errors.New("must be greater than 0")
-				}
-				c.MinWriteRate = b
-				return nil
-			}},
+			func() string { return ByteSize(ws.DefaultMinWriteRate).String() }, positiveSizeSetter(func(c *Config, b ByteSize) { c.MinWriteRate = b })},
 		{"tick-stall-timeout", "DEMON_TICK_STALL_TIMEOUT", "tick_stall_timeout", "a session's tick loop silent this long counts as hung: systemd's watchdog pings stop",
 			func() string { return "30s" }, durationSetter(func(c *Config, d time.Duration) { c.TickStallTimeout = d })},
 		{"gpu-telemetry", "DEMON_GPU_TELEMETRY", "gpu_telemetry", "GPU telemetry through NVML: auto (use it when the driver library loads) or off",
@@ -284,6 +264,21 @@ func validateAddr(v string) error {
 		return fmt.Errorf("invalid port %q in %q", port, v)
 	}
 	return nil
+}
+
+// positiveSizeSetter parses a byte size with units that must be greater than 0.
+func positiveSizeSetter(set func(*Config, ByteSize)) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := ParseByteSize(v)
+		if err != nil {
+			return err
+		}
+		if b == 0 {
+			return errors.New("must be greater than 0")
+		}
+		set(c, b)
+		return nil
+	}
 }
 
 func durationSetter(set func(*Config, time.Duration)) func(*Config, string) error {
