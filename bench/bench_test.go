@@ -63,6 +63,11 @@ func TestTinyProfile(t *testing.T) {
 	require.NotNil(t, got.Churn)
 	assert.Zero(t, got.Churn.Errors)
 	assert.Equal(t, got.Churn.Before.LedgerBytes, got.Churn.After.LedgerBytes, "churn leaves the ledger at its baseline")
+	// Between sessions the ledger is at the baseline every time, not only at the end.
+	if assert.Contains(t, got.Churn.SpreadBetween, "ledger_used_bytes") {
+		assert.Zero(t, got.Churn.SpreadBetween["ledger_used_bytes"], "the ledger swings between sessions")
+	}
+	assert.Contains(t, got.Churn.SpreadBetween, "rss_bytes")
 	// Sampled mid-session too: the peak shows what a live session costs.
 	assert.Len(t, got.Churn.LiveSamples, len(got.Churn.Samples))
 	assert.Positive(t, got.Churn.LiveLedgerBytes.P50, "a live session holds device memory")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/demon-audio/demon/internal/procstat"
@@ -47,6 +48,11 @@ type ChurnResult struct {
 	// least-squares slope over the samples taken during the run, × 1000.
 	GrowthPer1000 map[string]float64 `json:"growth_per_1000_cycles"`
 	SlopePer1000  map[string]float64 `json:"slope_per_1000_cycles"`
+	// SpreadBetween is max − min per metric over the between-session samples: how far a
+	// reading swings from cycle to cycle with nothing leaking (RSS does: the Go heap and the
+	// C++ allocator hand pages back lazily). Growth extrapolated from a short run is only a
+	// leak where it persists beyond this swing as the run grows.
+	SpreadBetween map[string]float64 `json:"spread_between_sessions"`
 }
 
 // churnMetrics names the sample fields, in table order.
@@ -227,7 +233,7 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 	}
 	res.After.Cycle, res.After.T = cfg.Cycles, time.Since(t0).Seconds()
 	res.CycleMs = Summarize(durs)
-	res.GrowthPer1000, res.SlopePer1000 = map[string]float64{}, map[string]float64{}
+	res.GrowthPer1000, res.SlopePer1000, res.SpreadBetween = map[string]float64{}, map[string]float64{}, map[string]float64{}
 	x := make([]float64, len(res.Samples))
 	for i, s := range res.Samples {
 		x[i] = float64(s.Cycle)
@@ -239,6 +245,9 @@ func runChurn(ctx context.Context, cfg Config, env *Env, remote *remoteTarget) (
 			y[i] = s.get(m)
 		}
 		res.SlopePer1000[m] = slope(x, y) * 1000
+		if len(y) > 0 {
+			res.SpreadBetween[m] = slices.Max(y) - slices.Min(y)
+		}
 	}
 	res.LedgerPeakBytes = ledgerPeak()
 	res.Peak = res.Before

@@ -140,12 +140,14 @@ func Markdown(s *Summary) string {
 				}
 				return fmt.Sprintf("%+.1f", v)
 			}
-			rows = append(rows, []string{name, fmtv(r.Before.get(name)), fmtv(r.Peak.get(name)), fmtv(r.After.get(name)), fmtg(r.GrowthPer1000[name]), fmtg(r.SlopePer1000[name])})
+			rows = append(rows, []string{name, fmtv(r.Before.get(name)), fmtv(r.Peak.get(name)), fmtv(r.After.get(name)), fmtg(r.GrowthPer1000[name]), fmtg(r.SlopePer1000[name]), fmtv(r.SpreadBetween[name])})
 		}
-		table(&b, []string{"metric", "before", "peak during", "after", "growth / 1000 cycles (after−before)", "slope / 1000 cycles (fit)"}, rows)
+		table(&b, []string{"metric", "before", "peak during", "after", "growth / 1000 cycles (after−before)", "slope / 1000 cycles (fit)", "swing between sessions (max−min)"}, rows)
 		fmt.Fprintf(&b, "Peak during is over %d samples between sessions and %d taken mid-session (a session streaming, after its first slice). "+
 			"**A live session costs %s of ledger** over the baseline (p50; max %s); the ledger's own high-water mark was %s (%s). "+
-			"Growth and slope use the between-session samples: what is left once each session has closed.\n\n",
+			"Growth and slope use the between-session samples: what is left once each session has closed. "+
+			"Growth per 1000 cycles extrapolates this run: a reading that swings from cycle to cycle with nothing leaking (RSS: the Go heap and the C++ allocator return pages lazily) "+
+			"extrapolates its swing too, so only growth that persists beyond the swing as --cycles grows is a leak.\n\n",
 			len(r.Samples), len(r.LiveSamples), mib(r.LiveLedgerBytes.P50), mib(r.LiveLedgerBytes.Max), mib(r.LedgerPeakBytes), r.LedgerPeakSource)
 	}
 
